@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.cli import main
+
+TINY = ["--max_samples", "40", "--batch_size", "64", "--device", "cpu", "--quiet"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def test_cli_runs_end_to_end_and_writes_every_file(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "--staged_training", "--epochs", "3",
+         "--stage1-epochs", "1", "--stage2_epochs", "1", "--independence_penalty", "5.0",
+         "--beta_annealing", "--out", str(out), *TINY],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "done in" in proc.stdout
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "final_metrics.json",
+                 "checkpoint.pt", "disentanglement_analysis.json",
+                 "correlation_heatmap.html", "label_prediction_accuracy.html"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"]["stage1_epochs"] == 1 and cfg["stages"]["independence_penalty"] == 5.0
+    assert cfg["optim"]["beta_annealing"] is True
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == [1, 2, 3]
+    final = json.loads((out / "final_metrics.json").read_text())
+    assert 0 <= final["zay_independence_score"] <= 1
+    analysis = json.loads((out / "disentanglement_analysis.json").read_text())
+    assert set(analysis["correlations"]["groups"]) == {"zy", "za", "zay", "zx"}
+
+
+def test_progress_shows_the_stage(tmp_path, capsys):
+    argv = ["--staged_training", "--epochs", "3", "--out", str(tmp_path / "r"),
+            "--no_plots", *TINY[:-1]]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch")]
+    assert [line.split()[3] for line in epochs] == ["1", "2", "3"]
+
+
+def test_no_independence_penalty_flag(tmp_path):
+    out = tmp_path / "r"
+    assert main(["--staged_training", "--epochs", "3", "--no_independence_penalty",
+                 "--no_plots", "--out", str(out), *TINY]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"]["use_independence_penalty"] is False
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_penalty"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "6", "--stage1_epochs", "4", "--stage2_epochs", "3"], "exceeds epochs"),
+        (["--stage1_epochs", "-1"], "must not be negative"),
+        (["--independence_penalty", "-2"], "independence_penalty must not be negative"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--zay_suppression", "shrink"], "unknown zay_suppression 'shrink'"),
+        (["--dataset", "mnist", "--data_root", "/nonexistent/mnist"], "does not exist"),
+        (["--dataset", "mnist"], "give --data_root"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, argv, message):
+    out = tmp_path / "r"
+    code = main(["--staged_training", "--out", str(out), *argv, *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_existing_run_is_not_written_over(tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["--staged_training", "--epochs", "2", "--no_plots", "--out", str(out), *TINY]
+    assert main(base) == 0
+    before = _tree(out)
+    assert main(base) != 0
+    assert "already holds a run" in capsys.readouterr().err
+    # resuming with another config is refused and leaves the run as it was
+    assert main([*base, "--resume", "--lr", "0.01"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another configuration" in err[0] and "optim.lr" in err[0]
+    assert _tree(out) == before
+
+
+def test_resume_a_finished_run_is_a_no_op_on_training(tmp_path):
+    out = tmp_path / "r"
+    base = ["--staged_training", "--epochs", "2", "--no_plots", "--out", str(out), *TINY]
+    assert main(base) == 0
+    first = json.loads((out / "final_metrics.json").read_text())
+    assert main([*base, "--resume"]) == 0
+    assert json.loads((out / "final_metrics.json").read_text()) == first

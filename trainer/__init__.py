@@ -1,0 +1,48 @@
+"""The staged trainer: a four-latent VAE trained in three stages.
+
+Public surface: ``fit`` (the one seam with the search), the configuration classes,
+``stage_of`` / ``zay_capacity``, the data registry and the metric registry.
+Attributes are imported on first use, so ``import trainer.objectives`` (plain Python,
+what ``analysis`` reads) does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "fit": "trainer._fit",
+    "FitResult": "trainer._fit",
+    "DivergenceError": "trainer._fit",
+    "resolve_device": "trainer._fit",
+    "RunConfig": "trainer._config",
+    "ModelConfig": "trainer._config",
+    "StageConfig": "trainer._config",
+    "OptimConfig": "trainer._config",
+    "DataConfig": "trainer._config",
+    "ConfigError": "trainer._config",
+    "ZAY_SUPPRESSION_MODES": "trainer._config",
+    "PENALTY_MEASURES": "trainer._config",
+    "stage_of": "trainer._stages",
+    "zay_capacity": "trainer._stages",
+    "penalty_active": "trainer._stages",
+    "load_dataset": "trainer._data",
+    "register_dataset": "trainer._data",
+    "dataset_names": "trainer._data",
+    "DataBundle": "trainer._data",
+    "StagedVAE": "trainer._model",
+    "staged_loss": "trainer._model",
+    "evaluate_latents": "trainer._metrics",
+    "EvalInputs": "trainer._metrics",
+    "register_metric": "trainer._metrics",
+    "METRICS": "trainer.objectives",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -1,0 +1,257 @@
+"""Frozen run configuration: one object is the whole truth of a run.
+
+Each part has its defaults beside it. ``RunConfig.to_dict`` / ``RunConfig.from_dict``
+round-trip through plain JSON, which is what checkpoints and the study database store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+ZaySuppression = Literal["gate", "kl_weight", "kl_target"]
+PenaltyMeasure = Literal["corr", "hsic", "hsic_labels"]
+
+ZAY_SUPPRESSION_MODES: tuple[str, ...] = ("gate", "kl_weight", "kl_target")
+PENALTY_MEASURES: tuple[str, ...] = ("corr", "hsic", "hsic_labels")
+MODEL_VARIANTS: tuple[str, ...] = ("staged", "diva")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and loss weights of the four-latent VAE."""
+
+    variant: str = "staged"  # "staged" (zy, za, zay, zx) or "diva" (no zay): the baseline
+    zy_dim: int = 16
+    za_dim: int = 16
+    zay_dim: int = 16
+    zx_dim: int = 16
+    hidden_dim: int = 256
+    beta_y: float = 1.0
+    beta_a: float = 1.0
+    beta_ay: float = 1.0
+    beta_x: float = 1.0
+    alpha_y: float = 100.0
+    alpha_a: float = 100.0
+    recon_weight: float = 1.0
+    heads_read_zay: bool = False  # some published code feeds zay to q(y|.) and q(a|.)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """The three-stage schedule, the zay suppression mode and the independence penalty."""
+
+    staged_training: bool = True
+    stage1_epochs: int | None = None  # None: epochs // 3
+    stage2_epochs: int | None = None  # None: epochs // 3
+    zay_suppression: str = "gate"
+    stage1_capacity: float = 0.01  # c in stage 1 for kl_weight/kl_target (gate uses exactly 0)
+    kl_target_gamma: float = 10.0  # gamma of the Burgess-style target gamma*|KL - c*C_max|
+    kl_target_max: float = 10.0  # C_max, nats per sample
+    use_independence_penalty: bool = True
+    independence_penalty: float = 10.0  # lambda
+    penalty_measure: str = "corr"
+    penalty_in_stage3: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation: Adam, warm-up, beta annealing, clipping, early stopping."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_epochs: int = 1
+    beta_annealing: bool = False
+    beta_anneal_epochs: int = 10
+    grad_clip: float = 10.0
+    patience: int = 10
+    max_bad_batch_fraction: float = 0.5  # of one epoch; above it the run has diverged
+    max_bad_epochs: int = 3  # consecutive epochs over that fraction before failing
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set, where it lives, how it is split."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    image_size: int = 16
+    domains: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
+    test_domain: int | None = None  # index into domains held out entirely
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_samples: int | None = None  # cap on samples drawn from large on-disk data sets
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole configuration of one training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: StageConfig = field(default_factory=StageConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    device: str = "auto"
+    eval_max_samples: int = 5000  # per split, for the final disentanglement evaluation
+    write_plots: bool = True
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # -- derived schedule ---------------------------------------------------------
+    @property
+    def stage1_epochs(self) -> int:
+        if not self.stages.staged_training:
+            return 0
+        s1 = self.stages.stage1_epochs
+        return self.optim.epochs // 3 if s1 is None else s1
+
+    @property
+    def stage2_epochs(self) -> int:
+        if not self.stages.staged_training:
+            return 0
+        s2 = self.stages.stage2_epochs
+        return self.optim.epochs // 3 if s2 is None else s2
+
+    @property
+    def stage3_start(self) -> int:
+        return self.stage1_epochs + self.stage2_epochs
+
+    # -- serialisation ------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        parts = {
+            "model": ModelConfig,
+            "stages": StageConfig,
+            "optim": OptimConfig,
+            "data": DataConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in parts:
+                kwargs[key] = _build(parts[key], value)
+            elif key in {f.name for f in fields(cls)}:
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"unknown configuration key {key!r}")
+        return cls(**kwargs)
+
+    def replace(self, **flat: Any) -> RunConfig:
+        """A copy with fields changed by their flat name (``epochs=10``, ``lr=1e-4``)."""
+        return RunConfig.from_dict(apply_flat(self.to_dict(), flat))
+
+
+def _build(kind: type, value: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"unknown {kind.__name__} key(s): {', '.join(sorted(unknown))}")
+    value = dict(value)
+    if kind is DataConfig and "domains" in value:
+        value["domains"] = tuple(float(d) for d in value["domains"])
+    return kind(**value)
+
+
+def flat_field_index() -> dict[str, str]:
+    """Map each flat field name (``lr``) to its section (``optim``); top-level maps to ''."""
+    index: dict[str, str] = {}
+    for section, kind in (
+        ("model", ModelConfig),
+        ("stages", StageConfig),
+        ("optim", OptimConfig),
+        ("data", DataConfig),
+    ):
+        for f in fields(kind):
+            index[f.name] = section
+    for f in fields(RunConfig):
+        if f.name not in ("model", "stages", "optim", "data"):
+            index[f.name] = ""
+    return index
+
+
+def apply_flat(raw: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Return ``raw`` (a ``RunConfig.to_dict``) with flat-named fields overridden."""
+    index = flat_field_index()
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for name, value in flat.items():
+        if name not in index:
+            raise ConfigError(f"unknown configuration field {name!r}")
+        section = index[name]
+        if section:
+            out[section][name] = value
+        else:
+            out[name] = value
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the first problem; a valid config passes silently."""
+    o, s, m, d = cfg.optim, cfg.stages, cfg.model, cfg.data
+    if o.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1 (got {o.epochs})")
+    for name in ("stage1_epochs", "stage2_epochs"):
+        value = getattr(s, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must not be negative (got {value})")
+    if cfg.stage1_epochs + cfg.stage2_epochs > o.epochs:
+        raise ConfigError(
+            f"stage1_epochs + stage2_epochs = {cfg.stage1_epochs} + {cfg.stage2_epochs} "
+            f"exceeds epochs = {o.epochs}; shorten the stages or raise --epochs"
+        )
+    if s.independence_penalty < 0:
+        raise ConfigError(
+            f"independence_penalty must not be negative (got {s.independence_penalty})"
+        )
+    if s.zay_suppression not in ZAY_SUPPRESSION_MODES:
+        raise ConfigError(
+            f"unknown zay_suppression {s.zay_suppression!r}; "
+            f"choose one of {', '.join(ZAY_SUPPRESSION_MODES)}"
+        )
+    if s.penalty_measure not in PENALTY_MEASURES:
+        raise ConfigError(
+            f"unknown penalty_measure {s.penalty_measure!r}; "
+            f"choose one of {', '.join(PENALTY_MEASURES)}"
+        )
+    if m.variant not in MODEL_VARIANTS:
+        raise ConfigError(
+            f"unknown model variant {m.variant!r}; choose one of {', '.join(MODEL_VARIANTS)}"
+        )
+    for name in ("zy_dim", "za_dim", "zx_dim", "hidden_dim"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"{name} must be at least 1 (got {getattr(m, name)})")
+    if m.variant == "staged" and m.zay_dim < 1:
+        raise ConfigError(f"zay_dim must be at least 1 for the staged model (got {m.zay_dim})")
+    for name in ("batch_size",):
+        if getattr(o, name) < 1:
+            raise ConfigError(f"{name} must be at least 1 (got {getattr(o, name)})")
+    if o.lr <= 0:
+        raise ConfigError(f"lr must be positive (got {o.lr})")
+    if o.patience < 1:
+        raise ConfigError(f"patience must be at least 1 (got {o.patience})")
+    if not 0 < d.val_fraction < 1 or not 0 < d.test_fraction < 1:
+        raise ConfigError("val_fraction and test_fraction must lie strictly between 0 and 1")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError("val_fraction + test_fraction must leave some training data")
+    if d.test_domain is not None and not 0 <= d.test_domain < len(d.domains):
+        raise ConfigError(
+            f"test_domain {d.test_domain} is not a domain index (0..{len(d.domains) - 1})"
+        )
+    if d.image_size < 8:
+        raise ConfigError(f"image_size must be at least 8 (got {d.image_size})")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {cfg.device!r}; choose auto, cpu or cuda")

@@ -1,0 +1,279 @@
+"""Data sets by name. Each loader returns a ``DataBundle`` held as tensors on the device.
+
+Built in: ``digits``, from scikit-learn's bundled 8x8 digits (no download), upsampled,
+rotated into domains and coloured by a class x domain interaction. Loaders for data on
+disk: ``mnist`` (IDX files, turned into rotated/coloured MNIST the same way) and
+``camelyon17`` (WILDS, through the ``wilds`` package).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer._config import ConfigError, DataConfig
+
+SPLITS = ("train", "val", "test", "test_domain")
+
+# Hue means of the interaction factor s = (y mod 2) XOR (a mod 2); hues are drawn around
+# them, so colour carries s (which neither y nor a predicts alone) plus sample noise.
+HUE_MEANS = (0.02, 0.58)
+HUE_STD = 0.05
+
+
+@dataclass
+class DataBundle:
+    """A whole data set as tensors, with its splits and ground-truth factors."""
+
+    x: torch.Tensor  # (n, c, h, w) in [0, 1]
+    y: torch.Tensor  # class, int64
+    a: torch.Tensor  # domain, int64
+    n_classes: int
+    n_domains: int
+    splits: dict[str, torch.Tensor]  # split name -> indices (int64, same device as x)
+    factors: dict[str, np.ndarray] = field(default_factory=dict)  # extra ground truth
+    interaction_factor: str | None = None  # name in ``factors`` of the y x a interaction
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        self.x, self.y, self.a = self.x.to(device), self.y.to(device), self.a.to(device)
+        self.splits = {k: v.to(device) for k, v in self.splits.items()}
+        return self
+
+    def split_size(self, name: str) -> int:
+        return int(self.splits[name].numel()) if name in self.splits else 0
+
+
+Loader = Callable[[DataConfig, int], DataBundle]
+_REGISTRY: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register a loader ``(DataConfig, seed) -> DataBundle`` under a name."""
+
+    def wrap(fn: Loader) -> Loader:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load a registered data set; unknown names raise ConfigError listing the known."""
+    if cfg.dataset not in _REGISTRY:
+        raise ConfigError(
+            f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(dataset_names())}"
+        )
+    return _REGISTRY[cfg.dataset](cfg, seed)
+
+
+# -- transforms ---------------------------------------------------------------------------
+
+
+def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate a batch ``(n, c, h, w)`` about its centre (bilinear, zero fill)."""
+    if degrees == 0:
+        return images
+    t = math.radians(degrees)
+    theta = torch.tensor(
+        [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]],
+        dtype=images.dtype,
+    ).expand(images.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+
+
+def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
+    """Fully saturated, full-value HSV colour of each hue in [0, 1): ``(n, 3)``."""
+    h6 = (hue % 1.0) * 6.0
+    rgb = np.stack(
+        [
+            np.clip(np.abs(h6 - 3.0) - 1.0, 0.0, 1.0),
+            np.clip(2.0 - np.abs(h6 - 2.0), 0.0, 1.0),
+            np.clip(2.0 - np.abs(h6 - 4.0), 0.0, 1.0),
+        ],
+        axis=1,
+    )
+    return rgb.astype(np.float32)
+
+
+def rotated_coloured(
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: DataConfig,
+    seed: int,
+    *,
+    every_domain: bool,
+) -> DataBundle:
+    """Turn grey images ``(n, h, w)`` in [0, 1] into a rotated, coloured multi-domain set.
+
+    ``every_domain``: each image appears once in every domain (small base sets);
+    otherwise each image gets one domain at random.
+    """
+    rng = np.random.default_rng(seed)
+    grey = torch.from_numpy(images.astype(np.float32))[:, None]
+    grey = F.interpolate(grey, size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                         align_corners=False).clamp(0, 1)
+    n_dom = len(cfg.domains)
+    if every_domain:
+        base = np.tile(np.arange(len(labels)), n_dom)
+        domain = np.repeat(np.arange(n_dom), len(labels))
+    else:
+        base = np.arange(len(labels))
+        domain = rng.integers(0, n_dom, size=len(labels))
+    parts = []
+    for d, angle in enumerate(cfg.domains):
+        idx = torch.from_numpy(base[domain == d])
+        parts.append(rotate(grey[idx], angle))
+    order = np.concatenate([np.flatnonzero(domain == d) for d in range(n_dom)])
+    rotated = torch.empty((len(base), 1, cfg.image_size, cfg.image_size))
+    rotated[torch.from_numpy(order)] = torch.cat(parts)
+    y = labels[base].astype(np.int64)
+    s = ((y % 2) ^ (domain % 2)).astype(np.int64)
+    hue = (np.asarray(HUE_MEANS)[s] + rng.normal(0.0, HUE_STD, size=len(s))) % 1.0
+    colour = torch.from_numpy(hue_to_rgb(hue))[:, :, None, None]
+    x = (rotated * colour).clamp(0, 1).contiguous()
+    return DataBundle(
+        x=x,
+        y=torch.from_numpy(y),
+        a=torch.from_numpy(domain.astype(np.int64)),
+        n_classes=int(labels.max()) + 1,
+        n_domains=n_dom,
+        splits=make_splits(domain, cfg, seed),
+        factors={"s": s, "hue": hue.astype(np.float32)},
+        interaction_factor="s",
+    )
+
+
+def make_splits(domain: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded train/val/test split; ``test_domain`` (if set) is held out whole."""
+    rng = np.random.default_rng(seed + 7919)
+    idx = np.arange(len(domain))
+    splits: dict[str, np.ndarray] = {}
+    if cfg.test_domain is not None:
+        splits["test_domain"] = idx[domain == cfg.test_domain]
+        idx = idx[domain != cfg.test_domain]
+    idx = rng.permutation(idx)
+    n_val = max(1, round(cfg.val_fraction * len(idx)))
+    n_test = max(1, round(cfg.test_fraction * len(idx)))
+    splits["val"] = np.sort(idx[:n_val])
+    splits["test"] = np.sort(idx[n_val : n_val + n_test])
+    splits["train"] = np.sort(idx[n_val + n_test :])
+    if len(splits["train"]) == 0:
+        raise ConfigError("the data set is too small to leave any training samples")
+    return {k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()}
+
+
+# -- built-in and on-disk data sets -------------------------------------------------------
+
+
+@register_dataset("digits")
+def load_digits(cfg: DataConfig, seed: int) -> DataBundle:
+    """scikit-learn's 8x8 digits (bundled, 1797 images), in every domain."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    digits = sk_digits()
+    images = digits.images / 16.0
+    labels = digits.target
+    if cfg.max_samples is not None:
+        keep = np.random.default_rng(seed).permutation(len(labels))[: cfg.max_samples]
+        images, labels = images[np.sort(keep)], labels[np.sort(keep)]
+    return rotated_coloured(images, labels, cfg, seed, every_domain=True)
+
+
+def _open_maybe_gz(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    with _open_maybe_gz(path) as fh:
+        magic = fh.read(4)
+        if len(magic) != 4 or magic[0] != 0 or magic[1] != 0:
+            raise ConfigError(f"{path} is not an IDX file (bad magic number)")
+        dtype_code, ndim = magic[2], magic[3]
+        if dtype_code != 0x08:
+            raise ConfigError(f"{path}: only unsigned-byte IDX files are supported")
+        shape = struct.unpack(">" + "I" * ndim, fh.read(4 * ndim))
+        data = np.frombuffer(fh.read(), dtype=np.uint8)
+    if data.size != math.prod(shape):
+        raise ConfigError(f"{path} is truncated: expected {math.prod(shape)} values")
+    return data.reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (root / name).exists():
+            return root / name
+    raise ConfigError(f"{root} has no {stem}[.gz]; point --data_root at the MNIST IDX files")
+
+
+def _require_root(cfg: DataConfig) -> Path:
+    if not cfg.data_root:
+        raise ConfigError(f"dataset {cfg.dataset!r} reads files on disk; give --data_root")
+    root = Path(cfg.data_root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data root {root} does not exist or is not a directory")
+    return root
+
+
+@register_dataset("mnist")
+def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+    """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
+    root = _require_root(cfg)
+    images = read_idx(_find(root, "train-images-idx3-ubyte"))
+    labels = read_idx(_find(root, "train-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise ConfigError(f"{root}: {len(images)} images but {len(labels)} labels")
+    if cfg.max_samples is not None:
+        images, labels = images[: cfg.max_samples], labels[: cfg.max_samples]
+    return rotated_coloured(images / 255.0, labels, cfg, seed, every_domain=False)
+
+
+@register_dataset("camelyon17")
+def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
+    """WILDS Camelyon17 patches: y = tumour label, a = hospital. Needs ``wilds``."""
+    root = _require_root(cfg)
+    try:
+        from wilds import get_dataset
+    except ImportError as exc:
+        raise ConfigError(
+            "dataset 'camelyon17' needs the wilds package: pip install 'stagetune[mnist-wilds]'"
+        ) from exc
+    ds = get_dataset(dataset="camelyon17", root_dir=str(root), download=False)
+    n = len(ds) if cfg.max_samples is None else min(len(ds), cfg.max_samples)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    hospital_col = ds.metadata_fields.index("hospital")
+    xs, ys, hs = [], [], []
+    for i in pick:
+        img, label, meta = ds[int(i)]
+        arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        xs.append(arr)
+        ys.append(int(label))
+        hs.append(int(meta[hospital_col]))
+    x = F.interpolate(torch.stack(xs), size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                      align_corners=False).clamp(0, 1)
+    domain = np.asarray(hs, dtype=np.int64)
+    return DataBundle(
+        x=x.contiguous(),
+        y=torch.tensor(ys, dtype=torch.int64),
+        a=torch.from_numpy(domain),
+        n_classes=2,
+        n_domains=int(domain.max()) + 1,
+        splits=make_splits(domain, cfg, seed),
+    )

@@ -1,0 +1,71 @@
+"""End-of-run evaluation: encoder means of held-out splits, then the metrics.
+
+Probes are fit on the validation split and scored on the test split. Task accuracy is
+reported on validation, test and (when one is held out) the unseen domain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer._config import RunConfig
+from trainer._data import DataBundle
+from trainer._metrics import EvalInputs, correlation_matrices, evaluate_latents
+from trainer._model import StagedVAE, gaussian_kl
+
+FIT_SPLIT, SCORE_SPLIT = "val", "test"
+
+
+@torch.no_grad()
+def _split_arrays(
+    model: StagedVAE, data: DataBundle, split: str, max_samples: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float], float]:
+    """Latent means, factors, mean KL per group and head accuracy of one split."""
+    model.eval()
+    idx = data.splits[split][:max_samples]
+    x, y, a = data.x[idx], data.y[idx], data.a[idx]
+    latents: dict[str, np.ndarray] = {}
+    kl: dict[str, float] = {}
+    for g in model.groups:
+        mu, logvar = model.encode(x, g)
+        mu_p, logvar_p = model.prior_params(g, y, a)
+        kl[g] = float(gaussian_kl(mu, logvar, mu_p, logvar_p).mean())
+        latents[g] = mu.cpu().numpy().astype(np.float64)
+    acc = float((model.predict_y(x) == y).float().mean())
+    idx_np = idx.cpu().numpy()
+    factors = {"y": y.cpu().numpy(), "a": a.cpu().numpy()}
+    for name, values in data.factors.items():
+        if np.issubdtype(values.dtype, np.integer):
+            factors[name] = values[idx_np]
+    return latents, factors, kl, acc
+
+
+def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, Any]:
+    """All final metrics of a trained model, plus the tables the plots draw."""
+    n = cfg.eval_max_samples
+    fit_latents, fit_factors, _, acc_val = _split_arrays(model, data, FIT_SPLIT, n)
+    score_latents, score_factors, kl, acc_test = _split_arrays(model, data, SCORE_SPLIT, n)
+    task = {"acc_y_val": acc_val, "acc_y_test": acc_test}
+    if data.split_size("test_domain"):
+        task["acc_y_test_domain"] = _split_arrays(model, data, "test_domain", n)[3]
+    inputs = EvalInputs(
+        fit_latents=fit_latents, fit_factors=fit_factors,
+        score_latents=score_latents, score_factors=score_factors,
+        interaction_factor=data.interaction_factor, kl=kl, task=task, seed=cfg.seed,
+    )
+    metrics = evaluate_latents(inputs)
+    for g, value in kl.items():
+        metrics[f"kl_{g}"] = value
+    factors = ["y", "a"] + ([data.interaction_factor] if data.interaction_factor else [])
+    return {
+        "metrics": metrics,
+        "correlations": correlation_matrices(score_latents),
+        "probe_accuracy": {
+            g: {f: metrics[f"probe_acc_{g}_{f}"] for f in factors} for g in model.groups
+        },
+        "splits": {"probe_fit": FIT_SPLIT, "probe_score": SCORE_SPLIT,
+                   "n_fit": len(fit_factors["y"]), "n_score": len(score_factors["y"])},
+    }

@@ -1,0 +1,238 @@
+"""The four-latent VAE (DIVA with an interaction latent zay) and its staged loss.
+
+Encoders q(zy|x), q(za|x), q(zay|x), q(zx|x); learned conditional Gaussian priors
+p(zy|y), p(za|a), p(zay|y,a) and p(zx) = N(0, I); a Bernoulli decoder p(x|zy,za,zay,zx);
+auxiliary heads q(y|zy) and q(a|za). The ``diva`` variant has no zay.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer._config import ModelConfig, RunConfig
+from trainer._independence import independence_penalty
+
+_LOGVAR_RANGE = (-10.0, 10.0)
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, d_out),
+    )
+
+
+def gaussian_kl(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
+) -> torch.Tensor:
+    """Closed-form KL(q || p) of diagonal Gaussians, summed over dimensions: shape (n,)."""
+    var_ratio = torch.exp(logvar_q - logvar_p)
+    mean_term = (mu_q - mu_p).pow(2) * torch.exp(-logvar_p)
+    return 0.5 * (var_ratio + mean_term - 1.0 - (logvar_q - logvar_p)).sum(-1)
+
+
+@dataclass
+class Posterior:
+    """One latent group's posterior parameters and its sample."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+
+
+class StagedVAE(nn.Module):
+    """DIVA-style VAE with latents zy, za, zay (absent in the ``diva`` variant) and zx."""
+
+    def __init__(
+        self, cfg: ModelConfig, *, input_shape: tuple[int, ...], n_classes: int, n_domains: int
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+        self.n_domains = n_domains
+        d_in = math.prod(input_shape)
+        h = cfg.hidden_dim
+        self.has_zay = cfg.variant == "staged"
+        self.dims = {"zy": cfg.zy_dim, "za": cfg.za_dim, "zx": cfg.zx_dim}
+        if self.has_zay:
+            self.dims["zay"] = cfg.zay_dim
+        self.encoders = nn.ModuleDict({g: _mlp(d_in, h, 2 * d) for g, d in self.dims.items()})
+        self.decoder = _mlp(sum(self.dims.values()), h, d_in)
+        self.prior_zy = nn.Embedding(n_classes, 2 * cfg.zy_dim)
+        self.prior_za = nn.Embedding(n_domains, 2 * cfg.za_dim)
+        if self.has_zay:
+            # One embedding per (y, a) pair: the prior can express any interaction.
+            self.prior_zay = nn.Embedding(n_classes * n_domains, 2 * cfg.zay_dim)
+        head_extra = cfg.zay_dim if (self.has_zay and cfg.heads_read_zay) else 0
+        self.head_y = nn.Linear(cfg.zy_dim + head_extra, n_classes)
+        self.head_a = nn.Linear(cfg.za_dim + head_extra, n_domains)
+        for emb in self._priors():
+            nn.init.zeros_(emb.weight)  # start every prior at N(0, I)
+
+    def _priors(self) -> list[nn.Embedding]:
+        priors = [self.prior_zy, self.prior_za]
+        if self.has_zay:
+            priors.append(self.prior_zay)
+        return priors
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.dims)
+
+    def encode(self, x: torch.Tensor, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance of one latent group."""
+        out = self.encoders[group](x.flatten(1))
+        mu, logvar = out.chunk(2, dim=-1)
+        return mu, logvar.clamp(*_LOGVAR_RANGE)
+
+    def encode_means(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder means of every group (what the evaluation uses)."""
+        return {g: self.encode(x, g)[0] for g in self.groups}
+
+    def prior_params(
+        self, group: str, y: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if group == "zy":
+            out = self.prior_zy(y)
+        elif group == "za":
+            out = self.prior_za(a)
+        elif group == "zay":
+            out = self.prior_zay(y * self.n_domains + a)
+        else:
+            zeros = y.new_zeros((y.shape[0], self.dims["zx"]), dtype=torch.float32)
+            return zeros, zeros
+        mu, logvar = out.chunk(2, dim=-1)
+        return mu, logvar.clamp(*_LOGVAR_RANGE)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        zay_gate: float = 1.0,
+        zay_frozen: bool = False,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, object]:
+        """One pass: posteriors, reconstruction logits and head logits.
+
+        ``zay_gate`` multiplies zay before it reaches the decoder and the heads.
+        ``zay_frozen`` runs zay's encoder without a graph, so no gradient reaches it.
+        ``sample=False`` uses the posterior means (validation).
+        """
+        post: dict[str, Posterior] = {}
+        for g in self.groups:
+            if g == "zay" and zay_frozen:
+                with torch.no_grad():
+                    mu, logvar = self.encode(x, g)
+            else:
+                mu, logvar = self.encode(x, g)
+            if sample:
+                eps = torch.randn(mu.shape, generator=generator, device=mu.device,
+                                  dtype=mu.dtype)
+                post[g] = Posterior(mu, logvar, mu + torch.exp(0.5 * logvar) * eps)
+            else:
+                post[g] = Posterior(mu, logvar, mu)
+        z_dec = [post["zy"].z, post["za"].z]
+        if self.has_zay:
+            z_dec.append(post["zay"].z * zay_gate)
+        z_dec.append(post["zx"].z)
+        recon_logits = self.decoder(torch.cat(z_dec, dim=-1)).view(x.shape)
+        hy_in, ha_in = post["zy"].z, post["za"].z
+        if self.has_zay and self.cfg.heads_read_zay:
+            gated = post["zay"].z * zay_gate
+            hy_in = torch.cat([hy_in, gated], -1)
+            ha_in = torch.cat([ha_in, gated], -1)
+        return {
+            "posteriors": post,
+            "recon_logits": recon_logits,
+            "y_logits": self.head_y(hy_in),
+            "a_logits": self.head_a(ha_in),
+        }
+
+    @torch.no_grad()
+    def predict_y(self, x: torch.Tensor) -> torch.Tensor:
+        """Class prediction from q(y|zy) at the posterior mean (zay gated fully in)."""
+        mu_zy, _ = self.encode(x, "zy")
+        if self.has_zay and self.cfg.heads_read_zay:
+            mu_zy = torch.cat([mu_zy, self.encode(x, "zay")[0]], -1)
+        return self.head_y(mu_zy).argmax(-1)
+
+
+@dataclass
+class LossTerms:
+    """The loss and its parts for one batch, all tensors (no host sync)."""
+
+    total: torch.Tensor
+    recon: torch.Tensor
+    kl: dict[str, torch.Tensor]
+    kl_zay_term: torch.Tensor
+    ce_y: torch.Tensor
+    ce_a: torch.Tensor
+    penalty: torch.Tensor
+
+
+def staged_loss(
+    model: StagedVAE,
+    out: dict[str, object],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a: torch.Tensor,
+    cfg: RunConfig,
+    *,
+    capacity: float,
+    beta_scale: float = 1.0,
+    with_penalty: bool = False,
+) -> LossTerms:
+    """recon + beta*(b_y KL_zy + b_x KL_zx + [zay term] + b_a KL_za) + a_y CE_y + a_a CE_a
+    (+ lambda * independence penalty).
+
+    The zay term is ``capacity * b_ay * KL_zay`` in ``kl_weight`` mode (the literal
+    formula), ``b_ay * KL_zay`` in ``gate`` mode (capacity acts on the decoder input), and
+    ``gamma * |KL_zay - capacity * C_max|`` in ``kl_target`` mode.
+    """
+    m, s = cfg.model, cfg.stages
+    post: dict[str, Posterior] = out["posteriors"]  # type: ignore[assignment]
+    recon = F.binary_cross_entropy_with_logits(
+        out["recon_logits"], x, reduction="none"  # type: ignore[arg-type]
+    ).flatten(1).sum(-1).mean()
+    kl = {}
+    for g, p in post.items():
+        mu_p, logvar_p = model.prior_params(g, y, a)
+        kl[g] = gaussian_kl(p.mu, p.logvar, mu_p, logvar_p).mean()
+    weighted = m.beta_y * kl["zy"] + m.beta_x * kl["zx"] + m.beta_a * kl["za"]
+    zero = recon.new_zeros(())
+    kl_zay_term = zero
+    if "zay" in kl:
+        if s.zay_suppression == "kl_weight":
+            kl_zay_term = capacity * m.beta_ay * kl["zay"]
+        elif s.zay_suppression == "gate":
+            kl_zay_term = m.beta_ay * kl["zay"]
+        else:  # kl_target
+            kl_zay_term = s.kl_target_gamma * (kl["zay"] - capacity * s.kl_target_max).abs()
+    ce_y = F.cross_entropy(out["y_logits"], y)  # type: ignore[arg-type]
+    ce_a = F.cross_entropy(out["a_logits"], a)  # type: ignore[arg-type]
+    if s.zay_suppression == "kl_target" and "zay" in kl:
+        kl_total = beta_scale * weighted + kl_zay_term  # the target term is not annealed
+    else:
+        kl_total = beta_scale * (weighted + kl_zay_term)
+    total = m.recon_weight * recon + kl_total + m.alpha_y * ce_y + m.alpha_a * ce_a
+    penalty = zero
+    if with_penalty and "zay" in post:
+        penalty = independence_penalty(
+            s.penalty_measure,
+            post["zay"].mu,
+            post["zy"].mu,
+            post["za"].mu,
+            y=y,
+            a=a,
+            n_classes=model.n_classes,
+            n_domains=model.n_domains,
+        )
+        total = total + s.independence_penalty * penalty
+    return LossTerms(total, recon, kl, kl_zay_term, ce_y, ce_a, penalty)

@@ -1,0 +1,162 @@
+"""``python -m trainer``: one staged training run from the command line.
+
+Accepts the method's flags as users know them (``--staged_training --epochs 60
+--stage1_epochs 30 --stage2_epochs 15 --independence_penalty 10.0
+--no_independence_penalty --beta_annealing --out DIR``), dashed spellings too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from trainer._config import (
+    PENALTY_MEASURES,
+    ZAY_SUPPRESSION_MODES,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    StageConfig,
+)
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """Add ``--snake_case`` and its ``--dashed-case`` spelling."""
+    names = [f"--{name}"]
+    if "_" in name:
+        names.append(f"--{name.replace('_', '-')}")
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Staged training of a four-latent VAE (zy, za, zay, zx).",
+    )
+    _flag(p, "staged_training", action="store_true",
+          help="train in three stages (default without the flag: all latents from epoch 0)")
+    _flag(p, "epochs", type=int, default=OptimConfig.epochs)
+    _flag(p, "stage1_epochs", type=int, default=None, help="default: epochs // 3")
+    _flag(p, "stage2_epochs", type=int, default=None, help="default: epochs // 3")
+    _flag(p, "independence_penalty", type=float, default=StageConfig.independence_penalty,
+          help="weight lambda of the stage-2 independence penalty")
+    pen = p.add_mutually_exclusive_group()
+    _flag(pen, "use_independence_penalty", action="store_true", default=None)
+    _flag(pen, "no_independence_penalty", action="store_true", default=None)
+    _flag(p, "penalty_measure", choices=PENALTY_MEASURES, default=StageConfig.penalty_measure)
+    _flag(p, "penalty_in_stage3", action="store_true")
+    _flag(p, "zay_suppression", default=StageConfig.zay_suppression,
+          help=f"how stage 1 keeps zay out: {', '.join(ZAY_SUPPRESSION_MODES)}")
+    _flag(p, "beta_annealing", action="store_true")
+    _flag(p, "variant", default=ModelConfig.variant, help="staged (zy, za, zay, zx) or diva")
+    _flag(p, "dataset", default=DataConfig.dataset)
+    _flag(p, "data_root", default=None)
+    _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")
+    _flag(p, "max_samples", type=int, default=None)
+    _flag(p, "seed", type=int, default=0)
+    _flag(p, "lr", type=float, default=OptimConfig.lr)
+    _flag(p, "batch_size", type=int, default=OptimConfig.batch_size)
+    _flag(p, "patience", type=int, default=OptimConfig.patience)
+    _flag(p, "device", default="auto", help="auto, cpu or cuda")
+    _flag(p, "no_plots", action="store_true", help="skip the figures")
+    _flag(p, "config", default=None, help="JSON file of a RunConfig (flags given override it)")
+    _flag(p, "out", default="results", help="output directory")
+    _flag(p, "resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _flag(p, "quiet", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
+    """A RunConfig from the flags (and an optional base config file)."""
+    base = RunConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config \
+        else RunConfig(stages=StageConfig(staged_training=False))
+    penalty_on = base.stages.use_independence_penalty
+    if args.no_independence_penalty:
+        penalty_on = False
+    elif args.use_independence_penalty:
+        penalty_on = True
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    flat = {
+        "staged_training": args.staged_training or base.stages.staged_training,
+        "use_independence_penalty": penalty_on,
+        "penalty_in_stage3": args.penalty_in_stage3 or base.stages.penalty_in_stage3,
+        "beta_annealing": args.beta_annealing or base.optim.beta_annealing,
+        "write_plots": not args.no_plots and base.write_plots,
+    }
+    for name in ("epochs", "stage1_epochs", "stage2_epochs", "independence_penalty",
+                 "penalty_measure", "zay_suppression", "variant", "dataset", "data_root",
+                 "test_domain", "max_samples", "seed", "lr", "batch_size", "patience",
+                 "device"):
+        if not args.config or name in given:
+            flat[name] = getattr(args, name)
+    return base.replace(**flat)
+
+
+def _progress(cfg: RunConfig, quiet: bool):
+    def report(row: dict[str, float]) -> None:
+        if quiet:
+            return
+        e = int(row["epoch"])
+        line = (
+            f"epoch {e + 1:3d}/{cfg.optim.epochs} stage {int(row['stage'])} "
+            f"c={row['capacity']:.2f} loss {row.get('train_loss', float('nan')):8.2f} "
+            f"val {row['val_loss']:8.2f} acc_y {row['val_acc_y']:.3f}"
+        )
+        if "val_zay_independence" in row:
+            line += f" zay_indep {row['val_zay_independence']:.3f}"
+        if row.get("train_penalty"):
+            line += f" penalty {row['train_penalty']:.3f}"
+        line += f" ({row['samples_per_s']:.0f} samples/s)"
+        print(line, flush=True)
+
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from trainer._fit import CHECKPOINT_NAME, DivergenceError, fit
+
+    try:
+        cfg = config_from_args(args, argv)
+        out = Path(args.out)
+        if not args.resume and (out / CHECKPOINT_NAME).exists():
+            raise ConfigError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if not args.quiet:
+            st = cfg.stages
+            penalty = (f"{st.penalty_measure} x {st.independence_penalty}"
+                       if st.use_independence_penalty else "off")
+            print(f"stagetune: {cfg.optim.epochs} epochs, stages "
+                  f"{cfg.stage1_epochs}/{cfg.stage2_epochs}/"
+                  f"{cfg.optim.epochs - cfg.stage3_start}, zay suppression "
+                  f"{st.zay_suppression}, penalty {penalty} -> {out}", flush=True)
+        t0 = time.perf_counter()
+        result = fit(cfg, report=_progress(cfg, args.quiet), checkpoint_dir=out,
+                     resume=args.resume, out_dir=out)
+    except (ConfigError, DivergenceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    f = result.final
+    print(
+        f"done in {time.perf_counter() - t0:.1f}s: acc_y val {f['acc_y_val']:.3f} "
+        f"test {f['acc_y_test']:.3f}"
+        + (f", zay_independence_score {f['zay_independence_score']:.3f}, "
+           f"disentanglement_score {f['disentanglement_score']:.3f}, "
+           f"zay active dims {int(f['zay_active_dims'])}"
+           if "zay_independence_score" in f else "")
+        + f"; wrote {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

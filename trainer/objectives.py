@@ -1,0 +1,71 @@
+"""Metric names and optimisation directions, declared once.
+
+Plain Python (no torch): ``search`` and ``analysis`` both import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A final metric of a run, and which way is better."""
+
+    name: str
+    direction: Direction
+    description: str
+
+
+_SPECS = [
+    MetricSpec("task_accuracy", "maximize", "accuracy of q(y|zy) on the validation split"),
+    MetricSpec("acc_y_val", "maximize", "accuracy of q(y|zy), validation split"),
+    MetricSpec("acc_y_test", "maximize", "accuracy of q(y|zy), test split"),
+    MetricSpec("acc_y_test_domain", "maximize", "accuracy of q(y|zy), held-out domain"),
+    MetricSpec("zy_zay_correlation", "minimize", "mean |Pearson r| over all zy x zay pairs"),
+    MetricSpec("za_zay_correlation", "minimize", "mean |Pearson r| over all za x zay pairs"),
+    MetricSpec("zay_independence_score", "maximize",
+               "1 - (zy_zay_correlation + za_zay_correlation) / 2 (the method's score)"),
+    MetricSpec("zy_zay_hsic", "minimize", "normalised RBF HSIC of zy and zay"),
+    MetricSpec("za_zay_hsic", "minimize", "normalised RBF HSIC of za and zay"),
+    MetricSpec("zay_nonlinear_independence", "maximize", "1 - mean of the two HSIC values"),
+    MetricSpec("zy_y_specificity", "maximize", "probe acc(y from zy) - acc(a from zy)"),
+    MetricSpec("za_a_specificity", "maximize", "probe acc(a from za) - acc(y from za)"),
+    MetricSpec("zy_y_specificity_cc", "maximize", "chance-corrected zy_y_specificity"),
+    MetricSpec("za_a_specificity_cc", "maximize", "chance-corrected za_a_specificity"),
+    MetricSpec("zay_active_dims", "maximize", "zay dims whose encoder-mean variance > 0.01"),
+    MetricSpec("zay_kl", "maximize", "mean KL(q(zay|x) || p(zay|y,a)), nats"),
+    MetricSpec("zay_collapsed", "minimize", "1 when no zay dimension is active"),
+    MetricSpec("zay_label_leakage", "minimize",
+               "mean chance-corrected probe accuracy of y and of a from zay"),
+    MetricSpec("zay_interaction_content", "maximize",
+               "chance-corrected probe accuracy of the interaction factor from zay"),
+    MetricSpec("zay_coinformation", "minimize",
+               "I(zay;y;a) = I(zay;y) - I(zay;y|a), nats; negative means synergy"),
+    MetricSpec("disentanglement_score", "maximize",
+               "geometric mean of specificities, non-leakage, independence and interaction "
+               "content; 0 for a collapsed zay"),
+]
+
+METRICS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+
+#: Objective metrics the search may optimise for the disentanglement side.
+DISENTANGLEMENT_OBJECTIVES = (
+    "zay_independence_score",
+    "disentanglement_score",
+    "zay_nonlinear_independence",
+    "zay_label_leakage",
+)
+TASK_OBJECTIVE = "task_accuracy"
+DEFAULT_DISENTANGLEMENT_OBJECTIVE = "zay_independence_score"
+COLLAPSE_FLAG = "zay_collapsed"
+
+
+def direction(name: str) -> Direction:
+    """Optimisation direction of a registered metric."""
+    if name not in METRICS:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
+    return METRICS[name].direction
