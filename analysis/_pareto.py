@@ -1,0 +1,123 @@
+"""Non-dominated sorting, crowding distance and 2-D hypervolume (numpy only)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_maximised(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    return np.asarray(values, dtype=np.float64) * signs
+
+
+def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Pareto rank of every row: 0 for the non-dominated front, 1 for the next, ...
+
+    Two objectives use an O(n log n) sweep; more objectives peel fronts in blocks.
+    """
+    v = _as_maximised(values, directions)
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if v.shape[1] == 2:
+        return _ranks_2d(v)
+    return _ranks_peeling(v)
+
+
+def _ranks_2d(v: np.ndarray) -> np.ndarray:
+    # Sweep by x descending (ties: y descending). Every earlier point has x >= ours, so
+    # front k dominates us iff its highest y so far is >= ours (an identical point does
+    # not dominate). The fronts' highest ys decrease with k: binary search.
+    order = np.lexsort((-v[:, 1], -v[:, 0]))
+    ranks = np.empty(len(v), dtype=np.int64)
+    neg_best_y: list[float] = []  # -max y of each front, increasing
+    last: list[tuple[float, float]] = []
+    for i in order:
+        x, y = v[i]
+        k = bisect.bisect_right(neg_best_y, -y)  # first front whose max y < y
+        if k > 0 and last[k - 1] == (x, y):
+            k -= 1  # an identical point shares its front
+        if k == len(neg_best_y):
+            neg_best_y.append(-y)
+            last.append((x, y))
+        else:
+            neg_best_y[k] = min(neg_best_y[k], -y)
+            last[k] = (x, y)
+        ranks[i] = k
+    return ranks
+
+
+def _ranks_peeling(v: np.ndarray, block: int = 1024) -> np.ndarray:
+    ranks = np.full(len(v), -1, dtype=np.int64)
+    remaining = np.arange(len(v))
+    rank = 0
+    while remaining.size:
+        sub = v[remaining]
+        dominated = np.zeros(len(sub), dtype=bool)
+        for start in range(0, len(sub), block):
+            cand = sub[start : start + block]
+            ge = (sub[None, :, :] >= cand[:, None, :]).all(-1)
+            gt = (sub[None, :, :] > cand[:, None, :]).any(-1)
+            dominated[start : start + block] = (ge & gt).any(1)
+        ranks[remaining[~dominated]] = rank
+        remaining = remaining[dominated]
+        rank += 1
+    return ranks
+
+
+def pareto_front_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """True for rows that no other row dominates."""
+    return pareto_ranks(values, directions) == 0
+
+
+def crowding_distance(values: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance within one front (boundary points get infinity)."""
+    v = np.asarray(values, dtype=np.float64)
+    n, m = v.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(v[:, k], kind="stable")
+        span = v[order[-1], k] - v[order[0], k]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (v[order[2:], k] - v[order[:-2], k]) / span
+    return dist
+
+
+def hypervolume_2d(values: np.ndarray, directions: Sequence[str],
+                   reference: Sequence[float]) -> float:
+    """Area dominated by the points and bounded by ``reference`` (2 objectives)."""
+    v = _as_maximised(values, directions)
+    ref = _as_maximised(np.asarray([reference]), directions)[0]
+    v = v[(v > ref).all(1)]
+    if len(v) == 0:
+        return 0.0
+    v = v[np.argsort(-v[:, 0], kind="stable")]
+    area, best_y = 0.0, ref[1]
+    for x, y in v:
+        if y > best_y:
+            area += (x - ref[0]) * (y - best_y)
+            best_y = y
+    return float(area)
+
+
+def hypervolume_history(values: np.ndarray, directions: Sequence[str],
+                        reference: Sequence[float]) -> np.ndarray:
+    """Hypervolume of the first k points for every k, kept incrementally."""
+    v = _as_maximised(values, directions)
+    ref = _as_maximised(np.asarray([reference]), directions)[0]
+    front: list[tuple[float, float]] = []
+    out = np.zeros(len(v))
+    hv = 0.0
+    for i, (x, y) in enumerate(v):
+        if x > ref[0] and y > ref[1] and not any(fx >= x and fy >= y for fx, fy in front):
+            front = [(fx, fy) for fx, fy in front if not (x >= fx and y >= fy)]
+            front.append((x, y))
+            pts = np.array(front)
+            hv = hypervolume_2d(pts, ["maximize", "maximize"], ref)
+        out[i] = hv
+    return out

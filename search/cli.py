@@ -1,0 +1,176 @@
+"""``python -m search run|status``: run, continue or inspect a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from search.objective import Objective, ObjectiveError
+from search.space import SpaceError, build_space
+from search.storage import StorageError, redact
+from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, DISENTANGLEMENT_OBJECTIVES
+
+DEFAULT_STORAGE = "sqlite:///stagetune.db"
+# small enough for seconds per trial on one CPU, big enough that zy learns the class
+SMOKE = {"epochs": 6, "max_samples": 200, "hidden_dim": 64, "eval_max_samples": 1000,
+         "batch_size": 64, "lr": 2e-3}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="SQLAlchemy URL of the study database (default %(default)s)")
+    p.add_argument("--study", default="stagetune", help="study name (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m search",
+                                     description="Sweeps of staged training with Ray Tune "
+                                                 "and Optuna, stored in a SQL study database.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a sweep, or continue it to --n-trials")
+    _common(run)
+    run.add_argument("--n-trials", type=int, default=20,
+                     help="the study's total: a resumed sweep runs only what is missing")
+    run.add_argument("--smoke-test", action="store_true",
+                     help="tiny trainer configs and 4 trials (CI runs this)")
+    g = run.add_argument_group("trainer settings shared by all trials")
+    g.add_argument("--epochs", type=int, default=None, help="epoch budget (default 30)")
+    g.add_argument("--dataset", default=None)
+    g.add_argument("--data-root", default=None)
+    g.add_argument("--max-samples", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--base-config", default=None, help="JSON file of a trainer RunConfig")
+    s = run.add_argument_group("search space")
+    s.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
+                                                 "parameters")
+    s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix a parameter, e.g. --set lambda=10 --set penalty=on")
+    s.add_argument("--range", action="append", default=[], metavar="NAME=LO:HI",
+                   help="narrow a range or list choices, e.g. --range stage1_epochs=5:15 "
+                        "--range zay_suppression=gate,kl_weight")
+    o = run.add_argument_group("objective")
+    o.add_argument("--objective", choices=["pareto", "scalar"], default="pareto")
+    o.add_argument("--disentanglement-metric", default=DEFAULT_DISENTANGLEMENT_OBJECTIVE,
+                   choices=DISENTANGLEMENT_OBJECTIVES)
+    o.add_argument("--weight", type=float, default=0.5,
+                   help="scalar mode: weight of disentanglement against accuracy")
+    r = run.add_argument_group("scheduling")
+    r.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fractions share a GPU (0.5: two trials per GPU); default 1 when "
+                        "the cluster has GPUs, else 0")
+    r.add_argument("--max-concurrent", type=int, default=None)
+    r.add_argument("--address", default=None, help="join a running Ray cluster (ray://... "
+                                                   "or auto)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    r.add_argument("--asha", action="store_true",
+                   help="ASHA on the scalar validation score, rungs counted from stage 3")
+    r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
+    r.add_argument("--seeds", type=int, default=1, help="seeds per trial, averaged inside it")
+    r.add_argument("--import", dest="imports", action="append", default=[],
+                   help="module to import in every trial (custom data sets or metrics)")
+    r.add_argument("--tune-dir", default="stagetune_runs")
+    run.add_argument("--quiet", action="store_true")
+    st = sub.add_parser("status", help="trial counts and the Pareto front of a study")
+    _common(st)
+    st.add_argument("--json", action="store_true")
+    return parser
+
+
+def _base_config(args: argparse.Namespace) -> dict:
+    from trainer import RunConfig
+
+    base = (RunConfig.from_dict(json.loads(Path(args.base_config).read_text()))
+            if args.base_config else RunConfig(write_plots=False))
+    flat: dict = {"staged_training": True, "write_plots": False, "device": "auto"}
+    if args.smoke_test:
+        flat.update(SMOKE)
+    for name in ("epochs", "dataset", "data_root", "max_samples", "batch_size", "lr"):
+        value = getattr(args, name)
+        if value is not None:
+            flat[name] = value
+    if args.epochs is None and not args.smoke_test and not args.base_config:
+        flat["epochs"] = 30
+    return base.replace(**flat).to_dict()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.driver import SweepOptions, run_sweep
+    from trainer import RunConfig
+
+    if args.n_trials < 0:
+        raise SpaceError(f"--n-trials must not be negative (got {args.n_trials})")
+    if args.smoke_test and "--n-trials" not in " ".join(sys.argv):
+        args.n_trials = 4
+    base = _base_config(args)
+    epochs = RunConfig.from_dict(base).optim.epochs
+    space = build_space(epochs, file=args.space, fixes=args.set, ranges=args.range)
+    objective = Objective(mode=args.objective, disentanglement=args.disentanglement_metric,
+                          weight=args.weight)
+    if args.asha and args.objective != "scalar":
+        print("note: --asha compares the scalar validation score "
+              f"(weight {args.weight}) even in pareto mode", flush=True)
+    opts = SweepOptions(
+        storage=args.storage, study=args.study, n_trials=args.n_trials, base_config=base,
+        space=space, objective=objective, sampler=args.sampler, seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
+        asha=args.asha, retries=args.retries, seeds=args.seeds, imports=tuple(args.imports),
+        tune_dir=args.tune_dir, quiet=args.quiet,
+    )
+    for module in opts.imports:
+        __import__(module)
+    run_sweep(opts)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.driver import print_summary, summarize
+    from search.study import OBJECTIVE_ATTR, open_storage
+
+    storage = open_storage(args.storage)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if args.study not in names:
+        raise StorageError(f"no study {args.study!r} in {redact(args.storage)}; studies "
+                           f"there: {', '.join(sorted(names)) or 'none'}")
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    spec = study.user_attrs.get(OBJECTIVE_ATTR, {})
+    objective = Objective(mode=spec.get("mode", "pareto"),
+                          disentanglement=spec.get("disentanglement",
+                                                   DEFAULT_DISENTANGLEMENT_OBJECTIVE),
+                          weight=spec.get("weight", 0.5))
+    summary = summarize(study, objective)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search.study import StudyError
+    from trainer import ConfigError
+
+    try:
+        return cmd_run(args) if args.command == "run" else cmd_status(args)
+    except (SpaceError, ObjectiveError, StorageError, StudyError, ConfigError, ValueError,
+            FileNotFoundError) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""The sweep driver: a study in the database, Ray Tune scheduling trials against it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.objective import Objective
+from search.space import SearchSpace, baseline_params
+from search.storage import redact
+from search.study import count_finished, feasible_values, open_study, recover_orphans
+
+log = logging.getLogger("stagetune.search")
+
+
+@dataclass
+class SweepOptions:
+    storage: str = "sqlite:///stagetune.db"
+    study: str = "stagetune"
+    n_trials: int = 20
+    base_config: dict[str, Any] = field(default_factory=dict)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    objective: Objective = field(default_factory=Objective)
+    sampler: str = "tpe"
+    seed: int | None = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 per trial when the cluster has GPUs
+    max_concurrent: int | None = None
+    address: str | None = None
+    num_cpus: int | None = None  # local Ray only
+    asha: bool = False
+    retries: int = 2
+    seeds: int = 1
+    imports: tuple[str, ...] = ()
+    tune_dir: str = "stagetune_runs"
+    quiet: bool = False
+
+
+class Progress:
+    """One line per trial event: done / total, running, failed, and the front's size."""
+
+    def __init__(self, total: int, done: int, directions: list[str], front_values,
+                 quiet: bool) -> None:
+        self.total, self.done, self.running, self.failed, self.pruned = total, done, 0, 0, 0
+        self.directions = directions
+        self.values = [list(v) for v in front_values]
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def front_size(self) -> int:
+        if not self.values:
+            return 0
+        from analysis._pareto import pareto_front_mask
+
+        return int(pareto_front_mask(np.asarray(self.values), self.directions).sum())
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "start":
+            self.running += 1
+            return
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        what = {"complete": "complete", "fail": "FAILED", "prune": "pruned"}[kind]
+        if kind == "fail":
+            self.failed += 1
+        if kind == "prune":
+            self.pruned += 1
+        if kind == "complete" and info.get("feasible", True):
+            self.values.append(info["values"])
+        if self.quiet:
+            return
+        vals = ""
+        if "values" in info:
+            vals = " values " + ", ".join(f"{v:.4f}" for v in info["values"])
+            if not info.get("feasible", True):
+                vals += " (infeasible: zay collapsed)"
+        print(f"[{self.done}/{self.total}] trial {info['number']} {what}{vals} | active "
+              f"{self.running}, failed {self.failed}, pruned {self.pruned}, front "
+              f"{self.front_size()} | {time.perf_counter() - self.t0:.0f}s", flush=True)
+
+
+def _init_ray(opts: SweepOptions) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "log_to_driver": False}
+    if opts.address:
+        ray.init(address=opts.address, **kwargs)
+    else:
+        ray.init(num_cpus=opts.num_cpus, **kwargs)
+
+
+def run_sweep(opts: SweepOptions) -> dict[str, Any]:
+    """Run (or continue) a sweep until the study holds ``n_trials`` finished trials."""
+    if opts.n_trials < 0:
+        raise ValueError(f"--n-trials must not be negative (got {opts.n_trials})")
+    opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
+                        seed=opts.seed)
+    study = opened.study
+    requeued = recover_orphans(study)
+    if opened.created:
+        base = baseline_params(opts.space.epochs)
+        if opts.space.admits(base):
+            study.enqueue_trial(base, user_attrs={"baseline": True})
+        elif not opts.quiet:
+            print("the method's default setting lies outside the space; not enqueued")
+    counts = count_finished(study)
+    remaining = opts.n_trials - counts["done"]
+    if not opts.quiet:
+        print(f"study {opts.study!r} in {redact(opts.storage)}: "
+              f"{'created' if opened.created else 'resumed'}, {counts['done']} of "
+              f"{opts.n_trials} trials done"
+              + (f", re-queued {len(requeued)} left running by a stopped driver"
+                 if requeued else "")
+              + f"; {max(0, remaining)} to run", flush=True)
+    t_start = time.perf_counter()
+    if remaining > 0:
+        _run_tune(opts, study, remaining, counts["done"], opened.storage.engine)
+    summary = summarize(study, opts.objective)
+    summary["requeued"] = requeued
+    summary["wall_s"] = time.perf_counter() - t_start
+    if not opts.quiet:
+        print_summary(summary)
+    return summary
+
+
+def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> None:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.searcher import StudySearcher
+    from search.trainable import tune_trainable
+
+    _init_ray(opts)
+    gpus = opts.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = Progress(opts.n_trials, done, opts.objective.directions,
+                        feasible_values(study), opts.quiet)
+    searcher = StudySearcher(
+        study, opts.space, opts.objective,
+        base_config=opts.base_config,
+        trial_options={"objective": {"mode": opts.objective.mode,
+                                     "disentanglement": opts.objective.disentanglement,
+                                     "weight": opts.objective.weight},
+                       "threads": max(1, int(opts.cpus_per_trial)), "seeds": opts.seeds,
+                       "imports": list(opts.imports)},
+        experiment=experiment, engine=engine, on_event=progress,
+    )
+    scheduler = None
+    if opts.asha:
+        # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
+        scheduler = ASHAScheduler(time_attr="stage3_epoch", metric="val_score", mode="max",
+                                  max_t=max(1, opts.space.epochs), grace_period=1,
+                                  reduction_factor=3)
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+            max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=str(Path(opts.tune_dir).resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=opts.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    tuner.fit()
+
+
+def summarize(study, objective: Objective) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    from analysis._pareto import pareto_front_mask
+
+    counts = count_finished(study)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("feasible", True)]
+    front = []
+    if complete:
+        values = np.array([t.values for t in complete])
+        mask = pareto_front_mask(values, objective.directions)
+        front = [
+            {"number": t.number, "values": list(t.values), "params": dict(t.params),
+             "baseline": bool(t.user_attrs.get("baseline", False))}
+            for t, on in zip(complete, mask, strict=True) if on
+        ]
+        front.sort(key=lambda f: -f["values"][0])
+    return {"study": study.study_name, "counts": counts, "objectives": objective.names,
+            "front": front}
+
+
+def print_summary(summary: dict[str, Any], file=sys.stdout) -> None:
+    c = summary["counts"]
+    print(f"study {summary['study']!r}: {c['complete']} complete, {c['pruned']} pruned, "
+          f"{c['failed']} failed, {c['running']} running, {c['waiting']} waiting"
+          + (f", {c['orphaned']} orphaned (re-queued)" if c["orphaned"] else ""), file=file)
+    names = summary["objectives"]
+    print(f"Pareto front ({len(summary['front'])} trials) over {', '.join(names)}:", file=file)
+    for f in summary["front"]:
+        vals = "  ".join(f"{n}={v:.4f}" for n, v in zip(names, f["values"], strict=True))
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(f["params"].items()))
+        print(f"  #{f['number']:<4d} {vals}  {params}"
+              + ("  (method default)" if f["baseline"] else ""), file=file)

@@ -1,0 +1,92 @@
+"""What a sweep optimises: names, directions and feasibility, from ``trainer.objectives``.
+
+``pareto`` (default): maximise task accuracy and a disentanglement metric; the study is
+multi-objective. ``scalar``: one weighted score. Either way a trial whose zay collapsed
+is infeasible (an Optuna constraint), so collapse cannot win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.objectives import (
+    COLLAPSE_FLAG,
+    DEFAULT_DISENTANGLEMENT_OBJECTIVE,
+    DISENTANGLEMENT_OBJECTIVES,
+    TASK_OBJECTIVE,
+    direction,
+)
+
+#: the per-epoch score the ASHA scheduler compares (scalar mode), from validation only
+EPOCH_SCORE = "val_score"
+#: per-epoch stand-ins of the final objectives, measured on the validation split
+EPOCH_PROXIES = {TASK_OBJECTIVE: "val_acc_y", "zay_independence_score": "val_zay_independence"}
+
+
+class ObjectiveError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Objective:
+    mode: str = "pareto"  # or "scalar"
+    disentanglement: str = DEFAULT_DISENTANGLEMENT_OBJECTIVE
+    weight: float = 0.5  # scalar: (1 - w) * accuracy + w * disentanglement
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("pareto", "scalar"):
+            raise ObjectiveError(f"unknown objective mode {self.mode!r}; use pareto or scalar")
+        if self.disentanglement not in DISENTANGLEMENT_OBJECTIVES:
+            raise ObjectiveError(
+                f"unknown disentanglement metric {self.disentanglement!r}; choose one of "
+                f"{', '.join(DISENTANGLEMENT_OBJECTIVES)}"
+            )
+        if not 0.0 <= self.weight <= 1.0:
+            raise ObjectiveError(f"--weight must lie in [0, 1] (got {self.weight})")
+
+    @property
+    def names(self) -> list[str]:
+        if self.mode == "pareto":
+            return [TASK_OBJECTIVE, self.disentanglement]
+        return ["scalar_score"]
+
+    @property
+    def directions(self) -> list[str]:
+        if self.mode == "pareto":
+            return [direction(TASK_OBJECTIVE), direction(self.disentanglement)]
+        return ["maximize"]
+
+    def _signed(self, value: float) -> float:
+        """The disentanglement value oriented so that higher is better."""
+        return value if direction(self.disentanglement) == "maximize" else 1.0 - value
+
+    def scalar(self, accuracy: float, disentanglement: float) -> float:
+        return (1.0 - self.weight) * accuracy + self.weight * self._signed(disentanglement)
+
+    def values(self, final: dict[str, float]) -> list[float]:
+        """The objective values of a finished run, in the order of ``names``."""
+        acc, dis = final[TASK_OBJECTIVE], final[self.disentanglement]
+        if self.mode == "pareto":
+            return [acc, dis]
+        return [self.scalar(acc, dis)]
+
+    def epoch_score(self, row: dict[str, float]) -> float | None:
+        """A per-epoch scalar from validation metrics (what a scheduler compares)."""
+        proxy = EPOCH_PROXIES.get(self.disentanglement, "val_zay_independence")
+        if "val_acc_y" not in row or proxy not in row:
+            return None
+        return self.scalar(row["val_acc_y"], row[proxy])
+
+    @staticmethod
+    def feasible(final: dict[str, float]) -> bool:
+        return final.get(COLLAPSE_FLAG, 0.0) < 1.0
+
+    @staticmethod
+    def constraint(final: dict[str, float]) -> float:
+        """Optuna constraint value (<= 0 feasible): a collapsed zay violates it."""
+        return final.get(COLLAPSE_FLAG, 0.0) - 0.5
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "disentanglement": self.disentanglement,
+                "weight": self.weight, "names": self.names, "directions": self.directions}
