@@ -71,6 +71,9 @@ def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
             kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         engine = sa.create_engine(u, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise StorageError(f"no database driver for {redact(url)} ({exc.name} is missing); "
+                           "for PostgreSQL: pip install 'stagetune[postgres]'") from None
     except Exception as exc:
         raise StorageError(f"cannot use database {redact(url)}: {redact(str(exc))}") from None
     if read_only and u.get_backend_name().startswith("postgresql"):

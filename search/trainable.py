@@ -60,6 +60,9 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
     if "zay_collapsed" in final:  # collapsed in any seed counts as collapsed
         final["zay_collapsed"] = float(max(f.get("zay_collapsed", 0.0) for f in finals))
     final["stage3_epoch"] = float(cfg.optim.epochs - stage3_start)
+    last_score = objective.epoch_score(result.history[-1]) if result.history else None
+    if last_score is not None:  # a scheduler expects its metric in every result
+        final["val_score"] = last_score
     final["final"] = 1.0
     final["config_json"] = cfg.to_json()
     final["correlations_json"] = json.dumps(analysis["correlations"]) if analysis else "{}"

@@ -1,0 +1,106 @@
+"""The searcher driven with the result dicts Tune hands it (no Ray needed)."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.objective import Objective
+from search.searcher import StudySearcher
+from search.space import SearchSpace
+from search.storage import read_epochs
+from search.study import count_finished, open_study, recover_orphans
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
+         "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    opened = open_study(url, "s", Objective(), sampler="random", seed=0)
+    events = []
+    s = StudySearcher(opened.study, SearchSpace(epochs=6, stage1_epochs=(0, 6),
+                                                stage2_epochs=(0, 6)),
+                      Objective(), base_config={}, trial_options={}, experiment="e",
+                      engine=opened.storage.engine,
+                      on_event=lambda kind, info: events.append(kind))
+    s.events = events
+    s.url = url
+    return s
+
+
+def _state(searcher, number):
+    return searcher.study.get_trials(deepcopy=False)[number].state
+
+
+def test_complete_trial_is_told_with_values_attrs_and_curves(searcher):
+    cfg = searcher.suggest("t1")
+    assert cfg["optuna_number"] == 0
+    for e in range(2):
+        searcher.on_trial_result("t1", {"epoch": float(e), "stage": 1.0, "val_acc_y": 0.5,
+                                        "training_iteration": e + 1, "final": 0.0})
+    searcher.on_trial_complete("t1", FINAL)
+    t = searcher.study.get_trials()[0]
+    assert t.state == TrialState.COMPLETE and t.values == [0.9, 0.95]
+    assert t.user_attrs["tune_trial_id"] == "t1" and t.user_attrs["feasible"] is True
+    assert t.user_attrs["zay_independence_score"] == 0.95
+    rows = read_epochs(searcher._engine, t._trial_id)
+    assert [r["epoch"] for r in rows] == [0.0, 1.0]
+    assert "training_iteration" not in rows[0]
+
+
+def test_scheduler_stopped_trial_is_pruned_not_complete(searcher):
+    searcher.suggest("t1")
+    last = {"epoch": 3.0, "stage": 3.0, "val_acc_y": 0.4, "final": 0.0}
+    searcher.on_trial_result("t1", last)
+    searcher.on_trial_complete("t1", last)  # what Tune passes after ASHA stops a trial
+    t = searcher.study.get_trials()[0]
+    assert t.state == TrialState.PRUNED and t.values is None
+    assert t.user_attrs["epochs_run"] == 4.0
+
+
+def test_failed_and_collapsed_trials(searcher):
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", None, error=True)
+    searcher.on_trial_complete("b", FINAL | {"zay_collapsed": 1.0})
+    a, b = searcher.study.get_trials()
+    assert a.state == TrialState.FAIL
+    assert b.state == TrialState.COMPLETE and b.user_attrs["feasible"] is False
+    assert b.constraints == {"zay_collapsed": 0.5}  # > 0: infeasible for Optuna
+
+
+def test_a_trial_is_told_exactly_once(searcher):
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", FINAL)
+    searcher.on_trial_complete("t1", FINAL)  # Tune may call again for a retried trial
+    assert len(searcher.study.get_trials()) == 1
+    assert searcher.events.count("complete") == 1
+
+
+def test_pickled_searcher_holds_no_database_handle(searcher):
+    url = searcher.__dict__.pop("url")  # the fixture's note, not the searcher's state
+    searcher.__dict__.pop("events")
+    blob = pickle.dumps(searcher)
+    assert url.split("///")[1].encode() not in blob
+    clone = pickle.loads(blob)
+    assert clone.study is None
+
+
+def test_orphans_are_failed_and_requeued(searcher):
+    searcher.suggest("dies")  # asked, never told: a driver that died mid-trial
+    params = dict(searcher.study.get_trials()[0].params)
+    requeued = recover_orphans(searcher.study)
+    assert requeued == [0]
+    trials = searcher.study.get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.WAITING
+    counts = count_finished(searcher.study)
+    assert counts["orphaned"] == 1 and counts["done"] == 0
+    cfg = searcher.suggest("again")
+    assert cfg["optuna_number"] == 1
+    assert {k: v for k, v in cfg["params"].items() if k in params} == params

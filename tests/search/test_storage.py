@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from search.objective import Objective, ObjectiveError
+from search.storage import (
+    StorageError,
+    create_tables,
+    make_engine,
+    ping,
+    read_epochs,
+    redact,
+    write_epoch,
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://alice:s3cret@db:5432/x", "postgresql://alice:***@db:5432/x"),
+        ("postgresql+psycopg2://u:p@ss/w@rd@host/db", "postgresql+psycopg2://u:***@host/db"),
+        ("sqlite:///stagetune.db", "sqlite:///stagetune.db"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("text before mysql://root:hunter2@127.0.0.1/t after",
+         "text before mysql://root:***@127.0.0.1/t after"),
+    ],
+)
+def test_redact(url, expected):
+    assert redact(url) == expected
+
+
+def test_malformed_url_is_refused_without_the_password():
+    with pytest.raises(StorageError) as err:
+        make_engine("not a url with secretpw")
+    assert "malformed database URL" in str(err.value)
+
+
+def test_unreachable_database_error_hides_the_password():
+    url = "postgresql://stagetune:TopSecret99@127.0.0.1:1/nowhere"
+    with pytest.raises(StorageError) as err:
+        ping(make_engine(url), url)
+    assert "cannot reach database" in str(err.value)
+    assert "TopSecret99" not in str(err.value)
+
+
+def test_tables_are_created_idempotently_and_rows_upsert(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    create_tables(engine)
+    create_tables(engine)
+    write_epoch(engine, 7, 0, 1, {"epoch": 0.0, "loss": 3.0})
+    write_epoch(engine, 7, 1, 1, {"epoch": 1.0, "loss": 2.0})
+    write_epoch(engine, 7, 1, 1, {"epoch": 1.0, "loss": 1.5})  # a retried attempt
+    assert read_epochs(engine, 7) == [{"epoch": 0.0, "loss": 3.0}, {"epoch": 1.0, "loss": 1.5}]
+
+
+def test_objective_directions_and_scalar():
+    pareto = Objective()
+    assert pareto.names == ["task_accuracy", "zay_independence_score"]
+    assert pareto.directions == ["maximize", "maximize"]
+    leak = Objective(disentanglement="zay_label_leakage")
+    assert leak.directions == ["maximize", "minimize"]
+    scalar = Objective(mode="scalar", weight=0.25, disentanglement="zay_label_leakage")
+    assert scalar.directions == ["maximize"]
+    # leakage is minimised: it enters the scalar as 1 - leakage
+    assert scalar.values({"task_accuracy": 0.8, "zay_label_leakage": 0.2}) == [
+        pytest.approx(0.75 * 0.8 + 0.25 * 0.8)]
+    assert not Objective.feasible({"zay_collapsed": 1.0})
+    assert Objective.constraint({"zay_collapsed": 1.0}) > 0 >= Objective.constraint(
+        {"zay_collapsed": 0.0})
+    with pytest.raises(ObjectiveError):
+        Objective(disentanglement="acc_y_test")

@@ -1,0 +1,161 @@
+"""Real sweeps: local Ray, tiny trainer configs, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from search.driver import run_sweep
+from search.storage import read_epochs
+from tests.search.conftest import tiny_options
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _check_study(url: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=url)  # plain Optuna opens it
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == n
+    tune_ids = [t.user_attrs["tune_trial_id"] for t in done]
+    assert len(set(tune_ids)) == len(tune_ids)  # nothing duplicated
+    engine = sa.create_engine(url)
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            epochs = read_epochs(engine, t._trial_id)
+            assert [int(r["epoch"]) for r in epochs] == list(range(4))
+            assert len(t.values) == 2 and "zay_independence_score" in t.user_attrs
+            cfg = t.user_attrs["config"]
+            assert cfg["stages"]["stage1_epochs"] == t.params.get("stage1_epochs", 1)
+    engine.dispose()
+    return study.trials
+
+
+def test_sweep_on_sqlite_then_resume_runs_only_what_is_missing(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    summary = run_sweep(tiny_options(url, "s", 3, tmp_path))
+    assert summary["counts"]["complete"] == 3
+    trials = _check_study(url, "s", 3)
+    first = trials[0]
+    assert first.user_attrs.get("baseline") is True  # the method's default goes first
+    assert (first.params["stage1_epochs"], first.params["stage2_epochs"]) == (1, 1)
+    assert first.params["independence_penalty"] == 10.0
+    # --n-trials is the study's total: asking for 4 runs exactly one more
+    summary = run_sweep(tiny_options(url, "s", 4, tmp_path))
+    assert summary["counts"]["complete"] == 4
+    _check_study(url, "s", 4)
+    # and asking for 4 again runs nothing
+    again = run_sweep(tiny_options(url, "s", 4, tmp_path))
+    assert again["counts"] == summary["counts"]
+
+
+@pytest.fixture
+def pg_url():
+    try:
+        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
+    name = f"stagetune_test_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+    admin.dispose()
+
+
+@pytest.mark.postgres
+def test_sweep_on_postgresql(tmp_path, local_ray, pg_url):
+    summary = run_sweep(tiny_options(pg_url, "pg", 2, tmp_path))
+    assert summary["counts"]["complete"] == 2
+    _check_study(pg_url, "pg", 2)
+
+
+def test_worker_failure_is_retried_and_told_once(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opts = tiny_options(url, "retry", 2, tmp_path, retries=2,
+                        imports=("tests.search.flaky_plugin",))
+    opts.base_config["data"]["dataset"] = "flaky_digits"
+    opts.base_config["data"]["data_root"] = str(tmp_path)
+    summary = run_sweep(opts)
+    assert (tmp_path / "crashed-once").exists()  # a worker really died
+    assert summary["counts"]["complete"] == 2 and summary["counts"]["failed"] == 0
+    _check_study(url, "retry", 2)
+
+
+def test_asha_never_prunes_before_stage3(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_sweep(tiny_options(url, "asha", 4, tmp_path, asha=True))
+    study = optuna.load_study(study_name="asha", storage=url)
+    assert len([t for t in study.trials if t.state.is_finished()]) == 4
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs["final_stage"] == 3.0
+            assert t.values is None  # never on the front with a truncated value
+
+
+def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from pathlib import Path\n"
+        "from tests.search.conftest import tiny_options\n"
+        "from search.driver import run_sweep\n"
+        "opts = tiny_options(%r, 'k', 6, Path(%r), max_concurrent=2)\n"
+        "opts.base_config['optim']['epochs'] = 4\n"
+        "run_sweep(opts)\n" % (str(ROOT), url, str(tmp_path))
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    killed_with = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1.0)
+            if not db.exists():
+                continue
+            try:
+                study = optuna.load_study(study_name="k", storage=url)
+            except Exception:
+                continue
+            states = [t.state for t in study.trials]
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                killed_with = states
+                os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_with is not None, "the driver finished before it could be killed"
+    study = optuna.load_study(study_name="k", storage=url)
+    orphans = [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    assert orphans
+    complete_before = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
+
+    summary = run_sweep(tiny_options(url, "k", 6, tmp_path))
+    assert sorted(summary["requeued"]) == sorted(orphans)
+    trials = _check_study(url, "k", 6)
+    by_number = {t.number: t for t in trials}
+    assert complete_before <= {n for n, t in by_number.items() if t.state == TrialState.COMPLETE}
+    for n in orphans:  # failed, and their settings ran again
+        assert by_number[n].state == TrialState.FAIL
+        rerun = [t for t in trials if t.user_attrs.get("requeued_from") == n]
+        assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
+        assert {k: rerun[0].params[k] for k in by_number[n].params} == by_number[n].params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
