@@ -112,13 +112,11 @@ def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):
     db = tmp_path / "study.db"
     url = f"sqlite:///{db}"
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from pathlib import Path\n"
         "from tests.search.conftest import tiny_options\n"
         "from search.driver import run_sweep\n"
-        "opts = tiny_options(%r, 'k', 6, Path(%r), max_concurrent=2)\n"
-        "opts.base_config['optim']['epochs'] = 4\n"
-        "run_sweep(opts)\n" % (str(ROOT), url, str(tmp_path))
+        f"run_sweep(tiny_options({url!r}, 'k', 6, Path({str(tmp_path)!r}), max_concurrent=2))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
