@@ -202,7 +202,8 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
             "front": front}
 
 
-def print_summary(summary: dict[str, Any], file=sys.stdout) -> None:
+def print_summary(summary: dict[str, Any], file=None) -> None:
+    file = file or sys.stdout  # looked up at call time, so redirection works
     c = summary["counts"]
     print(f"study {summary['study']!r}: {c['complete']} complete, {c['pruned']} pruned, "
           f"{c['failed']} failed, {c['running']} running, {c['waiting']} waiting"
