@@ -37,7 +37,8 @@ _RAY_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "tim
 
 def own_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()
-            if k not in _RAY_KEYS and isinstance(v, int | float) and not isinstance(v, bool)}
+            if k not in _RAY_KEYS and not k.startswith("config/")
+            and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 class StudySearcher(Searcher):

@@ -1,0 +1,178 @@
+"""Reading a study database: read-only, plain SQL over Optuna's schema and our tables.
+
+Optuna's own storage class may create tables when it opens a database, so analysis
+never uses it: it reads the tables directly through a read-only connection.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from trainer.objectives import COLLAPSE_FLAG
+
+OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "trial_params",
+                 "trial_user_attributes", "study_user_attributes"}
+OBJECTIVE_ATTR = "stagetune_objective"
+SEARCHED_PARAMS = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
+                   "independence_penalty", "zay_suppression", "penalty_measure")
+
+
+class AnalysisError(RuntimeError):
+    """The database or study cannot be analysed; the message says why."""
+
+
+def redact(text: str) -> str:
+    from search.storage import redact as _redact  # one implementation of the rule
+
+    return _redact(text)
+
+
+def open_read_only(url: str) -> sa.Engine:
+    """A read-only engine on a reachable study database."""
+    from search.storage import StorageError, make_engine, ping
+
+    try:
+        engine = make_engine(url, read_only=True)
+        ping(engine, url)
+    except StorageError as exc:
+        raise AnalysisError(str(exc)) from None
+    tables = set(sa.inspect(engine).get_table_names())
+    if not tables >= OPTUNA_TABLES:
+        raise AnalysisError(f"{redact(url)} is not a study database (no Optuna tables); "
+                            "point --storage at the database a sweep wrote")
+    return engine
+
+
+def study_names(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(r[0] for r in conn.execute(sa.text("SELECT study_name FROM studies")))
+
+
+@dataclass
+class StudyData:
+    """Everything analysis needs from one study, as a DataFrame of trials."""
+
+    name: str
+    study_id: int
+    objectives: list[str]
+    directions: list[str]
+    objective_spec: dict[str, Any]
+    trials: pd.DataFrame  # one row per trial: number, state, objectives, params, metrics
+    engine: sa.Engine = field(repr=False)
+
+    def complete(self, *, include_pruned: bool = False,
+                 include_infeasible: bool = False) -> pd.DataFrame:
+        states = ["COMPLETE", "PRUNED"] if include_pruned else ["COMPLETE"]
+        df = self.trials[self.trials["state"].isin(states)]
+        if not include_infeasible:
+            df = df[df["feasible"]]
+        return df
+
+    def epochs(self, trial_ids: list[int]) -> dict[int, list[dict[str, float]]]:
+        """Per-epoch metrics of the given Optuna trial ids, from our table."""
+        if not trial_ids or not _has_table(self.engine, "stagetune_epoch_metrics"):
+            return {}
+        q = sa.text("SELECT trial_id, epoch, metrics FROM stagetune_epoch_metrics "
+                    "WHERE trial_id IN :ids ORDER BY trial_id, epoch"
+                    ).bindparams(sa.bindparam("ids", expanding=True))
+        out: dict[int, list[dict[str, float]]] = {}
+        with self.engine.connect() as conn:
+            for tid, _epoch, metrics in conn.execute(q, {"ids": list(trial_ids)}):
+                out.setdefault(int(tid), []).append(json.loads(metrics))
+        return out
+
+    def artifact(self, trial_id: int, name: str) -> Any | None:
+        if not _has_table(self.engine, "stagetune_artifacts"):
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT content FROM stagetune_artifacts WHERE "
+                                       "trial_id = :t AND name = :n"),
+                               {"t": trial_id, "n": name}).first()
+        return json.loads(row[0]) if row else None
+
+
+def _has_table(engine: sa.Engine, name: str) -> bool:
+    return name in sa.inspect(engine).get_table_names()
+
+
+def _decode_param(value: float, distribution_json: str) -> Any:
+    dist = json.loads(distribution_json)
+    attrs = dist.get("attributes", {})
+    if dist.get("name") == "CategoricalDistribution":
+        return attrs["choices"][int(value)]
+    if dist.get("name") == "IntDistribution":
+        return int(value)
+    return float(value)
+
+
+def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> StudyData:
+    """Load one study's trials; unknown or empty studies raise AnalysisError."""
+    engine = engine or open_read_only(url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT study_id FROM studies WHERE study_name = :n"),
+                           {"n": study}).first()
+        if row is None:
+            names = study_names(engine)
+            raise AnalysisError(f"no study {study!r} in {redact(url)}; studies there: "
+                                f"{', '.join(names) or 'none'}")
+        sid = int(row[0])
+        directions = [d.lower() for (d,) in conn.execute(sa.text(
+            "SELECT direction FROM study_directions WHERE study_id = :s ORDER BY objective"),
+            {"s": sid})]
+        spec_row = conn.execute(sa.text(
+            "SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
+            {"s": sid, "k": OBJECTIVE_ATTR}).first()
+        spec = json.loads(spec_row[0]) if spec_row else {}
+        trials = pd.DataFrame(conn.execute(sa.text(
+            "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
+            "WHERE study_id = :s ORDER BY number"), {"s": sid}).all(),
+            columns=["trial_id", "number", "state", "datetime_start", "datetime_complete"])
+        if trials.empty:
+            raise AnalysisError(f"study {study!r} has no trials yet; run a sweep first")
+        sub = "(SELECT trial_id FROM trials WHERE study_id = :s)"
+        values = conn.execute(sa.text(
+            f"SELECT trial_id, objective, value FROM trial_values WHERE trial_id IN {sub}"),
+            {"s": sid}).all()
+        params = conn.execute(sa.text(
+            "SELECT trial_id, param_name, param_value, distribution_json FROM trial_params "
+            f"WHERE trial_id IN {sub}"), {"s": sid}).all()
+        attrs = conn.execute(sa.text(
+            f"SELECT trial_id, key, value_json FROM trial_user_attributes WHERE trial_id IN "
+            f"{sub} AND key <> 'config'"), {"s": sid}).all()
+        fixed = conn.execute(sa.text(
+            "SELECT trial_id, value_json FROM trial_system_attributes WHERE key = "
+            f"'fixed_params' AND trial_id IN {sub}"), {"s": sid}).all()
+    names = spec.get("names") or [f"objective_{i}" for i in range(len(directions))]
+    trials = trials.set_index("trial_id", drop=False)
+    for name in names:
+        trials[name] = np.nan
+    for tid, objective, value in values:
+        trials.at[tid, names[objective]] = value
+    columns: dict[str, dict[int, Any]] = {}
+    for tid, fixed_json in fixed:  # an enqueued trial's settings, as it ran them
+        for k, v in json.loads(fixed_json).items():
+            columns.setdefault(k, {})[tid] = v
+    for tid, name, value, dist in params:
+        columns.setdefault(name, {})[tid] = _decode_param(value, dist)
+    for tid, key, value_json in attrs:
+        columns.setdefault(key, {})[tid] = json.loads(value_json)
+    # objective values come from trial_values; same-named user attributes are copies
+    extra = pd.DataFrame({k: v for k, v in columns.items() if k not in trials.columns},
+                         index=trials.index)
+    trials = pd.concat([trials, extra], axis=1)
+    if "use_independence_penalty" in trials and "independence_penalty" in trials:
+        off = trials["use_independence_penalty"].eq(False)
+        trials.loc[off, "independence_penalty"] = np.nan  # lambda means nothing when off
+    collapsed = trials.get(COLLAPSE_FLAG, pd.Series(0.0, index=trials.index)).fillna(0.0)
+    trials["feasible"] = trials.get("feasible", pd.Series(True, index=trials.index)
+                                    ).fillna(True).astype(bool) & (collapsed < 1.0)
+    trials["baseline"] = trials.get("baseline", pd.Series(False, index=trials.index)
+                                    ).fillna(False).astype(bool)
+    trials = trials.reset_index(drop=True)
+    return StudyData(study, sid, names, directions, spec, trials, engine)

@@ -1,0 +1,80 @@
+"""Ranking trials: Pareto rank, then crowding distance; or the scalar score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis._load import SEARCHED_PARAMS, StudyData
+from analysis._pareto import crowding_distance, hypervolume_history, pareto_ranks
+
+
+def rank_trials(data: StudyData, *, include_pruned: bool = False,
+                include_infeasible: bool = False) -> pd.DataFrame:
+    """Trials ordered best first, with ``pareto_rank`` and ``crowding`` columns.
+
+    Multi-objective studies: non-dominated sorting over the objectives, then crowding
+    distance (larger first) within a front. Scalar studies: by the score. Trials without
+    values (pruned) sort last.
+    """
+    df = data.complete(include_pruned=include_pruned,
+                       include_infeasible=include_infeasible).copy()
+    has_values = df[data.objectives].notna().all(axis=1)
+    scored, unscored = df[has_values].copy(), df[~has_values].copy()
+    if len(scored):
+        values = scored[data.objectives].to_numpy(dtype=np.float64)
+        ranks = pareto_ranks(values, data.directions)
+        scored["pareto_rank"] = ranks
+        crowd = np.zeros(len(scored))
+        for r in np.unique(ranks):
+            idx = np.flatnonzero(ranks == r)
+            crowd[idx] = crowding_distance(values[idx])
+        scored["crowding"] = crowd
+        if len(data.objectives) == 1:
+            sign = -1.0 if data.directions[0] == "maximize" else 1.0
+            scored = scored.assign(_key=sign * scored[data.objectives[0]]).sort_values(
+                ["_key", "number"]).drop(columns="_key")
+            scored["pareto_rank"] = np.arange(len(scored))
+        else:
+            scored = scored.assign(_c=-scored["crowding"]).sort_values(
+                ["pareto_rank", "_c", "number"]).drop(columns="_c")
+    unscored["pareto_rank"] = np.nan
+    unscored["crowding"] = np.nan
+    ranked = pd.concat([scored, unscored.sort_values("number")], ignore_index=True)
+    ranked.insert(0, "position", np.arange(1, len(ranked) + 1))
+    return ranked
+
+
+def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
+    """The columns a ranked table shows, in order, where present."""
+    cols = ["position", "number", "pareto_rank", "crowding", *data.objectives, "state",
+            *SEARCHED_PARAMS, "zay_active_dims", "disentanglement_score", "zay_label_leakage",
+            "acc_y_test", "feasible", "baseline"]
+    seen: list[str] = []
+    for c in cols:
+        if c in ranked.columns and c not in seen:
+            seen.append(c)
+    return seen
+
+
+def front(data: StudyData) -> pd.DataFrame:
+    """The feasible, complete non-dominated trials."""
+    ranked = rank_trials(data)
+    return ranked[ranked["pareto_rank"] == 0]
+
+
+def hypervolume_over_trials(data: StudyData, reference: list[float] | None = None
+                            ) -> pd.DataFrame:
+    """Hypervolume of the feasible front after each completed trial (2 objectives)."""
+    df = data.complete().sort_values("number")
+    df = df[df[data.objectives].notna().all(axis=1)]
+    if len(data.objectives) != 2 or df.empty:
+        return pd.DataFrame(columns=["number", "hypervolume"])
+    ref = reference if reference is not None else default_reference(data)
+    hv = hypervolume_history(df[data.objectives].to_numpy(np.float64), data.directions, ref)
+    return pd.DataFrame({"number": df["number"].to_numpy(), "hypervolume": hv})
+
+
+def default_reference(data: StudyData) -> list[float]:
+    """Reference point: 0 for maximised scores in [0, 1], 1 for minimised ones."""
+    return [0.0 if d == "maximize" else 1.0 for d in data.directions]
