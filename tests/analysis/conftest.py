@@ -1,0 +1,76 @@
+"""A constructed study whose Pareto set is known."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.objective import Objective
+from search.storage import create_tables, write_artifact, write_epoch
+from search.study import OBJECTIVE_ATTR
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# (accuracy, independence): the front is #0, #1, #2; #3 and #4 are dominated;
+# #5 would dominate everything but its zay collapsed; #6 was pruned.
+POINTS = [(0.95, 0.80), (0.90, 0.90), (0.80, 0.97), (0.85, 0.85), (0.70, 0.70),
+          (0.99, 0.99), None]
+FRONT = {0, 1, 2}
+DISTS = {
+    "stage1_epochs": IntDistribution(0, 9),
+    "stage2_epochs": IntDistribution(0, 9),
+    "use_independence_penalty": CategoricalDistribution([True, False]),
+    "independence_penalty": FloatDistribution(0.1, 100.0, log=True),
+}
+
+
+def make_study(url: str, name: str = "known", points=POINTS) -> None:
+    objective = Objective()
+    study = optuna.create_study(storage=url, study_name=name,
+                                directions=objective.directions)
+    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    trials = []
+    for i, point in enumerate(points):
+        on = i % 2 == 0
+        params = {"stage1_epochs": i % 4 + 1, "stage2_epochs": 3, "use_independence_penalty": on}
+        dists = {k: DISTS[k] for k in params}
+        if on:
+            params["independence_penalty"] = 10.0 ** (i / 2 - 1)  # 0.1, 1, 10, 100
+            dists["independence_penalty"] = DISTS["independence_penalty"]
+        attrs = {"zay_collapsed": 1.0 if i == 5 else 0.0, "feasible": i != 5,
+                 "baseline": i == 1, "zay_active_dims": 0.0 if i == 5 else 8.0}
+        if point is None:
+            trials.append(create_trial(state=TrialState.PRUNED, params=params,
+                                       distributions=dists, user_attrs=attrs))
+        else:
+            trials.append(create_trial(values=list(point), params=params, distributions=dists,
+                                       user_attrs=attrs))
+    study.add_trials(trials)
+    storage = optuna.storages.RDBStorage(url)
+    create_tables(storage.engine)
+    for t in study.get_trials():
+        for epoch in range(6):
+            stage = 1 if epoch < 2 else 2 if epoch < 4 else 3
+            write_epoch(storage.engine, t._trial_id, epoch, stage,
+                        {"epoch": float(epoch), "stage": float(stage),
+                         "val_loss": 100.0 - 10 * epoch})
+        write_artifact(storage.engine, t._trial_id, "correlations", {
+            "groups": ["zy", "za"], "group_matrix": [[0.1, 0.2], [0.2, 0.1]],
+            "dim_labels": ["zy[0]", "za[0]"], "dim_matrix": [[1.0, 0.2], [0.2, 1.0]]})
+    storage.engine.dispose()
+
+
+def checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def study_db(tmp_path):
+    db = tmp_path / "study.db"
+    make_study(f"sqlite:///{db}")
+    return db

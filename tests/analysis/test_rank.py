@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis import hypervolume_2d, hypervolume_history, pareto_ranks
+from analysis._load import load_study
+from analysis._rank import hypervolume_over_trials, rank_trials
+from tests.analysis.conftest import FRONT
+
+
+def test_ranking_finds_the_known_pareto_set(study_db):
+    data = load_study(f"sqlite:///{study_db}", "known")
+    ranked = rank_trials(data)
+    assert set(ranked.loc[ranked["pareto_rank"] == 0, "number"]) == FRONT
+    assert ranked["number"].tolist()[:3] != [] and set(ranked["number"][:3]) == FRONT
+    # #3 is dominated only by #1 (rank 1); #4 by #3 as well (rank 2)
+    assert dict(zip(ranked["number"], ranked["pareto_rank"], strict=True))[3] == 1
+    assert dict(zip(ranked["number"], ranked["pareto_rank"], strict=True))[4] == 2
+    # the infeasible (collapsed) #5 and the pruned #6 are left out by default
+    assert 5 not in set(ranked["number"]) and 6 not in set(ranked["number"])
+    # within the front, boundary points (infinite crowding) come first
+    assert np.isinf(ranked["crowding"].iloc[0]) and np.isinf(ranked["crowding"].iloc[1])
+    assert ranked["number"].iloc[2] == 1
+
+
+def test_flags_include_infeasible_and_pruned(study_db):
+    data = load_study(f"sqlite:///{study_db}", "known")
+    with_infeasible = rank_trials(data, include_infeasible=True)
+    assert set(with_infeasible.loc[with_infeasible["pareto_rank"] == 0, "number"]) == {5}
+    with_pruned = rank_trials(data, include_pruned=True)
+    assert with_pruned["number"].iloc[-1] == 6 and np.isnan(with_pruned["pareto_rank"].iloc[-1])
+
+
+def test_loaded_trials_decode_params_and_attrs(study_db):
+    data = load_study(f"sqlite:///{study_db}", "known")
+    t = data.trials.set_index("number")
+    assert t.loc[2, "use_independence_penalty"] is True or t.loc[2, "use_independence_penalty"]
+    assert t.loc[2, "independence_penalty"] == pytest.approx(1.0)
+    assert np.isnan(t.loc[1, "independence_penalty"])  # penalty off: no lambda
+    assert bool(t.loc[1, "baseline"]) and not bool(t.loc[5, "feasible"])
+    assert data.objectives == ["task_accuracy", "zay_independence_score"]
+
+
+def test_hypervolume_against_a_hand_computation(study_db):
+    # front (0.95, 0.80), (0.90, 0.90), (0.80, 0.97) against reference (0, 0):
+    # 0.95*0.80 + 0.90*(0.90-0.80) + 0.80*(0.97-0.90) = 0.76 + 0.09 + 0.056 = 0.906
+    pts = np.array([[0.95, 0.80], [0.90, 0.90], [0.80, 0.97], [0.85, 0.85], [0.70, 0.70]])
+    assert hypervolume_2d(pts, ["maximize", "maximize"], [0, 0]) == pytest.approx(0.906)
+    data = load_study(f"sqlite:///{study_db}", "known")
+    hv = hypervolume_over_trials(data)
+    assert hv["hypervolume"].tolist() == pytest.approx([0.76, 0.85, 0.906, 0.906, 0.906])
+    # a minimised objective flips: reference 1 for it
+    assert hypervolume_2d(np.array([[0.5, 0.2]]), ["maximize", "minimize"], [0, 1]) == \
+        pytest.approx(0.5 * 0.8)
+
+
+def test_pareto_ranks_match_brute_force_on_random_points():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        v = rng.integers(0, 6, size=(rng.integers(1, 30), 2)).astype(float)
+        dirs = ["maximize", "minimize"]
+        s = v * np.array([1, -1])
+        expected = np.zeros(len(v), dtype=int)
+        remaining = set(range(len(v)))
+        rank = 0
+        while remaining:
+            front = {i for i in remaining if not any(
+                (s[j] >= s[i]).all() and (s[j] > s[i]).any() for j in remaining)}
+            for i in front:
+                expected[i] = rank
+            remaining -= front
+            rank += 1
+        assert (pareto_ranks(v, dirs) == expected).all()
+        hv = hypervolume_history(v, dirs, [0, 10])
+        assert hv[-1] == pytest.approx(hypervolume_2d(v, dirs, [0, 10]))
+        assert (np.diff(hv) >= -1e-12).all()
