@@ -120,8 +120,10 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
             if p == "use_independence_penalty":
                 for on in (True, False):
                     part = sub[sub[p] == on]
+                    # every point while they can be told apart, outliers beyond that
                     fig.add_trace(go.Box(y=part[obj], name="on" if on else "off",
-                                         boxpoints="all", showlegend=False), i, j)
+                                         boxpoints="all" if len(part) <= 500 else "outliers",
+                                         showlegend=False), i, j)
             else:
                 fig.add_trace(go.Scatter(x=sub[p], y=sub[obj], mode="markers",
                                          showlegend=False, marker={"size": 6},

@@ -60,10 +60,12 @@ def export_png(figures: dict[str, go.Figure], out: Path) -> list[Path]:
     written: list[Path] = []
     try:
         import kaleido  # noqa: F401
+        import plotly.io as pio
 
-        for name, fig in figures.items():
-            fig.write_image(out / f"{name}.png")
-            written.append(out / f"{name}.png")
+        paths = [out / f"{name}.png" for name in figures]
+        # one browser session for all figures: starting Chromium per figure costs seconds
+        pio.write_images(list(figures.values()), paths)
+        written.extend(paths)
     except Exception as exc:  # no kaleido, or no browser for it to drive
         if not _static_export_warned:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
