@@ -74,7 +74,7 @@ def stagetune_loop(cfg: RunConfig, data) -> tuple[float, float, int]:
     fit(cfg, report=rows.append, data=data)
     train_s = sum(r["epoch_time_s"] for r in rows)
     seen = sum(r["samples_per_s"] * r["epoch_time_s"] for r in rows)
-    return train_s, rows[-1]["val_loss"], int(round(seen))
+    return train_s, rows[-1]["val_loss"], round(seen)
 
 
 def main() -> None:

@@ -92,6 +92,9 @@ def _init_ray(opts: SweepOptions) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # The study database holds every result; Tune's own JSON/CSV/TensorBoard loggers would
+    # write each one again per trial, on the driver's critical path.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": False}
     if opts.address:
@@ -169,7 +172,8 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
         tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-            max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+            # a warm worker per slot: imports (torch, scikit-learn) happen once, not per trial
+            max_concurrent_trials=opts.max_concurrent, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=experiment, storage_path=str(Path(opts.tune_dir).resolve()), verbose=0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,16 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
 
     seeds = int(config.get("seeds", 1))
     finals, analysis = [], None
+    t0, started_at = time.perf_counter(), time.time()
     for k in range(seeds):
         result = fit(cfg.replace(seed=cfg.seed + k), report=on_epoch if k == 0 else None)
         finals.append(result.final)
         analysis = analysis or result.analysis
+    fit_seconds = time.perf_counter() - t0
     final = {key: float(np.mean([f[key] for f in finals])) for key in finals[0]
              if all(key in f for f in finals)}
+    final["fit_seconds"] = fit_seconds  # wall time inside trainer.fit, all seeds
+    final["fit_started_at"] = started_at  # unix time, for the sweep's start-up cost
     if seeds > 1:
         for key in objective.names:
             if key in final:
