@@ -15,7 +15,13 @@ import numpy as np
 from search.objective import Objective
 from search.space import SearchSpace, baseline_params
 from search.storage import redact
-from search.study import count_finished, feasible_values, open_study, recover_orphans
+from search.study import (
+    DRIVER_BEAT_S,
+    count_finished,
+    feasible_values,
+    open_study,
+    recover_orphans,
+)
 
 log = logging.getLogger("stagetune.search")
 
@@ -92,15 +98,18 @@ def _init_ray(opts: SweepOptions) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # The study database holds every result; Tune's own JSON/CSV/TensorBoard loggers would
-    # write each one again per trial, on the driver's critical path.
+    # The study database holds every result. Of Tune's own loggers only the JSON one is
+    # kept (Tune reads it back at the end); CSV and TensorBoard would write each result
+    # again per trial, on the driver's critical path.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": False}
     if opts.address:
         ray.init(address=opts.address, **kwargs)
     else:
-        ray.init(num_cpus=opts.num_cpus, **kwargs)
+        # Without --address the sweep is local: start a Ray of its own rather than attach
+        # to whichever cluster happens to run on this machine.
+        ray.init(address="local", num_cpus=opts.num_cpus, **kwargs)
 
 
 def run_sweep(opts: SweepOptions) -> dict[str, Any]:
@@ -110,7 +119,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
                         seed=opts.seed)
     study = opened.study
-    requeued = recover_orphans(study)
+    requeued = recover_orphans(study, opened.storage.engine)
     if opened.created:
         base = baseline_params(opts.space.epochs)
         if opts.space.admits(base):
@@ -140,6 +149,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
 def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> None:
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
     from search.searcher import StudySearcher
@@ -149,7 +159,8 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     gpus = opts.gpus_per_trial
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective.directions,
                         feasible_values(study), opts.quiet)
     searcher = StudySearcher(
@@ -178,10 +189,45 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
         run_config=tune.RunConfig(
             name=experiment, storage_path=str(Path(opts.tune_dir).resolve()), verbose=0,
             failure_config=tune.FailureConfig(max_failures=opts.retries),
+            callbacks=[JsonLoggerCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    tuner.fit()
+    heartbeat.start()
+    try:
+        tuner.fit()
+    finally:
+        heartbeat.stop()
+
+
+class _Heartbeat:
+    """Beats in the study database while a driver runs, so that another driver's resume
+    does not take this one's running trials for orphans."""
+
+    def __init__(self, engine, experiment: str) -> None:
+        import threading
+
+        self.engine, self.experiment = engine, experiment
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stagetune-heartbeat",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        from search.storage import beat
+
+        while not self._stop.is_set():
+            try:
+                beat(self.engine, self.experiment)
+            except Exception as exc:  # a missed beat only risks an early orphan call
+                log.warning("driver heartbeat failed: %s", redact(str(exc)).splitlines()[0])
+            self._stop.wait(DRIVER_BEAT_S)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def summarize(study, objective: Objective) -> dict[str, Any]:

@@ -8,7 +8,10 @@ same database, created idempotently. Passwords in URLs never reach output or log
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +37,15 @@ artifacts = sa.Table(
     sa.Column("trial_id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("content", sa.Text, nullable=False),  # JSON
+)
+
+
+drivers = sa.Table(
+    "stagetune_drivers", metadata,
+    sa.Column("experiment", sa.String(256), primary_key=True),  # the Tune experiment name
+    sa.Column("heartbeat_at", sa.Float, nullable=False),  # unix time of the last beat
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
 )
 
 
@@ -131,3 +143,32 @@ def read_epochs(engine: sa.Engine, trial_id: int) -> list[dict[str, float]]:
             sa.select(epoch_metrics.c.metrics).where(epoch_metrics.c.trial_id == trial_id)
             .order_by(epoch_metrics.c.epoch)).all()
     return [json.loads(r[0]) for r in rows]
+
+
+def beat(engine: sa.Engine, experiment: str, *, pid: int | None = None) -> None:
+    """Record that the driver of ``experiment`` (this process) is alive now."""
+    with session(engine) as conn:
+        conn.execute(drivers.delete().where(drivers.c.experiment == experiment))
+        conn.execute(drivers.insert().values(
+            experiment=experiment, heartbeat_at=time.time(), host=socket.gethostname(),
+            pid=os.getpid() if pid is None else pid))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def live_experiments(engine: sa.Engine, *, within_s: float) -> set[str]:
+    """Experiments whose driver is alive: it beat in the last ``within_s`` seconds and,
+    when it ran on this host, its process still exists (a crash is seen at once)."""
+    here = socket.gethostname()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(drivers.c.experiment, drivers.c.host, drivers.c.pid)
+                            .where(drivers.c.heartbeat_at >= time.time() - within_s)).all()
+    return {exp for exp, host, pid in rows if host != here or _pid_alive(pid)}

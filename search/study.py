@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import optuna
@@ -12,6 +13,7 @@ from search.objective import Objective
 from search.storage import (
     StorageError,
     create_tables,
+    live_experiments,
     make_engine,
     ping,
     redact,
@@ -44,11 +46,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage on ``url`` plus our tables; errors never show a password."""
     engine = make_engine(url)
     ping(engine, url)
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    except Exception as exc:
-        raise StorageError(f"cannot open study database {redact(url)}: "
-                           f"{redact(str(exc).splitlines()[0])}") from None
+    engine.dispose()
+    for attempt in range(3):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            break
+        except Exception as exc:
+            # Two processes creating a new database's schema at once: one of them loses
+            # the race on Optuna's version table. The schema exists now; open it again.
+            racing = "UNIQUE constraint" in str(exc) or "duplicate key" in str(exc)
+            if racing and attempt < 2:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise StorageError(f"cannot open study database {redact(url)}: "
+                               f"{redact(str(exc).splitlines()[0])}") from None
     create_tables(storage.engine)
     return storage
 
@@ -95,14 +106,24 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
     return OpenedStudy(study, storage, created=True)
 
 
-def recover_orphans(study: optuna.Study) -> list[int]:
+DRIVER_BEAT_S = 20.0  # how often a driver records that it is alive
+DRIVER_STALE_S = 120.0  # after this long without a beat, its RUNNING trials are orphans
+
+
+def recover_orphans(study: optuna.Study, engine=None, *,
+                    stale_after_s: float = DRIVER_STALE_S) -> list[int]:
     """Trials a dead driver left RUNNING: mark them failed and re-queue their settings.
 
-    Returns the numbers of the trials re-queued.
+    Optuna's heartbeat does not cover ask/tell trials, so drivers beat in our own table;
+    trials of a driver that beat recently (another sweep on the same study, still
+    running) are left alone. Returns the numbers of the trials re-queued.
     """
     storage = study._storage
+    live = live_experiments(engine, within_s=stale_after_s) if engine is not None else set()
     requeued = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("tune_experiment") in live:
+            continue
         storage.set_trial_user_attr(t._trial_id, ORPHAN_ATTR, True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})

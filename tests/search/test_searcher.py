@@ -104,3 +104,31 @@ def test_orphans_are_failed_and_requeued(searcher):
     cfg = searcher.suggest("again")
     assert cfg["optuna_number"] == 1
     assert {k: v for k, v in cfg["params"].items() if k in params} == params
+
+
+def test_running_trials_of_a_live_driver_are_not_orphans(searcher):
+    import time
+
+    from search.storage import beat, drivers
+
+    searcher.suggest("live")  # experiment "e", whose driver is still beating
+    beat(searcher._engine, "e")
+    assert recover_orphans(searcher.study, searcher._engine) == []
+    assert _state(searcher, 0) == TrialState.RUNNING
+    with searcher._engine.begin() as conn:  # the driver went quiet long ago
+        conn.execute(drivers.update().values(heartbeat_at=time.time() - 3600))
+    assert recover_orphans(searcher.study, searcher._engine) == [0]
+    assert _state(searcher, 0) == TrialState.FAIL
+
+
+def test_a_crashed_driver_on_this_host_is_seen_at_once(searcher):
+    import subprocess
+    import sys
+
+    from search.storage import beat
+
+    searcher.suggest("t")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    beat(searcher._engine, "e", pid=int(dead.stdout))  # fresh beat, but no such process
+    assert recover_orphans(searcher.study, searcher._engine) == [0]

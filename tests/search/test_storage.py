@@ -69,3 +69,18 @@ def test_objective_directions_and_scalar():
         {"zay_collapsed": 0.0})
     with pytest.raises(ObjectiveError):
         Objective(disentanglement="acc_y_test")
+
+
+def _open(url: str) -> str:
+    from search.study import open_storage
+
+    open_storage(url)
+    return "ok"
+
+
+def test_concurrent_opens_of_a_new_database_all_succeed(tmp_path):
+    import multiprocessing as mp
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with mp.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_open, [url] * 4) == ["ok"] * 4

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _check_study(url: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
+def _check_study(url: str, name: str, n: int, epochs: int = 4
+                 ) -> list[optuna.trial.FrozenTrial]:
     study = optuna.load_study(study_name=name, storage=url)  # plain Optuna opens it
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == n
@@ -32,8 +33,8 @@ def _check_study(url: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:
     engine = sa.create_engine(url)
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
-            epochs = read_epochs(engine, t._trial_id)
-            assert [int(r["epoch"]) for r in epochs] == list(range(4))
+            rows = read_epochs(engine, t._trial_id)
+            assert [int(r["epoch"]) for r in rows] == list(range(epochs))
             assert len(t.values) == 2 and "zay_independence_score" in t.user_attrs
             cfg = t.user_attrs["config"]
             assert cfg["stages"]["stage1_epochs"] == t.params.get("stage1_epochs", 1)
@@ -116,23 +117,42 @@ def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):
         "from pathlib import Path\n"
         "from tests.search.conftest import tiny_options\n"
         "from search.driver import run_sweep\n"
-        f"run_sweep(tiny_options({url!r}, 'k', 6, Path({str(tmp_path)!r}), max_concurrent=2))\n"
+        f"opts = tiny_options({url!r}, 'k', 8, Path({str(tmp_path)!r}), max_concurrent=2)\n"
+        "opts.base_config['optim']['epochs'] = 8\n"
+        "opts.base_config['data']['max_samples'] = 300\n"  # trials of a few seconds
+        "opts.space = opts.space.__class__(epochs=8, stage1_epochs=(0, 8), "
+        "stage2_epochs=(0, 8))\n"
+        "run_sweep(opts)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    log = tmp_path / "driver.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
+                                start_new_session=True, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
     killed_with = None
     try:
         while time.time() < deadline and proc.poll() is None:
-            time.sleep(1.0)
+            time.sleep(0.5)
             if not db.exists():
                 continue
+            # plain read-only SQL: the test must not race the driver creating the schema
             try:
-                study = optuna.load_study(study_name="k", storage=url)
-            except Exception:
+                engine = sa.create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.text(
+                        "SELECT t.trial_id, t.state, (SELECT COUNT(*) FROM "
+                        "stagetune_epoch_metrics e WHERE e.trial_id = t.trial_id) "
+                        "FROM trials t")).all()
+                engine.dispose()
+            except sa.exc.OperationalError:
+                continue  # tables not there yet
+            states = [state for _, state, _ in rows]
+            if "COMPLETE" not in states:
                 continue
-            states = [t.state for t in study.trials]
-            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+            # kill while a trial is mid-training (some epochs written, several to go), so
+            # it cannot finish between this read and the signal
+            mid = [tid for tid, state, n in rows if state == "RUNNING" and 1 <= n <= 4]
+            if mid:
                 killed_with = states
                 os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
                 break
@@ -140,15 +160,21 @@ def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert killed_with is not None, "the driver finished before it could be killed"
+    assert killed_with is not None, (
+        f"driver exited (code {proc.returncode}) before it could be killed:\n"
+        + log.read_text()[-3000:])
     study = optuna.load_study(study_name="k", storage=url)
     orphans = [t.number for t in study.trials if t.state == TrialState.RUNNING]
     assert orphans
     complete_before = {t.number for t in study.trials if t.state == TrialState.COMPLETE}
 
-    summary = run_sweep(tiny_options(url, "k", 6, tmp_path))
+    opts = tiny_options(url, "k", 8, tmp_path)
+    opts.base_config["optim"]["epochs"] = 8
+    opts.base_config["data"]["max_samples"] = 300
+    opts.space = opts.space.__class__(epochs=8, stage1_epochs=(0, 8), stage2_epochs=(0, 8))
+    summary = run_sweep(opts)
     assert sorted(summary["requeued"]) == sorted(orphans)
-    trials = _check_study(url, "k", 6)
+    trials = _check_study(url, "k", 8, epochs=8)
     by_number = {t.number: t for t in trials}
     assert complete_before <= {n for n, t in by_number.items() if t.state == TrialState.COMPLETE}
     for n in orphans:  # failed, and their settings ran again
