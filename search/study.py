@@ -47,16 +47,19 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine = make_engine(url)
     ping(engine, url)
     engine.dispose()
-    for attempt in range(3):
+    attempts = 5
+    for attempt in range(attempts):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
             break
         except Exception as exc:
             # Two processes creating a new database's schema at once: one of them loses
             # the race on Optuna's version table. The schema exists now; open it again.
-            racing = "UNIQUE constraint" in str(exc) or "duplicate key" in str(exc)
-            if racing and attempt < 2:
-                time.sleep(0.5 * (attempt + 1))
+            text = str(exc)
+            racing = any(sign in text for sign in ("UNIQUE constraint", "duplicate key",
+                                                   "already exists", "database is locked"))
+            if racing and attempt < attempts - 1:
+                time.sleep(0.3 * (attempt + 1))
                 continue
             raise StorageError(f"cannot open study database {redact(url)}: "
                                f"{redact(str(exc).splitlines()[0])}") from None

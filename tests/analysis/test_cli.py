@@ -4,15 +4,12 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from analysis.cli import main
 from tests.analysis.conftest import checksum, make_study
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _run(capsys, *argv):
@@ -106,40 +103,23 @@ def test_unreachable_url_hides_the_password(capsys):
 
 
 @pytest.mark.postgres
-def test_analysis_on_postgresql_reads_without_writing(tmp_path, capsys):
-    try:
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"stagetune_an_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
-        make_study(url)
-        engine = sa.create_engine(url)
+def test_analysis_on_postgresql_reads_without_writing(tmp_path, capsys, pg_url):
+    make_study(pg_url)
+    engine = sa.create_engine(pg_url)
 
-        def snapshot():
-            with engine.connect() as conn:
-                tables = sa.inspect(conn).get_table_names()
-                return {t: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{t}"'))))
-                        for t in tables}
+    def snapshot():
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            return {t: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{t}"'))))
+                    for t in tables}
 
-        before = snapshot()
-        for cmd in (["rank"], ["report", "--no-png"]):
-            code, _, err = _run(capsys, *cmd, "--storage", url, "--study", "known", "--out",
-                                str(tmp_path))
-            assert code == 0, err
-        assert snapshot() == before
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 f"WHERE datname = '{name}'"))
-            conn.execute(sa.text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
+    before = snapshot()
+    for cmd in (["rank"], ["report", "--no-png"]):
+        code, _, err = _run(capsys, *cmd, "--storage", pg_url, "--study", "known", "--out",
+                            str(tmp_path))
+        assert code == 0, err
+    assert snapshot() == before
+    engine.dispose()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -20,7 +19,6 @@ from search.storage import read_epochs
 from tests.search.conftest import tiny_options
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _check_study(url: str, name: str, n: int, epochs: int = 4
@@ -58,25 +56,6 @@ def test_sweep_on_sqlite_then_resume_runs_only_what_is_missing(tmp_path, local_r
     # and asking for 4 again runs nothing
     again = run_sweep(tiny_options(url, "s", 4, tmp_path))
     assert again["counts"] == summary["counts"]
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
-    name = f"stagetune_test_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        conn.execute(sa.text(f'DROP DATABASE "{name}"'))
-    admin.dispose()
 
 
 @pytest.mark.postgres
