@@ -102,6 +102,8 @@ def _init_ray(opts: SweepOptions) -> None:
     # kept (Tune reads it back at the end); CSV and TensorBoard would write each result
     # again per trial, on the driver's critical path.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's newer console output ignores verbose=0; the sweep prints its own progress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                               "log_to_driver": False}
     if opts.address:

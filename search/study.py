@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -32,6 +33,8 @@ class StudyError(RuntimeError):
 def make_sampler(name: str, seed: int | None, *, multi_objective: bool
                  ) -> optuna.samplers.BaseSampler:
     if name == "tpe":
+        # group=True is marked experimental; it is what makes TPE model the conditional λ
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         # constant liar: running trials count as bad guesses, so parallel workers spread out
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True,
                                           group=True, n_startup_trials=5)
