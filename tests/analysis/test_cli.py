@@ -144,3 +144,29 @@ def test_report_opens_in_headless_chromium_without_errors(study_db, tmp_path, ca
     subprocess.run([*common, "--window-size=1300,2400", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_dashboard_refuses_a_database_that_is_not_a_study(tmp_path, capsys):
+    db = tmp_path / "other.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x INTEGER)")
+    con.commit()
+    con.close()
+    code, _, err = _run(capsys, "dashboard", "--storage", f"sqlite:///{db}")
+    assert code == 2 and "is not a study database" in err
+
+
+def test_analysis_never_imports_torch_or_ray(study_db, tmp_path):
+    import sys
+
+    code = (
+        "import sys\n"
+        "from analysis.cli import main\n"
+        f"assert main(['report', '--storage', 'sqlite:///{study_db}', '--study', 'known', "
+        f"'--out', '{tmp_path}', '--no-png']) == 0\n"
+        "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
