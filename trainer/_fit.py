@@ -8,7 +8,6 @@ back once per epoch. The loop knows nothing of logging or search: it calls ``rep
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
@@ -139,6 +138,17 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flatten(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim": {"lr": ..}}`` -> ``{"optim.lr": ..}``."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg_dict.items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[section] = value
+    return flat
+
+
 def load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any]:
     """Load a checkpoint, refusing one written by another configuration."""
     try:
@@ -147,15 +157,10 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any]:
         raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise ConfigError(f"{path} is not a stagetune checkpoint")
-    theirs = RunConfig.from_dict(ckpt["config"]).to_dict()
-    if _comparable(theirs) != _comparable(cfg.to_dict()):
-        diff = sorted(
-            f"{section}.{k}" if isinstance(v, dict) else section
-            for section, v in _comparable(theirs).items()
-            for k in (v if isinstance(v, dict) else [None])
-            if (theirs[section].get(k) if k else theirs[section])
-            != (cfg.to_dict()[section].get(k) if k else cfg.to_dict()[section])
-        )
+    theirs = _flatten(_comparable(RunConfig.from_dict(ckpt["config"]).to_dict()))
+    ours = _flatten(_comparable(cfg.to_dict()))
+    diff = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    if diff:
         raise ConfigError(
             f"checkpoint {path} was written by another configuration (differs in "
             f"{', '.join(diff)}); resume with the same flags or choose another --out"
@@ -355,9 +360,3 @@ def fit(
 
         write_run_outputs(result, Path(out_dir))
     return result
-
-
-def save_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
