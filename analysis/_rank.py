@@ -57,12 +57,6 @@ def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
     return seen
 
 
-def front(data: StudyData) -> pd.DataFrame:
-    """The feasible, complete non-dominated trials."""
-    ranked = rank_trials(data)
-    return ranked[ranked["pareto_rank"] == 0]
-
-
 def hypervolume_over_trials(data: StudyData, reference: list[float] | None = None
                             ) -> pd.DataFrame:
     """Hypervolume of the feasible front after each completed trial (2 objectives)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from search.objective import Objective
+from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace, baseline_params
 from search.storage import redact
 from search.study import (
@@ -178,7 +178,7 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     scheduler = None
     if opts.asha:
         # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
-        scheduler = ASHAScheduler(time_attr="stage3_epoch", metric="val_score", mode="max",
+        scheduler = ASHAScheduler(time_attr="stage3_epoch", metric=EPOCH_SCORE, mode="max",
                                   max_t=max(1, opts.space.epochs), grace_period=1,
                                   reduction_factor=3)
     tuner = tune.Tuner(

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from search import storage as db
-from search.objective import Objective
+from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace
 from trainer.objectives import COLLAPSE_FLAG
 
@@ -91,8 +91,8 @@ class StudySearcher(Searcher):
         if "epoch" not in row:
             return
         db.write_epoch(self._engine, trial._trial_id, int(row["epoch"]), int(row["stage"]), row)
-        if self.objective.mode == "scalar" and "val_score" in row:
-            trial.report(row["val_score"], step=int(row["epoch"]))
+        if self.objective.mode == "scalar" and EPOCH_SCORE in row:
+            trial.report(row[EPOCH_SCORE], step=int(row["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -30,8 +30,7 @@ class StudyError(RuntimeError):
     pass
 
 
-def make_sampler(name: str, seed: int | None, *, multi_objective: bool
-                 ) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # group=True is marked experimental; it is what makes TPE model the conditional λ
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -97,8 +96,7 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
                      if t.state in FINISHED)
         study = optuna.load_study(
             study_name=name, storage=storage,
-            sampler=make_sampler(sampler, None if seed is None else seed + n_done,
-                                 multi_objective=len(directions) > 1),
+            sampler=make_sampler(sampler, None if seed is None else seed + n_done),
         )
         return OpenedStudy(study, storage, created=False)
     if not create:
@@ -106,7 +104,7 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
         raise StudyError(f"no study {name!r} in {redact(url)}; studies there: {known}")
     study = optuna.create_study(
         storage=storage, study_name=name, directions=objective.directions,
-        sampler=make_sampler(sampler, seed, multi_objective=len(objective.directions) > 1),
+        sampler=make_sampler(sampler, seed),
     )
     study.set_user_attr(OBJECTIVE_ATTR, spec)
     return OpenedStudy(study, storage, created=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from search.objective import Objective
+from search.objective import EPOCH_SCORE, Objective
 
 
 def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
         row["stage3_epoch"] = float(max(0, int(row["epoch"]) - stage3_start + 1))
         score = objective.epoch_score(row)
         if score is not None:
-            row["val_score"] = score
+            row[EPOCH_SCORE] = score
         row["final"] = 0.0
         report(row)
 
@@ -67,7 +67,7 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
     final["stage3_epoch"] = float(cfg.optim.epochs - stage3_start)
     last_score = objective.epoch_score(result.history[-1]) if result.history else None
     if last_score is not None:  # a scheduler expects its metric in every result
-        final["val_score"] = last_score
+        final[EPOCH_SCORE] = last_score
     final["final"] = 1.0
     final["config_json"] = cfg.to_json()
     final["correlations_json"] = json.dumps(analysis["correlations"]) if analysis else "{}"
