@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from search.storage import redact  # sqlalchemy only: no torch, no ray
 from trainer.objectives import COLLAPSE_FLAG
 
 OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "trial_params",
@@ -25,12 +26,6 @@ SEARCHED_PARAMS = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
 
 class AnalysisError(RuntimeError):
     """The database or study cannot be analysed; the message says why."""
-
-
-def redact(text: str) -> str:
-    from search.storage import redact as _redact  # one implementation of the rule
-
-    return _redact(text)
 
 
 def open_read_only(url: str) -> sa.Engine:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_STORAGE = "sqlite:///stagetune.db"
+from search.storage import DEFAULT_STORAGE  # sqlalchemy only: no torch, no ray
 
 
 def _common(p: argparse.ArgumentParser, *, study: bool = True) -> None:
@@ -88,11 +88,7 @@ def cmd_plot(args) -> int:
     figures = build_figures(data, ranked, which=which, heatmap_trial=args.trial)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.no_png:
-        for name, fig in figures.items():
-            fig.write_html(out / f"{name}.html", include_plotlyjs=True)
-    else:
-        export_figures(figures, out)
+    export_figures(figures, out, png=not args.no_png)
     print(f"wrote {', '.join(sorted(figures))} to {out}")
     return 0
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from search.objective import Objective, ObjectiveError
 from search.space import SpaceError, build_space
-from search.storage import StorageError, redact
+from search.storage import DEFAULT_STORAGE, StorageError, redact
 from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, DISENTANGLEMENT_OBJECTIVES
 
-DEFAULT_STORAGE = "sqlite:///stagetune.db"
 # small enough for seconds per trial on one CPU, big enough that zy learns the class
 SMOKE = {"epochs": 6, "max_samples": 200, "hidden_dim": 64, "eval_max_samples": 1000,
          "batch_size": 64, "lr": 2e-3}

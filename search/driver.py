@@ -18,7 +18,7 @@ from search.storage import redact
 from search.study import (
     DRIVER_BEAT_S,
     count_finished,
-    feasible_values,
+    feasible_trials,
     open_study,
     recover_orphans,
 )
@@ -164,7 +164,7 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective.directions,
-                        feasible_values(study), opts.quiet)
+                        [t.values for t in feasible_trials(study)], opts.quiet)
     searcher = StudySearcher(
         study, opts.space, opts.objective,
         base_config=opts.base_config,
@@ -233,13 +233,10 @@ class _Heartbeat:
 
 
 def summarize(study, objective: Objective) -> dict[str, Any]:
-    from optuna.trial import TrialState
-
     from analysis._pareto import pareto_front_mask
 
     counts = count_finished(study)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("feasible", True)]
+    complete = feasible_trials(study)
     front = []
     if complete:
         values = np.array([t.values for t in complete])

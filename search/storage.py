@@ -24,6 +24,8 @@ _PASSWORD = re.compile(
     r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>\S*)@(?=[^@\s/]*(?:[/?\s'\"]|$))"
 )
 
+DEFAULT_STORAGE = "sqlite:///stagetune.db"
+
 metadata = sa.MetaData()
 epoch_metrics = sa.Table(
     "stagetune_epoch_metrics", metadata,

@@ -155,9 +155,9 @@ def count_finished(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def feasible_values(study: optuna.Study) -> list[list[float]]:
-    return [list(t.values) for t in study.get_trials(deepcopy=False,
-                                                      states=(TrialState.COMPLETE,))
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials whose zay did not collapse: the ones a front is made of."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("feasible", True)]
 
 

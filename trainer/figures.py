@@ -74,11 +74,13 @@ def export_png(figures: dict[str, go.Figure], out: Path) -> list[Path]:
     return written
 
 
-def export_figures(figures: dict[str, go.Figure], out: Path) -> list[Path]:
-    """Write ``name.html`` (plotly embedded, works offline) and, if possible, ``name.png``."""
+def export_figures(figures: dict[str, go.Figure], out: Path, *, png: bool = True
+                   ) -> list[Path]:
+    """Write ``name.html`` (plotly embedded, works offline) and, if asked and possible,
+    ``name.png``."""
     written = []
     for name, fig in figures.items():
         path = out / f"{name}.html"
         fig.write_html(path, include_plotlyjs=True)
         written.append(path)
-    return written + export_png(figures, out)
+    return written + (export_png(figures, out) if png else [])
