@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from search._progress import (
+    Progress,
+    default_work_dir,
+    print_summary,
+    quiet_ray_logs,
+    summarize,
+)
 from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace, baseline_params
 from search.storage import redact
 from search.study import (
     DRIVER_BEAT_S,
     count_finished,
-    feasible_trials,
     open_study,
     recover_orphans,
 )
@@ -45,51 +48,9 @@ class SweepOptions:
     retries: int = 2
     seeds: int = 1
     imports: tuple[str, ...] = ()
-    tune_dir: str = "stagetune_runs"
+    tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
     quiet: bool = False
-
-
-class Progress:
-    """One line per trial event: done / total, running, failed, and the front's size."""
-
-    def __init__(self, total: int, done: int, directions: list[str], front_values,
-                 quiet: bool) -> None:
-        self.total, self.done, self.running, self.failed, self.pruned = total, done, 0, 0, 0
-        self.directions = directions
-        self.values = [list(v) for v in front_values]
-        self.quiet = quiet
-        self.t0 = time.perf_counter()
-
-    def front_size(self) -> int:
-        if not self.values:
-            return 0
-        from analysis._pareto import pareto_front_mask
-
-        return int(pareto_front_mask(np.asarray(self.values), self.directions).sum())
-
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "start":
-            self.running += 1
-            return
-        self.running = max(0, self.running - 1)
-        self.done += 1
-        what = {"complete": "complete", "fail": "FAILED", "prune": "pruned"}[kind]
-        if kind == "fail":
-            self.failed += 1
-        if kind == "prune":
-            self.pruned += 1
-        if kind == "complete" and info.get("feasible", True):
-            self.values.append(info["values"])
-        if self.quiet:
-            return
-        vals = ""
-        if "values" in info:
-            vals = " values " + ", ".join(f"{v:.4f}" for v in info["values"])
-            if not info.get("feasible", True):
-                vals += " (infeasible: zay collapsed)"
-        print(f"[{self.done}/{self.total}] trial {info['number']} {what}{vals} | active "
-              f"{self.running}, failed {self.failed}, pruned {self.pruned}, front "
-              f"{self.front_size()} | {time.perf_counter() - self.t0:.0f}s", flush=True)
+    verbose: bool = False  # show Ray's own warnings
 
 
 def _init_ray(opts: SweepOptions) -> None:
@@ -104,8 +65,9 @@ def _init_ray(opts: SweepOptions) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Tune's newer console output ignores verbose=0; the sweep prints its own progress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                              "log_to_driver": False}
+    quiet_ray_logs(opts.verbose)  # e.g. the token-authentication warning: --verbose shows it
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "logging_level": logging.INFO if opts.verbose else logging.ERROR}
     if opts.address:
         ray.init(address=opts.address, **kwargs)
     else:
@@ -163,8 +125,7 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     heartbeat = _Heartbeat(engine, experiment)
-    progress = Progress(opts.n_trials, done, opts.objective.directions,
-                        [t.values for t in feasible_trials(study)], opts.quiet)
+    progress = Progress(opts.n_trials, done, opts.objective, study, quiet=opts.quiet)
     searcher = StudySearcher(
         study, opts.space, opts.objective,
         base_config=opts.base_config,
@@ -199,6 +160,7 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     try:
         tuner.fit()
     finally:
+        progress.close()
         heartbeat.stop()
 
 
@@ -230,38 +192,3 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def summarize(study, objective: Objective) -> dict[str, Any]:
-    from analysis._pareto import pareto_front_mask
-
-    counts = count_finished(study)
-    complete = feasible_trials(study)
-    front = []
-    if complete:
-        values = np.array([t.values for t in complete])
-        mask = pareto_front_mask(values, objective.directions)
-        front = [
-            {"number": t.number, "values": list(t.values), "params": dict(t.params),
-             "baseline": bool(t.user_attrs.get("baseline", False))}
-            for t, on in zip(complete, mask, strict=True) if on
-        ]
-        front.sort(key=lambda f: -f["values"][0])
-    return {"study": study.study_name, "counts": counts, "objectives": objective.names,
-            "front": front}
-
-
-def print_summary(summary: dict[str, Any], file=None) -> None:
-    file = file or sys.stdout  # looked up at call time, so redirection works
-    c = summary["counts"]
-    print(f"study {summary['study']!r}: {c['complete']} complete, {c['pruned']} pruned, "
-          f"{c['failed']} failed, {c['running']} running, {c['waiting']} waiting"
-          + (f", {c['orphaned']} orphaned (re-queued)" if c["orphaned"] else ""), file=file)
-    names = summary["objectives"]
-    print(f"Pareto front ({len(summary['front'])} trials) over {', '.join(names)}:", file=file)
-    for f in summary["front"]:
-        vals = "  ".join(f"{n}={v:.4f}" for n, v in zip(names, f["values"], strict=True))
-        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in sorted(f["params"].items()))
-        print(f"  #{f['number']:<4d} {vals}  {params}"
-              + ("  (method default)" if f["baseline"] else ""), file=file)

@@ -48,8 +48,10 @@ def make_study(url: str, name: str = "known", points=POINTS) -> None:
             trials.append(create_trial(state=TrialState.PRUNED, params=params,
                                        distributions=dists, user_attrs=attrs))
         else:
+            # as the searcher records it: a collapsed zay violates the Optuna constraint
             trials.append(create_trial(values=list(point), params=params, distributions=dists,
-                                       user_attrs=attrs))
+                                       user_attrs=attrs,
+                                       system_attrs={"constraints": [0.5 if i == 5 else -0.5]}))
     study.add_trials(trials)
     storage = optuna.storages.RDBStorage(url)
     create_tables(storage.engine)

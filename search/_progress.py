@@ -1,0 +1,260 @@
+"""What a sweep prints: a line per trial event, a live status line, the closing summary.
+
+On a terminal a tqdm bar shows done/total, running, failed, pruned, the front's size and
+the ETA, and the per-trial lines scroll above it. Redirected to a file or a pipe, every
+event is one plain line with the same counts, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from search.objective import Objective
+
+#: the user attribute in which a failed trial's reason is stored, when known
+FAIL_REASON_ATTR = "fail_reason"
+#: Ray's loggers whose warnings (token authentication, deprecations) a sweep hides
+_RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air", "ray.util",
+                "ray.data", "ray._common")
+
+
+def default_work_dir() -> Path:
+    """Where Tune keeps its experiment folders: ``$XDG_CACHE_HOME/stagetune/runs``
+    (``~/.cache/stagetune/runs`` when unset), never the working directory."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "stagetune" / "runs"
+
+
+def quiet_ray_logs(verbose: bool) -> None:
+    """Hide Ray's own warnings (e.g. about token authentication) unless ``verbose``.
+
+    Levels are set on Ray's sub-loggers, which ``ray.init`` leaves alone (it resets only
+    the top ``ray`` logger).
+    """
+    level = logging.INFO if verbose else logging.ERROR
+    for name in _RAY_LOGGERS[1:]:
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("ray._private.authentication").setLevel(level)
+
+
+def format_value(value: float) -> str:
+    """An objective value with enough digits to tell close trials apart (0.99996 stays)."""
+    return f"{value:.5g}"
+
+
+def format_values(names: list[str], values: list[float]) -> str:
+    return ", ".join(f"{n}={format_value(v)}" for n, v in zip(names, values, strict=True))
+
+
+def format_params(params: dict[str, Any]) -> str:
+    parts = []
+    for k, v in params.items():
+        if isinstance(v, bool) or not isinstance(v, float):
+            parts.append(f"{k}={v}")
+        else:
+            parts.append(f"{k}={v:.3g}")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def front_trials(study) -> list:
+    """The feasible non-dominated trials (scalar studies: the best), by ``best_trials``.
+
+    The searcher records a collapsed zay as a violated Optuna constraint, so Optuna's
+    ``best_trials`` already leaves those out; trials flagged infeasible only in their
+    attributes (older studies) are dropped here as well.
+    """
+    return [t for t in study.best_trials if t.user_attrs.get("feasible", True)]
+
+
+class Progress:
+    """Trial events of a sweep, shown as lines plus (on a terminal) a live status bar.
+
+    Called by the searcher as ``progress(kind, info)`` with kind ``start`` (info:
+    number, params), ``complete`` (number, values, feasible), ``prune`` or ``fail``
+    (number, optionally reason).
+    """
+
+    def __init__(self, total: int, done: int, objective: Objective, study=None, *,
+                 quiet: bool = False, stream: IO[str] | None = None,
+                 live: bool | None = None) -> None:
+        self.total, self.done = total, done
+        self.start_done = done
+        self.running = self.failed = self.pruned = self.infeasible = 0
+        self.objective = objective
+        self.study = study
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.live = (not quiet and _isatty(self.stream)) if live is None else live
+        self.t0 = time.perf_counter()
+        self.started: dict[int, float] = {}
+        self._front = len(front_trials(study)) if study is not None else 0
+        self._bar = None
+        if self.live:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=done, file=self.stream, unit="trial",
+                             dynamic_ncols=True, leave=True,
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                                        "[{elapsed}<{remaining}] {postfix}")
+            self._bar.set_postfix_str(self._counts(), refresh=True)
+
+    @property
+    def scalar(self) -> bool:
+        return len(self.objective.names) == 1
+
+    def _front_label(self) -> str:
+        if self.scalar:
+            return "best" if self._front else "best none yet"
+        return f"front {self._front}"
+
+    def _counts(self) -> str:
+        return (f"running {self.running}, failed {self.failed}, pruned {self.pruned}, "
+                f"{self._front_label()}")
+
+    def eta_s(self) -> float | None:
+        """Seconds left, from the mean time per trial finished by this driver."""
+        finished = self.done - self.start_done
+        if finished <= 0:
+            return None
+        rate = (time.perf_counter() - self.t0) / finished
+        return max(0, self.total - self.done) * rate
+
+    def _say(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        number = info.get("number")
+        if kind == "start":
+            self.running += 1
+            self.started[number] = time.perf_counter()
+            if not self.quiet:
+                params = format_params(info.get("params", {}))
+                self._say(f"trial {number} started: {params}" if params
+                          else f"trial {number} started")
+                self._refresh()
+            return
+        self.running = max(0, self.running - 1)
+        self.done += 1
+        took = time.perf_counter() - self.started.pop(number, self.t0)
+        if kind == "fail":
+            self.failed += 1
+            what = "FAILED" + (f" ({info['reason']})" if info.get("reason") else "")
+        elif kind == "prune":
+            self.pruned += 1
+            what = "pruned"
+        else:
+            what = "complete"
+            if not info.get("feasible", True):
+                self.infeasible += 1
+            elif self.study is not None:
+                self._front = len(front_trials(self.study))
+        if self.quiet:
+            return
+        vals = ""
+        if "values" in info:
+            vals = ": " + format_values(self.objective.names, list(info["values"]))
+            if not info.get("feasible", True):
+                vals += " (infeasible: zay collapsed)"
+        line = f"trial {number} {what} after {_duration(took)}{vals}"
+        if self._bar is not None:
+            self._say(line)
+            self._bar.update(1)
+            self._refresh()
+        else:
+            eta = self.eta_s()
+            self._say(f"[{self.done}/{self.total}] {line} | {self._counts()} | "
+                      f"elapsed {_duration(time.perf_counter() - self.t0)}"
+                      + (f", ETA {_duration(eta)}" if eta is not None else ""))
+
+    def _refresh(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._counts(), refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def summarize(study, objective: Objective) -> dict[str, Any]:
+    """Counts by state (with infeasible trials and failure reasons) and the front."""
+    from optuna.trial import TrialState
+
+    from search.study import count_finished
+
+    counts = dict(count_finished(study))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts["infeasible"] = sum(1 for t in complete if not t.user_attrs.get("feasible", True))
+    reasons: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        reason = t.user_attrs.get(FAIL_REASON_ATTR)
+        if reason:
+            reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+    front = [
+        {"number": t.number, "values": list(t.values), "params": dict(t.params),
+         "baseline": bool(t.user_attrs.get("baseline", False))}
+        for t in front_trials(study)
+    ]
+    front.sort(key=lambda f: (-f["values"][0] if objective.directions[0] == "maximize"
+                              else f["values"][0], f["number"]))
+    return {"study": study.study_name, "counts": counts, "fail_reasons": reasons,
+            "objectives": objective.names, "mode": objective.mode, "front": front}
+
+
+def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
+    file = file or sys.stdout  # looked up at call time, so redirection works
+    c = summary["counts"]
+    infeasible = c.get("infeasible", 0)
+    print(f"study {summary['study']!r}: {c['complete']} complete"
+          + (f" ({infeasible} infeasible: zay collapsed)" if infeasible else "")
+          + f", {c['pruned']} pruned, {c['failed']} failed, {c['running']} running, "
+          f"{c['waiting']} waiting"
+          + (f", {c['orphaned']} orphaned (re-queued)" if c.get("orphaned") else ""),
+          file=file)
+    for reason, n in sorted(summary.get("fail_reasons", {}).items()):
+        print(f"  failed {n}x: {reason}", file=file)
+    names = summary["objectives"]
+    front = summary["front"]
+    if len(names) == 1:
+        if not front:
+            print(f"best {names[0]}: no feasible complete trial yet", file=file)
+        header = f"best {names[0]}" + (f" (tied by {len(front)} trials)"
+                                       if len(front) > 1 else "") + ":"
+    else:
+        if not front:
+            print(f"Pareto front over {', '.join(names)}: no feasible complete trial yet",
+                  file=file)
+        header = (f"Pareto front ({len(front)} trial{'s' if len(front) != 1 else ''}) "
+                  f"over {', '.join(names)}:")
+    if front:
+        print(header, file=file)
+    for f in front:
+        vals = "  ".join(f"{n}={format_value(v)}"
+                         for n, v in zip(names, f["values"], strict=True))
+        params = format_params(dict(sorted(f["params"].items())))
+        print(f"  #{f['number']:<4d} {vals}  {params}"
+              + ("  (method default)" if f["baseline"] else ""), file=file)
