@@ -118,12 +118,15 @@ class StagedVAE(nn.Module):
         zay_frozen: bool = False,
         sample: bool = True,
         generator: torch.Generator | None = None,
+        noise: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, object]:
         """One pass: posteriors, reconstruction logits and head logits.
 
         ``zay_gate`` multiplies zay before it reaches the decoder and the heads.
         ``zay_frozen`` runs zay's encoder without a graph, so no gradient reaches it.
         ``sample=False`` uses the posterior means (validation).
+        ``noise`` (group -> standard normal draws) replaces the draws from ``generator``:
+        the population trainer draws each member's noise outside ``vmap``.
         """
         post: dict[str, Posterior] = {}
         for g in self.groups:
@@ -133,8 +136,8 @@ class StagedVAE(nn.Module):
             else:
                 mu, logvar = self.encode(x, g)
             if sample:
-                eps = torch.randn(mu.shape, generator=generator, device=mu.device,
-                                  dtype=mu.dtype)
+                eps = noise[g] if noise is not None else torch.randn(
+                    mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
                 post[g] = Posterior(mu, logvar, mu + torch.exp(0.5 * logvar) * eps)
             else:
                 post[g] = Posterior(mu, logvar, mu)
