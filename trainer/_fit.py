@@ -182,6 +182,7 @@ def fit(
     resume: bool = False,
     out_dir: str | Path | None = None,
     data: DataBundle | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> FitResult:
     """Train one staged run and evaluate it.
 
@@ -192,6 +193,8 @@ def fit(
         resume: continue from ``checkpoint_dir/checkpoint.pt`` (same config required).
         out_dir: where the final analysis files and plots go (none if ``None``).
         data: an already-loaded data set (tests and benchmarks); loaded by name if None.
+        on_batch: called after every batch with ``(epoch, batches_done, batches_per_epoch)``
+            (a progress bar; nothing is read back from the device for it).
 
     Returns:
         The history, the final metrics and the disentanglement analysis.
@@ -290,6 +293,8 @@ def fit(
                 batch_stats[f"train_kl_{g}"] = v.detach() * n
             for k, v in batch_stats.items():
                 sums[k] = sums[k] + v if k in sums else v
+            if on_batch is not None:
+                on_batch(epoch, start // bs + 1, batches_per_epoch)
         val = validate_epoch(model, data, cfg, capacity=c, beta=beta)
         # One host sync per epoch: everything the epoch measured, read back together.
         keys = list(sums) + list(val)
