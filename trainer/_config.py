@@ -17,6 +17,7 @@ PenaltyMeasure = Literal["corr", "hsic", "hsic_labels"]
 ZAY_SUPPRESSION_MODES: tuple[str, ...] = ("gate", "kl_weight", "kl_target")
 PENALTY_MEASURES: tuple[str, ...] = ("corr", "hsic", "hsic_labels")
 MODEL_VARIANTS: tuple[str, ...] = ("staged", "diva")
+MODEL_ARCHS: tuple[str, ...] = ("auto", "mlp", "conv")  # auto: the data set's default
 
 
 class ConfigError(ValueError):
@@ -32,7 +33,9 @@ class ModelConfig:
     za_dim: int = 16
     zay_dim: int = 16
     zx_dim: int = 16
-    hidden_dim: int = 256
+    hidden_dim: int = 256  # width of the MLP's hidden layers
+    arch: str = "auto"  # "mlp", "conv" or "auto" (the data set's declared default)
+    conv_channels: int = 32  # channels of the first conv block (doubling, up to 8x)
     beta_y: float = 1.0
     beta_a: float = 1.0
     beta_ay: float = 1.0
@@ -231,7 +234,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"unknown model variant {m.variant!r}; choose one of {', '.join(MODEL_VARIANTS)}"
         )
-    for name in ("zy_dim", "za_dim", "zx_dim", "hidden_dim"):
+    if m.arch not in MODEL_ARCHS:
+        raise ConfigError(
+            f"unknown arch {m.arch!r}; choose one of {', '.join(MODEL_ARCHS)}"
+        )
+    for name in ("zy_dim", "za_dim", "zx_dim", "hidden_dim", "conv_channels"):
         if getattr(m, name) < 1:
             raise ConfigError(f"{name} must be at least 1 (got {getattr(m, name)})")
     if m.variant == "staged" and m.zay_dim < 1:

@@ -57,16 +57,30 @@ class DataBundle:
 
 Loader = Callable[[DataConfig, int], DataBundle]
 _REGISTRY: dict[str, Loader] = {}
+_DEFAULT_ARCH: dict[str, str] = {}
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``(DataConfig, seed) -> DataBundle`` under a name."""
+def register_dataset(name: str, *, default_arch: str = "mlp") -> Callable[[Loader], Loader]:
+    """Register a loader ``(DataConfig, seed) -> DataBundle`` under a name.
+
+    ``default_arch`` is the architecture ``--arch auto`` picks for it (``mlp`` or ``conv``).
+    """
 
     def wrap(fn: Loader) -> Loader:
         _REGISTRY[name] = fn
+        _DEFAULT_ARCH[name] = default_arch
         return fn
 
     return wrap
+
+
+def dataset_default_arch(name: str) -> str:
+    """The architecture a registered data set declares as its default."""
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}"
+        )
+    return _DEFAULT_ARCH[name]
 
 
 def dataset_names() -> list[str]:
@@ -232,7 +246,7 @@ def _require_root(cfg: DataConfig) -> Path:
     return root
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", default_arch="conv")
 def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
     """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
     root = _require_root(cfg)
@@ -245,7 +259,7 @@ def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
     return rotated_coloured(images / 255.0, labels, cfg, seed, every_domain=False)
 
 
-@register_dataset("camelyon17")
+@register_dataset("camelyon17", default_arch="conv")
 def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
     """WILDS Camelyon17 patches: y = tumour label, a = hospital. Needs ``wilds``."""
     root = _require_root(cfg)

@@ -23,7 +23,7 @@ import torch
 from trainer._config import ConfigError, RunConfig
 from trainer._data import DataBundle, load_dataset
 from trainer._independence import mean_abs_correlation
-from trainer._model import StagedVAE, staged_loss
+from trainer._model import StagedVAE, resolve_arch, staged_loss
 from trainer._stages import beta_scale, penalty_active, stage_of, zay_capacity
 
 ReportFn = Callable[[dict[str, float]], None]
@@ -55,9 +55,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: RunConfig, data: DataBundle) -> StagedVAE:
+    """The run's model, with ``--arch auto`` resolved to the data set's default."""
     return StagedVAE(
         cfg.model, input_shape=data.input_shape, n_classes=data.n_classes,
-        n_domains=data.n_domains,
+        n_domains=data.n_domains, arch=resolve_arch(cfg),
     )
 
 

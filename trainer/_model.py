@@ -3,6 +3,10 @@
 Encoders q(zy|x), q(za|x), q(zay|x), q(zx|x); learned conditional Gaussian priors
 p(zy|y), p(za|a), p(zay|y,a) and p(zx) = N(0, I); a Bernoulli decoder p(x|zy,za,zay,zx);
 auxiliary heads q(y|zy) and q(a|za). The ``diva`` variant has no zay.
+
+Two architectures share everything but the encoders and the decoder: ``mlp`` (two
+hidden layers, for small inputs) and ``conv`` (DIVA-style strided convolution stacks
+per latent group and a transposed-convolution decoder, for 28-96 px images).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer._config import ModelConfig, RunConfig
+from trainer._config import ConfigError, ModelConfig, RunConfig
 from trainer._independence import independence_penalty
 
 _LOGVAR_RANGE = (-10.0, 10.0)
+# The conv stacks halve the image until it is at most this many pixels on a side.
+_CONV_MIN_SIDE = 4
+_CONV_MAX_CHANNEL_FACTOR = 8  # channels double per block up to base * 8
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -25,6 +32,93 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
         nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
         nn.Linear(hidden, d_out),
     )
+
+
+def conv_sides(side: int) -> list[int]:
+    """Spatial side after each stride-2 block: ``[side, ceil(side/2), ...]`` down to <= 4.
+
+    28 -> [28, 14, 7, 4], 32 -> [32, 16, 8, 4], 64 -> [.., 8, 4], 96 -> [.., 6, 3].
+    The depth follows the input size, so every size ends at a 3-4 px feature map.
+    """
+    sides = [side]
+    while sides[-1] > _CONV_MIN_SIDE:
+        sides.append((sides[-1] + 1) // 2)
+    if len(sides) == 1:  # tiny inputs still get one block
+        sides.append((side + 1) // 2)
+    return sides
+
+
+def _conv_channels(base: int, n_blocks: int) -> list[int]:
+    return [base * min(2**i, _CONV_MAX_CHANNEL_FACTOR) for i in range(n_blocks)]
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm, not BatchNorm: no running statistics (nothing updated in place, so
+    # torch.func.vmap over stacked copies works), train and eval modes compute the same
+    # function, and a sample's latents do not depend on the rest of its batch (which the
+    # batch-level independence penalty and the probes would otherwise see).
+    groups = max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def _conv_encoder(in_channels: int, hw: tuple[int, int], base: int, d_out: int) -> nn.Sequential:
+    """Strided conv-GroupNorm-ReLU blocks, then one linear layer to ``d_out``."""
+    sides_h, sides_w = conv_sides(hw[0]), conv_sides(hw[1])
+    n_blocks = max(len(sides_h), len(sides_w)) - 1
+    channels = _conv_channels(base, n_blocks)
+    layers: list[nn.Module] = []
+    c_in = in_channels
+    for c in channels:
+        layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), _norm(c), nn.ReLU()]
+        c_in = c
+    h, w = _downsampled(hw[0], n_blocks), _downsampled(hw[1], n_blocks)
+    layers += [nn.Flatten(), nn.Linear(c_in * h * w, d_out)]
+    return nn.Sequential(*layers)
+
+
+def _downsampled(side: int, n_blocks: int) -> int:
+    for _ in range(n_blocks):
+        side = (side + 1) // 2
+    return side
+
+
+def _conv_decoder(d_z: int, out_channels: int, hw: tuple[int, int], base: int) -> nn.Sequential:
+    """Linear to the smallest feature map, then transposed convs back to ``hw`` exactly.
+
+    The first module is the ``Linear`` that reads the concatenated latents (zy, za, zay,
+    zx in that order), as in the MLP decoder.
+    """
+    n_blocks = max(len(conv_sides(hw[0])), len(conv_sides(hw[1]))) - 1
+    sizes = [(_downsampled(hw[0], k), _downsampled(hw[1], k)) for k in range(n_blocks + 1)]
+    channels = _conv_channels(base, n_blocks)
+    h, w = sizes[-1]
+    layers: list[nn.Module] = [
+        nn.Linear(d_z, channels[-1] * h * w), nn.ReLU(), nn.Unflatten(1, (channels[-1], h, w)),
+    ]
+    for k in range(n_blocks, 0, -1):
+        (h_in, w_in), (h_out, w_out) = sizes[k], sizes[k - 1]
+        # kernel 3, stride 2, padding 1 gives 2*side - 1 + output_padding: pad to the
+        # exact size the encoder halved from (odd sizes such as 7 -> 14 need no pad).
+        pad = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+        c_in = channels[k - 1]
+        c_out = channels[k - 2] if k >= 2 else out_channels
+        layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1,
+                                         output_padding=pad))
+        if k >= 2:
+            layers += [_norm(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+ARCHS: tuple[str, ...] = ("mlp", "conv")
+
+
+def resolve_arch(cfg: RunConfig) -> str:
+    """The architecture a run uses: ``cfg.model.arch``, or the data set's default if auto."""
+    if cfg.model.arch != "auto":
+        return cfg.model.arch
+    from trainer._data import dataset_default_arch
+
+    return dataset_default_arch(cfg.data.dataset)
 
 
 def gaussian_kl(
@@ -46,24 +140,50 @@ class Posterior:
 
 
 class StagedVAE(nn.Module):
-    """DIVA-style VAE with latents zy, za, zay (absent in the ``diva`` variant) and zx."""
+    """DIVA-style VAE with latents zy, za, zay (absent in the ``diva`` variant) and zx.
+
+    ``arch`` overrides ``cfg.arch``; ``build_model`` passes the resolved one (``auto``
+    means the data set's default, see ``resolve_arch``). Left at ``auto`` here, with no
+    data set to ask, the model is the MLP.
+    """
 
     def __init__(
-        self, cfg: ModelConfig, *, input_shape: tuple[int, ...], n_classes: int, n_domains: int
+        self, cfg: ModelConfig, *, input_shape: tuple[int, ...], n_classes: int,
+        n_domains: int, arch: str | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.input_shape = tuple(input_shape)
         self.n_classes = n_classes
         self.n_domains = n_domains
+        arch = arch or cfg.arch
+        self.arch = "mlp" if arch == "auto" else arch
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown arch {arch!r}; choose one of auto, {', '.join(ARCHS)}")
         d_in = math.prod(input_shape)
         h = cfg.hidden_dim
         self.has_zay = cfg.variant == "staged"
         self.dims = {"zy": cfg.zy_dim, "za": cfg.za_dim, "zx": cfg.zx_dim}
         if self.has_zay:
             self.dims["zay"] = cfg.zay_dim
-        self.encoders = nn.ModuleDict({g: _mlp(d_in, h, 2 * d) for g, d in self.dims.items()})
-        self.decoder = _mlp(sum(self.dims.values()), h, d_in)
+        d_z = sum(self.dims.values())
+        if self.arch == "mlp":
+            self.encoders = nn.ModuleDict(
+                {g: _mlp(d_in, h, 2 * d) for g, d in self.dims.items()}
+            )
+            self.decoder = _mlp(d_z, h, d_in)
+        else:
+            if len(self.input_shape) != 3:
+                raise ConfigError(
+                    f"--arch conv needs images (channels, height, width); got input shape "
+                    f"{self.input_shape}"
+                )
+            c, hh, ww = self.input_shape
+            base = cfg.conv_channels
+            self.encoders = nn.ModuleDict(
+                {g: _conv_encoder(c, (hh, ww), base, 2 * d) for g, d in self.dims.items()}
+            )
+            self.decoder = _conv_decoder(d_z, c, (hh, ww), base)
         self.prior_zy = nn.Embedding(n_classes, 2 * cfg.zy_dim)
         self.prior_za = nn.Embedding(n_domains, 2 * cfg.za_dim)
         if self.has_zay:
@@ -87,7 +207,7 @@ class StagedVAE(nn.Module):
 
     def encode(self, x: torch.Tensor, group: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of one latent group."""
-        out = self.encoders[group](x.flatten(1))
+        out = self.encoders[group](x.flatten(1) if self.arch == "mlp" else x)
         mu, logvar = out.chunk(2, dim=-1)
         return mu, logvar.clamp(*_LOGVAR_RANGE)
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from trainer._config import (
+    MODEL_ARCHS,
     PENALTY_MEASURES,
     ZAY_SUPPRESSION_MODES,
     ConfigError,
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
           help=f"how stage 1 keeps zay out: {', '.join(ZAY_SUPPRESSION_MODES)}")
     _flag(p, "beta_annealing", action="store_true")
     _flag(p, "variant", default=ModelConfig.variant, help="staged (zy, za, zay, zx) or diva")
+    _flag(p, "arch", choices=MODEL_ARCHS, default=ModelConfig.arch,
+          help="encoders/decoder: mlp, conv, or auto (the data set's default)")
+    _flag(p, "conv_channels", type=int, default=ModelConfig.conv_channels,
+          help="channels of the first conv block (--arch conv)")
+    _flag(p, "image_size", type=int, default=DataConfig.image_size,
+          help="side of the (square) images in pixels")
     _flag(p, "dataset", default=DataConfig.dataset)
     _flag(p, "data_root", default=None)
     _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")
@@ -90,7 +97,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
         "write_plots": not args.no_plots and base.write_plots,
     }
     for name in ("epochs", "stage1_epochs", "stage2_epochs", "independence_penalty",
-                 "penalty_measure", "zay_suppression", "variant", "dataset", "data_root",
+                 "penalty_measure", "zay_suppression", "variant", "arch", "conv_channels",
+                 "image_size", "dataset", "data_root",
                  "test_domain", "max_samples", "seed", "lr", "batch_size", "patience",
                  "device"):
         if not args.config or name in given:

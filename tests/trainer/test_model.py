@@ -8,10 +8,13 @@ from tests.trainer.conftest import tiny_config
 from trainer import StagedVAE, staged_loss
 from trainer._model import gaussian_kl
 
+ARCHS = ["mlp", "conv"]
+
 
 def _model_and_batch(cfg, seed=0):
     torch.manual_seed(seed)
     model = StagedVAE(cfg.model, input_shape=(3, 8, 8), n_classes=4, n_domains=3)
+    assert model.arch == (cfg.model.arch if cfg.model.arch != "auto" else "mlp")
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(32, 3, 8, 8, generator=g)
     y = torch.randint(0, 4, (32,), generator=g)
@@ -24,9 +27,10 @@ def _grad_norm(module):
     return sum(float(g.abs().sum()) for g in grads)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("heads_read_zay", [False, True])
-def test_gate_stage1_sends_no_gradient_into_zay_encoder(heads_read_zay):
-    cfg = tiny_config(heads_read_zay=heads_read_zay)
+def test_gate_stage1_sends_no_gradient_into_zay_encoder(heads_read_zay, arch):
+    cfg = tiny_config(heads_read_zay=heads_read_zay, arch=arch, conv_channels=4)
     model, x, y, a = _model_and_batch(cfg)
     out = model(x, zay_gate=0.0, zay_frozen=True)
     staged_loss(model, out, x, y, a, cfg, capacity=0.0).total.backward()
@@ -35,22 +39,24 @@ def test_gate_stage1_sends_no_gradient_into_zay_encoder(heads_read_zay):
     assert _grad_norm(model.encoders["za"]) > 0.0
 
 
-def test_gate_stage3_trains_zay_encoder():
-    cfg = tiny_config()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gate_stage3_trains_zay_encoder(arch):
+    cfg = tiny_config(arch=arch, conv_channels=4)
     model, x, y, a = _model_and_batch(cfg)
     out = model(x, zay_gate=1.0)
     staged_loss(model, out, x, y, a, cfg, capacity=1.0).total.backward()
     assert _grad_norm(model.encoders["zay"]) > 0.0
 
 
-def test_gate_zeroes_zay_at_the_decoder():
-    cfg = tiny_config()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gate_zeroes_zay_at_the_decoder(arch):
+    cfg = tiny_config(arch=arch, conv_channels=4)
     model, x, _, _ = _model_and_batch(cfg)
     g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
     gated = model(x, zay_gate=0.0, generator=g1)["recon_logits"]
     # With zay's weights in the decoder zeroed, the ungated model must decode the same.
     with torch.no_grad():
-        first = model.decoder[0]
+        first = model.decoder[0]  # both archs: a Linear reads the concatenated latents
         zay_cols = slice(8, 12)  # decoder input order: zy(4) za(4) zay(4) zx(4)
         first.weight[:, zay_cols] = 0.0
     assert torch.allclose(gated, model(x, zay_gate=1.0, generator=g2)["recon_logits"])
@@ -116,8 +122,9 @@ def test_kl_target_term_is_distance_to_the_capacity_target():
                                                      rel=1e-5)
 
 
-def test_diva_variant_has_no_zay():
-    cfg = tiny_config(variant="diva")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_diva_variant_has_no_zay(arch):
+    cfg = tiny_config(variant="diva", arch=arch, conv_channels=4)
     model, x, y, a = _model_and_batch(cfg)
     out = model(x)
     assert set(out["posteriors"]) == {"zy", "za", "zx"}
