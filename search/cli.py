@@ -18,30 +18,44 @@ SMOKE = {"epochs": 6, "max_samples": 200, "hidden_dim": 64, "eval_max_samples": 
          "batch_size": 64, "lr": 2e-3}
 
 
+HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help="SQLAlchemy URL of the study database (default %(default)s)")
-    p.add_argument("--study", default="stagetune", help="study name (default %(default)s)")
+                   help="SQLAlchemy URL of the study database")
+    p.add_argument("--study", default="stagetune", help="study name")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search",
+    from search._progress import default_work_dir
+
+    parser = argparse.ArgumentParser(prog="stagetune", formatter_class=HELP_FORMAT,
                                      description="Sweeps of staged training with Ray Tune "
                                                  "and Optuna, stored in a SQL study database.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a sweep, or continue it to --n-trials")
+    run = sub.add_parser("run", prog="stagetune sweep", formatter_class=HELP_FORMAT,
+                         help="run a sweep, or continue it to --n-trials",
+                         description="Run a sweep, or continue a stored one until the "
+                                     "study holds --n-trials finished trials.")
     _common(run)
     run.add_argument("--n-trials", type=int, default=20,
-                     help="the study's total: a resumed sweep runs only what is missing")
+                     help="the study's total: a resumed sweep runs only what is missing "
+                          "(--smoke-test alone: 4)")
     run.add_argument("--smoke-test", action="store_true",
                      help="tiny trainer configs and 4 trials (CI runs this)")
     g = run.add_argument_group("trainer settings shared by all trials")
-    g.add_argument("--epochs", type=int, default=None, help="epoch budget (default 30)")
-    g.add_argument("--dataset", default=None)
-    g.add_argument("--data-root", default=None)
-    g.add_argument("--max-samples", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget of every trial (None: 30, or the smoke test's 6)")
+    g.add_argument("--dataset", default=None,
+                   help="data set name (None: the trainer's default)")
+    g.add_argument("--data-root", default=None, help="folder of downloaded data sets")
+    g.add_argument("--max-samples", type=int, default=None,
+                   help="cap on training samples (None: all)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="batch size (None: the trainer's default)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="learning rate (None: the trainer's default)")
     g.add_argument("--base-config", default=None, help="JSON file of a trainer RunConfig")
     s = run.add_argument_group("search space")
     s.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
@@ -52,19 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="narrow a range or list choices, e.g. --range stage1_epochs=5:15 "
                         "--range zay_suppression=gate,kl_weight")
     o = run.add_argument_group("objective")
-    o.add_argument("--objective", choices=["pareto", "scalar"], default="pareto")
+    o.add_argument("--objective", choices=["pareto", "scalar"], default="pareto",
+                   help="pareto: accuracy and disentanglement as two objectives; scalar: "
+                        "one weighted score")
     o.add_argument("--disentanglement-metric", default=DEFAULT_DISENTANGLEMENT_OBJECTIVE,
-                   choices=DISENTANGLEMENT_OBJECTIVES)
+                   choices=DISENTANGLEMENT_OBJECTIVES,
+                   help="the disentanglement objective next to task accuracy")
     o.add_argument("--weight", type=float, default=0.5,
                    help="scalar mode: weight of disentanglement against accuracy")
     r = run.add_argument_group("scheduling")
-    r.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
+                   help="Optuna sampler that proposes the settings")
+    r.add_argument("--seed", type=int, default=0, help="sampler seed")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs Ray reserves for each trial")
     r.add_argument("--gpus-per-trial", type=float, default=None,
                    help="fractions share a GPU (0.5: two trials per GPU); default 1 when "
                         "the cluster has GPUs, else 0")
-    r.add_argument("--max-concurrent", type=int, default=None)
+    r.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials running at once (None: as many as the resources allow)")
     r.add_argument("--address", default=None, help="join a running Ray cluster (ray://... "
                                                    "or auto)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
@@ -74,11 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=1, help="seeds per trial, averaged inside it")
     r.add_argument("--import", dest="imports", action="append", default=[],
                    help="module to import in every trial (custom data sets or metrics)")
-    r.add_argument("--tune-dir", default="stagetune_runs")
-    run.add_argument("--quiet", action="store_true")
-    st = sub.add_parser("status", help="trial counts and the Pareto front of a study")
+    r.add_argument("--work-dir", "--tune-dir", dest="tune_dir", default=str(default_work_dir()),
+                   help="folder for Ray Tune's experiment files (the results live in the "
+                        "study database); $XDG_CACHE_HOME is honoured")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show Ray's own warnings (hidden by default)")
+    st = sub.add_parser("status", prog="stagetune status", formatter_class=HELP_FORMAT,
+                        help="trial counts and the Pareto front of a study",
+                        description="Trial counts by state (infeasible and failed with "
+                                    "their reasons) and the Pareto front, or the best trial "
+                                    "of a scalar study.")
     _common(st)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -121,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
         asha=args.asha, retries=args.retries, seeds=args.seeds, imports=tuple(args.imports),
-        tune_dir=args.tune_dir, quiet=args.quiet,
+        tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
     )
     for module in opts.imports:
         __import__(module)

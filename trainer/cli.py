@@ -37,24 +37,31 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainer",
+        prog="stagetune train",
         description="Staged training of a four-latent VAE (zy, za, zay, zx).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _flag(p, "staged_training", action="store_true",
           help="train in three stages (default without the flag: all latents from epoch 0)")
-    _flag(p, "epochs", type=int, default=OptimConfig.epochs)
-    _flag(p, "stage1_epochs", type=int, default=None, help="default: epochs // 3")
-    _flag(p, "stage2_epochs", type=int, default=None, help="default: epochs // 3")
+    _flag(p, "epochs", type=int, default=OptimConfig.epochs, help="epoch budget of the run")
+    _flag(p, "stage1_epochs", type=int, default=None,
+          help="length of stage 1, zay kept out (None: epochs // 3)")
+    _flag(p, "stage2_epochs", type=int, default=None,
+          help="length of stage 2, zay ramped in (None: epochs // 3)")
     _flag(p, "independence_penalty", type=float, default=StageConfig.independence_penalty,
           help="weight lambda of the stage-2 independence penalty")
     pen = p.add_mutually_exclusive_group()
-    _flag(pen, "use_independence_penalty", action="store_true", default=None)
-    _flag(pen, "no_independence_penalty", action="store_true", default=None)
-    _flag(p, "penalty_measure", choices=PENALTY_MEASURES, default=StageConfig.penalty_measure)
-    _flag(p, "penalty_in_stage3", action="store_true")
+    _flag(pen, "use_independence_penalty", action="store_true", default=None,
+          help="turn the stage-2 independence penalty on (None: the config's setting)")
+    _flag(pen, "no_independence_penalty", action="store_true", default=None,
+          help="turn the stage-2 independence penalty off")
+    _flag(p, "penalty_measure", choices=PENALTY_MEASURES, default=StageConfig.penalty_measure,
+          help="dependence measure of the independence penalty")
+    _flag(p, "penalty_in_stage3", action="store_true",
+          help="keep the independence penalty on in stage 3")
     _flag(p, "zay_suppression", default=StageConfig.zay_suppression,
           help=f"how stage 1 keeps zay out: {', '.join(ZAY_SUPPRESSION_MODES)}")
-    _flag(p, "beta_annealing", action="store_true")
+    _flag(p, "beta_annealing", action="store_true", help="anneal the KL weights from 0")
     _flag(p, "variant", default=ModelConfig.variant, help="staged (zy, za, zay, zx) or diva")
     _flag(p, "arch", choices=MODEL_ARCHS, default=ModelConfig.arch,
           help="encoders/decoder: mlp, conv, or auto (the data set's default)")
@@ -62,20 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
           help="channels of the first conv block (--arch conv)")
     _flag(p, "image_size", type=int, default=DataConfig.image_size,
           help="side of the (square) images in pixels")
-    _flag(p, "dataset", default=DataConfig.dataset)
-    _flag(p, "data_root", default=None)
+    _flag(p, "dataset", default=DataConfig.dataset, help="data set name")
+    _flag(p, "data_root", default=None, help="folder of downloaded data sets")
     _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")
-    _flag(p, "max_samples", type=int, default=None)
-    _flag(p, "seed", type=int, default=0)
-    _flag(p, "lr", type=float, default=OptimConfig.lr)
-    _flag(p, "batch_size", type=int, default=OptimConfig.batch_size)
-    _flag(p, "patience", type=int, default=OptimConfig.patience)
+    _flag(p, "max_samples", type=int, default=None, help="cap on samples (None: all)")
+    _flag(p, "seed", type=int, default=0, help="random seed (data split, init, batches)")
+    _flag(p, "lr", type=float, default=OptimConfig.lr, help="Adam learning rate")
+    _flag(p, "batch_size", type=int, default=OptimConfig.batch_size, help="batch size")
+    _flag(p, "patience", type=int, default=OptimConfig.patience,
+          help="stage-3 epochs without a better validation loss before stopping")
     _flag(p, "device", default="auto", help="auto, cpu or cuda")
     _flag(p, "no_plots", action="store_true", help="skip the figures")
     _flag(p, "config", default=None, help="JSON file of a RunConfig (flags given override it)")
     _flag(p, "out", default="results", help="output directory")
     _flag(p, "resume", action="store_true", help="continue the run in --out from its checkpoint")
-    _flag(p, "quiet", action="store_true")
+    _flag(p, "quiet", action="store_true", help="print only the final line and errors")
     return p
 
 
@@ -106,10 +114,45 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
     return base.replace(**flat)
 
 
-def _progress(cfg: RunConfig, quiet: bool):
-    def report(row: dict[str, float]) -> None:
-        if quiet:
+class EpochProgress:
+    """Per-epoch lines; on a terminal also a bar over the epoch's batches.
+
+    ``on_batch`` goes to ``fit``; ``report`` prints the epoch's line once it ends (above
+    the bar on a terminal, a plain line in a log file).
+    """
+
+    def __init__(self, cfg: RunConfig, quiet: bool, stream=None, live: bool | None = None):
+        self.cfg, self.quiet = cfg, quiet
+        self.stream = stream or sys.stdout
+        if live is None:
+            live = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.live = live
+        self._bar = None
+
+    def on_batch(self, epoch: int, done: int, total: int) -> None:
+        if not self.live:
             return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            from trainer._stages import stage_of
+
+            self._bar = tqdm(total=total, file=self.stream, leave=False, unit="batch",
+                             dynamic_ncols=True,
+                             desc=f"epoch {epoch + 1}/{self.cfg.optim.epochs} stage "
+                                  f"{stage_of(epoch, self.cfg)}")
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def report(self, row: dict[str, float]) -> None:
+        self.close()
+        if self.quiet:
+            return
+        cfg = self.cfg
         e = int(row["epoch"])
         line = (
             f"epoch {e + 1:3d}/{cfg.optim.epochs} stage {int(row['stage'])} "
@@ -121,9 +164,7 @@ def _progress(cfg: RunConfig, quiet: bool):
         if row.get("train_penalty"):
             line += f" penalty {row['train_penalty']:.3f}"
         line += f" ({row['samples_per_s']:.0f} samples/s)"
-        print(line, flush=True)
-
-    return report
+        print(line, file=self.stream, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.optim.epochs - cfg.stage3_start}, zay suppression "
                   f"{st.zay_suppression}, penalty {penalty} -> {out}", flush=True)
         t0 = time.perf_counter()
-        result = fit(cfg, report=_progress(cfg, args.quiet), checkpoint_dir=out,
-                     resume=args.resume, out_dir=out)
+        progress = EpochProgress(cfg, args.quiet)
+        try:
+            result = fit(cfg, report=progress.report, on_batch=progress.on_batch,
+                         checkpoint_dir=out, resume=args.resume, out_dir=out)
+        finally:
+            progress.close()
     except (ConfigError, DivergenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
