@@ -1,34 +1,67 @@
-"""Plotly figures, drawn from computed records (DataFrames), never from a database."""
+"""Plotly figures, drawn from computed records (DataFrames), never from a database.
+
+Every figure sets its own width and height (PNG export uses them) and states what it
+shows: the reference point and hypervolume, how many trials a "top N" is of, which
+objective colours a plot.
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-STAGE_COLOURS = {1: "#1f77b4", 2: "#ff7f0e", 3: "#2ca02c"}
+from analysis._format import float_formatter
+
+#: above this many trials, clouds of points become 2-D histograms (the front stays on top)
+DENSITY_ABOVE = 2_000
+#: above this many trials per panel, box plots show only their outliers as points
+BOX_POINTS_UP_TO = 1_000
+STAGE_DASH = {1: "dot", 2: "dash", 3: "solid"}
+TRIAL_COLOURS = qualitative.Dark24
 _PARAM_LABELS = {"stage1_epochs": "stage 1 epochs", "stage2_epochs": "stage 2 epochs",
                  "independence_penalty": "λ (independence penalty)",
-                 "use_independence_penalty": "penalty on"}
+                 "use_independence_penalty": "penalty", "zay_suppression": "zay suppression",
+                 "penalty_measure": "penalty measure"}
+HOVER_COLUMNS = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
+                 "independence_penalty", "zay_suppression", "penalty_measure")
+FRONT_COLOUR = "#d62728"
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if np.isnan(value) else f"{value:.4g}"
-    return str(value)
+def label(param: str) -> str:
+    return _PARAM_LABELS.get(param, param)
+
+
+def integer_ticks(lo: float, hi: float, *, most: int = 10) -> dict[str, Any]:
+    """Axis settings that put ticks on whole numbers only (about ``most`` of them)."""
+    raw = max(1.0, float(hi) - float(lo)) / most
+    step = min(c for c in (b * 10 ** p for p in range(12) for b in (1, 2, 5)) if c >= raw)
+    return {"tick0": 0, "dtick": step, "tickformat": "d"}
 
 
 def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
-    """One hover label per trial: number, objectives and settings (built column-wise)."""
+    """One hover label per trial: number, objectives and settings (built column-wise).
+
+    Floats get as many decimals as their column needs to keep distinct values distinct.
+    """
     text = "trial #" + df["number"].astype(int).astype(str)
-    for c in [*objectives, "stage1_epochs", "stage2_epochs", "use_independence_penalty",
-              "independence_penalty", "zay_suppression", "penalty_measure"]:
-        if c in df.columns:
-            col = df[c].map(_fmt)
-            text = text + np.where(col != "", "<br>" + c + ": " + col, "")
+    for c in [*objectives, *HOVER_COLUMNS]:
+        if c not in df.columns:
+            continue
+        col = df[c]
+        if pd.api.types.is_float_dtype(col):
+            fmt = float_formatter(col.to_numpy(dtype=np.float64))
+            shown = col.map(lambda v, f=fmt: "" if pd.isna(v) else f(float(v)))
+        else:
+            shown = col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
+                            else str(v))
+        text = text + np.where(shown != "", "<br>" + c + ": " + shown, "")
     return text
 
 
@@ -38,138 +71,373 @@ def _hover(df: pd.DataFrame, objectives: list[str]) -> list[str]:
     return hover_text(df, objectives).tolist()
 
 
+# ---------------------------------------------------------------------------- Pareto
+
+
+def front_points(ranked: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
+    """The non-dominated trials, in the order the front line joins them (by x)."""
+    front = ranked[ranked["pareto_rank"] == 0]
+    return front.sort_values([objectives[0], objectives[1]], kind="stable")
+
+
 def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "",
-                  infeasible: pd.DataFrame | None = None) -> go.Figure:
-    """All ranked trials, the front highlighted and joined, the method's default marked."""
+                  infeasible: pd.DataFrame | None = None,
+                  reference: list[float] | None = None, hypervolume: float | None = None,
+                  density_above: int = DENSITY_ABOVE) -> go.Figure:
+    """All ranked trials, the front highlighted and labelled, the method default marked.
+
+    The front is drawn through trial points only: straight segments between consecutive
+    non-dominated trials, never the corners of a staircase that no trial reached.
+    Above ``density_above`` trials the other trials become a 2-D histogram.
+    """
     x_name, y_name = objectives[:2]
     fig = go.Figure()
     rest = ranked[ranked["pareto_rank"] != 0]
-    front = ranked[ranked["pareto_rank"] == 0].sort_values(x_name)
-    fig.add_trace(go.Scatter(x=rest[x_name], y=rest[y_name], mode="markers", name="trials",
-                             marker={"color": "#9aa0a6", "size": 7},
-                             hovertext=_hover(rest, objectives), hoverinfo="text"))
-    fig.add_trace(go.Scatter(x=front[x_name], y=front[y_name], mode="lines+markers",
-                             name="Pareto front", line={"shape": "hv", "color": "#d62728"},
-                             marker={"size": 10}, hovertext=_hover(front, objectives),
-                             hoverinfo="text"))
+    front = front_points(ranked, objectives)
+    many = len(ranked) > density_above
+    if many:
+        fig.add_trace(go.Histogram2d(
+            x=rest[x_name], y=rest[y_name], nbinsx=60, nbinsy=60, name="trials (density)",
+            colorscale=[[0, "rgba(255,255,255,0)"], [1e-9, "#e8eaed"], [1, "#3c4043"]],
+            colorbar={"title": {"text": "trials per bin"}, "len": 0.5, "y": 0.25},
+            hovertemplate=f"{x_name} %{{x}}<br>{y_name} %{{y}}<br>%{{z}} trials"
+                          "<extra></extra>"))
+    else:
+        fig.add_trace(go.Scatter(x=rest[x_name], y=rest[y_name], mode="markers",
+                                 name="trials", marker={"color": "#9aa0a6", "size": 7},
+                                 hovertext=_hover(rest, objectives), hoverinfo="text"))
     if infeasible is not None and len(infeasible):
         fig.add_trace(go.Scatter(x=infeasible[x_name], y=infeasible[y_name], mode="markers",
                                  name="infeasible (zay collapsed)",
-                                 marker={"symbol": "x", "color": "#7f7f7f", "size": 8},
+                                 marker={"symbol": "x", "color": "#7f7f7f",
+                                         "size": 5 if many else 8},
                                  hovertext=_hover(infeasible, objectives), hoverinfo="text"))
-    base = ranked[ranked["baseline"]] if "baseline" in ranked else ranked.iloc[:0]
+    two = len(objectives) == 2
+    fig.add_trace(go.Scatter(
+        x=front[x_name], y=front[y_name], mode="lines+markers+text" if two
+        else "markers+text", name="Pareto front" if two
+        else f"Pareto front (over all {len(objectives)} objectives)",
+        line={"color": FRONT_COLOUR, "width": 2}, marker={"size": 10, "color": FRONT_COLOUR},
+        text=[f"#{int(n)}" for n in front["number"]], textposition="top right",
+        textfont={"size": 11, "color": FRONT_COLOUR},
+        hovertext=_hover(front, objectives), hoverinfo="text"))
+    base = ranked[ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked.iloc[:0]
     if len(base):
-        fig.add_trace(go.Scatter(x=base[x_name], y=base[y_name], mode="markers",
+        fig.add_trace(go.Scatter(x=base[x_name], y=base[y_name], mode="markers+text",
                                  name="method default (thirds, λ=10)",
+                                 text=[f"#{int(n)} default" for n in base["number"]],
+                                 textposition="bottom left",
                                  marker={"symbol": "star", "size": 18, "color": "#ffbf00",
                                          "line": {"width": 1, "color": "black"}},
                                  hovertext=_hover(base, objectives), hoverinfo="text"))
-    fig.update_layout(title=title or f"Pareto front: {x_name} vs {y_name}",
-                      xaxis_title=x_name, yaxis_title=y_name, width=900, height=600)
+    note = f"front: {len(front)} of {len(ranked)} ranked trials"
+    if hypervolume is not None and reference is not None:
+        ref = ", ".join(f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True))
+        fmt = float_formatter([hypervolume])
+        note += f"; hypervolume {fmt(hypervolume)} against the reference point ({ref})"
+    if not two:
+        note += f"; showing the first two of {len(objectives)} objectives"
+    fig.update_layout(
+        title={"text": (title or f"Pareto front: {x_name} vs {y_name}")
+               + f"<br><sup>{note}</sup>"},
+        xaxis_title=x_name, yaxis_title=y_name, width=900, height=620,
+        legend={"orientation": "h", "y": -0.15})
     return fig
 
 
-def hypervolume_figure(hv: pd.DataFrame, *, name: str = "hypervolume",
+def hypervolume_figure(hv: pd.DataFrame, *, reference: list[float] | None = None,
+                       objectives: list[str] | None = None, name: str = "hypervolume",
                        fig: go.Figure | None = None) -> go.Figure:
     fig = fig or go.Figure()
     fig.add_trace(go.Scatter(x=hv["number"], y=hv["hypervolume"], mode="lines",
                              line={"shape": "hv"}, name=name))
-    fig.update_layout(title="Hypervolume of the feasible front over trials",
+    sub = ""
+    if reference is not None and objectives is not None:
+        sub = "<br><sup>reference point " + ", ".join(
+            f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True)) + "</sup>"
+    fig.update_layout(title={"text": "Hypervolume of the feasible front over trials" + sub},
                       xaxis_title="trial number", yaxis_title="hypervolume",
                       width=900, height=450)
+    if len(hv):
+        fig.update_xaxes(**integer_ticks(hv["number"].min(), hv["number"].max()))
     return fig
+
+
+# ---------------------------------------------------------------------- learning curves
 
 
 def learning_curves_figure(curves: dict[int, list[dict[str, float]]], *,
-                           metric: str = "val_loss") -> go.Figure:
-    """Per-epoch ``metric`` of each trial, each segment coloured by its stage."""
+                           metric: str = "val_loss", of: int | None = None) -> go.Figure:
+    """Per-epoch ``metric`` of each trial: one colour per trial, line style by stage.
+
+    ``curves`` is ordered best first; ``of`` is how many ranked trials there were, so
+    the title says "top N of M". A drop-down shows all curves or one trial's.
+    """
     fig = go.Figure()
-    shown: set[int] = set()
-    for number, rows in curves.items():
+    owners: list[int] = []
+    max_epoch = 0
+    for k, (number, rows) in enumerate(curves.items()):
+        colour = TRIAL_COLOURS[k % len(TRIAL_COLOURS)]
         epochs = np.array([r["epoch"] for r in rows if metric in r])
         values = np.array([r[metric] for r in rows if metric in r])
         stages = np.array([int(r["stage"]) for r in rows if metric in r])
+        if epochs.size:
+            max_epoch = max(max_epoch, int(epochs.max()))
+        first = True
         for stage in (1, 2, 3):
-            # include the next point so consecutive segments join up
             idx = np.flatnonzero(stages == stage)
             if idx.size == 0:
                 continue
+            # include the next point so consecutive segments join up
             idx = np.append(idx, idx[-1] + 1) if idx[-1] + 1 < len(epochs) else idx
             fig.add_trace(go.Scatter(
                 x=epochs[idx], y=values[idx], mode="lines",
-                line={"color": STAGE_COLOURS[stage], "width": 1.5},
-                name=f"stage {stage}", legendgroup=f"stage {stage}",
-                showlegend=stage not in shown, hovertext=f"trial #{number}, stage {stage}",
-                hoverinfo="text+x+y"))
-            shown.add(stage)
-    fig.update_layout(title=f"Learning curves ({metric}), coloured by stage",
-                      xaxis_title="epoch", yaxis_title=metric, width=900, height=500)
+                line={"color": colour, "width": 1.8, "dash": STAGE_DASH[stage]},
+                name=f"#{number}", legendgroup=f"trial {number}", showlegend=first,
+                hovertemplate=f"trial #{number}, stage {stage}<br>epoch %{{x}}<br>"
+                              f"{metric} %{{y:.5g}}<extra></extra>"))
+            owners.append(number)
+            first = False
+    n_curves = len(fig.data)
+    for stage, dash in STAGE_DASH.items():  # a key to the line styles
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"stage {stage}",
+                                 line={"color": "#5f6368", "dash": dash},
+                                 legendgroup="stages", legendgrouptitle_text="line style"))
+    key = [True] * 3
+    buttons = [{"label": f"all top {len(curves)}", "method": "update",
+                "args": [{"visible": [True] * n_curves + key}]}]
+    for number in curves:
+        buttons.append({"label": f"trial #{number}", "method": "update",
+                        "args": [{"visible": [o == number for o in owners] + key}]})
+    shown = f"top {len(curves)}" + (f" of {of} ranked trials" if of is not None else "")
+    fig.update_layout(
+        title={"text": f"Learning curves ({metric}) of the {shown}"
+               "<br><sup>one colour per trial; dotted stage 1, dashed stage 2, solid stage 3"
+               "</sup>"},
+        xaxis_title="epoch", yaxis_title=metric, width=1000, height=560,
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
+                      "y": 1.12, "yanchor": "top", "showactive": True}])
+    fig.update_xaxes(**integer_ticks(0, max_epoch))
     return fig
+
+
+# ---------------------------------------------------------------------------- effects
+
+
+def _bins(values: pd.Series, param: str, *, most: int = 8) -> tuple[pd.Series, list[str]]:
+    """Each trial's bin label for ``param`` and the labels in axis order."""
+    if param == "use_independence_penalty":
+        lab = values.map(lambda v: "on" if bool(v) else "off")
+        return lab, [c for c in ("off", "on") if c in set(lab)]
+    if values.dtype == object or pd.api.types.is_bool_dtype(values):
+        lab = values.astype(str)
+        return lab, sorted(set(lab))
+    v = values.astype(float)
+    distinct = np.unique(v.dropna())
+    if param == "independence_penalty":
+        lo, hi = math.floor(np.log10(v.min()) * 2) / 2, math.ceil(np.log10(v.max()) * 2) / 2
+        edges = np.arange(lo, hi + 0.5, 0.5) if hi > lo else np.array([lo, lo + 0.5])
+        idx = np.clip(np.digitize(np.log10(v), edges) - 1, 0, len(edges) - 2)
+        names = [f"{10 ** a:.3g}–{10 ** b:.3g}" for a, b in itertools.pairwise(edges)]
+        lab = pd.Series([names[i] for i in idx], index=values.index)
+        return lab, [n for n in names if n in set(lab)]
+    integral = np.all(distinct == np.round(distinct))
+    if integral and len(distinct) <= 12:
+        lab = v.map(lambda x: f"{int(x)}")
+        return lab, [f"{int(x)}" for x in distinct]
+    if integral:
+        lo, hi = int(distinct.min()), int(distinct.max())
+        width = max(1, math.ceil((hi - lo + 1) / most))
+        starts = np.arange(lo, hi + 1, width)
+        idx = ((v - lo) // width).astype(int)
+        names = [f"{s}–{min(hi, s + width - 1)}" if width > 1 else f"{s}" for s in starts]
+        lab = pd.Series([names[i] for i in idx], index=values.index)
+        return lab, [n for n in names if n in set(lab)]
+    edges = np.quantile(v, np.linspace(0, 1, most + 1))
+    idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, most - 1)
+    fmt = float_formatter(edges)
+    names = [f"{fmt(a)}–{fmt(b)}" for a, b in itertools.pairwise(edges)]
+    lab = pd.Series([names[i] for i in idx], index=values.index)
+    return lab, [n for n in names if n in set(lab)]
+
+
+def effect_params(df: pd.DataFrame) -> list[str]:
+    """The searched settings that vary among the trials, in a fixed order."""
+    return [p for p in ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
+                        "independence_penalty", "zay_suppression", "penalty_measure")
+            if p in df.columns and df[p].dropna().astype(str).nunique() > 1]
 
 
 def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
-    """Each objective against stage 1 length, stage 2 length, λ (log axis) and penalty."""
-    params = [p for p in ("stage1_epochs", "stage2_epochs", "independence_penalty",
-                          "use_independence_penalty") if p in df.columns]
-    fig = make_subplots(rows=len(objectives), cols=max(1, len(params)),
-                        subplot_titles=[f"{o} vs {_PARAM_LABELS[p]}" for o in objectives
-                                        for p in params], vertical_spacing=0.12)
+    """Each objective against each varying setting, binned, as box plots.
+
+    λ is binned on a log scale among penalty-on trials only (it means nothing when the
+    penalty is off). Every point hovers with its trial and settings while there are at
+    most ``BOX_POINTS_UP_TO`` trials; beyond that the boxes show their outliers.
+    """
+    params = effect_params(df) or ["stage1_epochs"]
+    rows, cols = len(objectives), len(params)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06,
+                        vertical_spacing=0.14 if rows > 1 else 0.1)
+    hover = pd.Series(_hover(df, objectives), index=df.index)
+    points = "all" if len(df) <= BOX_POINTS_UP_TO else "outliers"
     for i, obj in enumerate(objectives, start=1):
         for j, p in enumerate(params, start=1):
+            if p not in df.columns:
+                continue
             sub = df[df[p].notna() & df[obj].notna()]
-            if p == "use_independence_penalty":
-                for on in (True, False):
-                    part = sub[sub[p] == on]
-                    # every point while they can be told apart, outliers beyond that
-                    fig.add_trace(go.Box(y=part[obj], name="on" if on else "off",
-                                         boxpoints="all" if len(part) <= 500 else "outliers",
-                                         showlegend=False), i, j)
-            else:
-                fig.add_trace(go.Scatter(x=sub[p], y=sub[obj], mode="markers",
-                                         showlegend=False, marker={"size": 6},
-                                         hovertext=_hover(sub, objectives),
-                                         hoverinfo="text"), i, j)
-                if p == "independence_penalty":
-                    fig.update_xaxes(type="log", row=i, col=j)
-            fig.update_yaxes(title_text=obj if j == 1 else None, row=i, col=j)
-    fig.update_layout(title="Effects of the staged-training settings", width=1300,
-                      height=380 * len(objectives))
+            if sub.empty:
+                continue
+            lab, order = _bins(sub[p], p)
+            fig.add_trace(go.Box(
+                x=lab, y=sub[obj], name=f"{obj} by {label(p)}", boxpoints=points,
+                jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
+                line={"width": 1.2}, fillcolor="rgba(31,119,180,0.15)",
+                hovertext=hover.loc[sub.index].tolist(), hoverinfo="text+y",
+                showlegend=False), i, j)
+            fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                             row=i, col=j)
+            if i == rows:
+                suffix = " (penalty on, log bins)" if p == "independence_penalty" else ""
+                fig.update_xaxes(title_text=label(p) + suffix, row=i, col=j)
+            if j == 1:
+                fig.update_yaxes(title_text=obj, row=i, col=j)
+    fig.update_layout(
+        title={"text": "Effects of the staged-training settings"
+               f"<br><sup>{len(df)} trials; boxes per bin, "
+               f"{'every trial a point' if points == 'all' else 'outliers as points'}"
+               "</sup>"},
+        width=max(700, 300 * cols + 120), height=340 * rows + 140)
     return fig
 
 
-def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
+# ------------------------------------------------------------------- parallel coordinates
+
+
+def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
+                                colour_by: str | None = None) -> go.Figure:
+    """Settings and objectives of every trial.
+
+    Penalty on/off (and other choices) are categorical axes. λ has a split axis: a
+    log scale for penalty-on trials and a separate "off" tick below it. Integer
+    settings get integer ticks; the colour bar names its objective.
+    """
     dims: list[dict[str, Any]] = []
-    for p in ("stage1_epochs", "stage2_epochs", "use_independence_penalty"):
-        if p in df.columns:
-            dims.append({"label": _PARAM_LABELS[p], "values": df[p].astype(float).fillna(0)})
+    for p in ("stage1_epochs", "stage2_epochs"):
+        if p in df.columns and df[p].notna().any():
+            v = df[p].astype(float)
+            lo, hi = float(v.min()), float(v.max())
+            step = integer_ticks(lo, hi, most=8)["dtick"]
+            ticks = list(range(int(lo) - int(lo) % step, int(hi) + 1, step)) or [int(lo)]
+            dims.append({"label": label(p), "values": v.fillna(lo),
+                         "tickvals": ticks, "ticktext": [str(t) for t in ticks],
+                         "range": [lo, hi] if hi > lo else [lo - 1, hi + 1]})
+    for p in ("use_independence_penalty", "zay_suppression", "penalty_measure"):
+        if p not in df.columns or df[p].dropna().astype(str).nunique() < 1:
+            continue
+        if p == "use_independence_penalty":
+            shown = df[p].map(lambda v: "on" if bool(v) else "off")
+            choices = ["off", "on"]
+        else:
+            shown = df[p].astype(str)
+            choices = sorted(set(shown))
+            if len(choices) < 2:
+                continue
+        codes = shown.map({c: k for k, c in enumerate(choices)}).astype(float)
+        dims.append({"label": label(p), "values": codes, "tickvals": list(range(len(choices))),
+                     "ticktext": choices, "range": [-0.2, len(choices) - 0.8]})
     if "independence_penalty" in df.columns:
         lam = df["independence_penalty"].astype(float)
-        dims.append({"label": "log10 λ (0 when off)",
-                     "values": np.log10(lam.where(lam > 0)).fillna(0.0)})
+        on = lam.where(lam > 0)
+        if on.notna().any():
+            log = np.log10(on)
+            lo, hi = math.floor(log.min()), math.ceil(log.max())
+            hi = hi if hi > lo else lo + 1
+            off_at = lo - 0.6
+            decades = list(range(lo, hi + 1))
+            dims.append({"label": "λ (log; off below)", "values": log.fillna(off_at),
+                         "tickvals": [off_at, *decades],
+                         "ticktext": ["off", *[f"{10.0 ** d:g}" for d in decades]],
+                         "range": [off_at - 0.1, hi]})
     for o in objectives:
         dims.append({"label": o, "values": df[o]})
-    colour = df[objectives[-1]] if len(df) else []
-    fig = go.Figure(go.Parcoords(line={"color": colour, "colorscale": "Viridis",
-                                       "showscale": True}, dimensions=dims))
-    fig.update_layout(title="Settings and objectives of every trial", width=1200, height=500)
+    colour_by = colour_by or objectives[-1]
+    colour = df[colour_by] if len(df) else []
+    fig = go.Figure(go.Parcoords(
+        line={"color": colour, "colorscale": "Viridis", "showscale": True,
+              "colorbar": {"title": {"text": colour_by, "side": "right"}}},
+        dimensions=dims))
+    fig.update_layout(title={"text": f"Settings and objectives of {len(df)} trials"
+                             f"<br><sup>colour: {colour_by}; drag along an axis to filter"
+                             "</sup>"},
+                      width=1200, height=520, margin={"l": 80, "r": 80, "t": 110})
     return fig
+
+
+# --------------------------------------------------------------------------- importance
+
+
+def importance_figure(table: pd.DataFrame, n_trials: int) -> go.Figure:
+    """Horizontal bars: each parameter's importance for each target, per evaluator."""
+    targets = list(dict.fromkeys(table["target"]))
+    evaluators = list(dict.fromkeys(table["evaluator"]))
+    fig = make_subplots(rows=1, cols=len(targets), subplot_titles=targets,
+                        shared_yaxes=True, horizontal_spacing=0.04)
+    colours = {"ped-anova": "#1f77b4", "fanova": "#ff7f0e"}
+    params = list(dict.fromkeys(
+        table[table["evaluator"] == evaluators[0]].groupby("param")["importance"].sum()
+        .sort_values().index))
+    for j, target in enumerate(targets, start=1):
+        for ev in evaluators:
+            part = table[(table["target"] == target) & (table["evaluator"] == ev)]
+            if part.empty:
+                continue
+            part = part.set_index("param").reindex(params)
+            fig.add_trace(go.Bar(x=part["importance"], y=[label(p) for p in params],
+                                 orientation="h", name=ev, marker_color=colours.get(ev),
+                                 legendgroup=ev, showlegend=j == 1,
+                                 hovertemplate="%{y}: %{x:.3f}<extra>" + ev + "</extra>"),
+                          1, j)
+        fig.update_xaxes(range=[0, 1], title_text="importance", row=1, col=j)
+    method = " and ".join(e.upper() if e != "ped-anova" else "PED-ANOVA" for e in evaluators)
+    fig.update_layout(
+        title={"text": f"Parameter importance ({method}) over {n_trials} trials"
+               "<br><sup>per objective; 'Pareto front': importance for reaching it; "
+               "each panel sums to 1</sup>"},
+        barmode="group", width=max(700, 330 * len(targets) + 200),
+        height=140 + 60 * max(1, len(params)), margin={"t": 110})
+    return fig
+
+
+# ---------------------------------------------------------------------------- compare
 
 
 def compare_figure(fronts: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
-                   objectives: list[str]) -> go.Figure:
-    """Several studies' trials and fronts on one plot: ``{label: (ranked, front)}``."""
+                   objectives: list[str], *, density_above: int = DENSITY_ABOVE
+                   ) -> go.Figure:
+    """Several studies' trials and fronts on one plot: ``{label: (ranked, front)}``.
+
+    Fronts are joined through their trial points only, as in ``pareto_figure``.
+    """
     x_name, y_name = objectives[:2]
     fig = go.Figure()
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    for k, (label, (ranked, front)) in enumerate(fronts.items()):
+    for k, (name, (ranked, front)) in enumerate(fronts.items()):
         c = palette[k % len(palette)]
-        fig.add_trace(go.Scatter(x=ranked[x_name], y=ranked[y_name], mode="markers",
-                                 name=f"{label}: trials", opacity=0.35,
-                                 marker={"color": c, "size": 6}, legendgroup=label))
-        f = front.sort_values(x_name)
-        fig.add_trace(go.Scatter(x=f[x_name], y=f[y_name], mode="lines+markers",
-                                 name=f"{label}: front", line={"color": c, "shape": "hv"},
-                                 marker={"size": 10}, legendgroup=label))
+        cloud = ranked if len(ranked) <= density_above else ranked.sample(
+            density_above, random_state=0)
+        fig.add_trace(go.Scatter(x=cloud[x_name], y=cloud[y_name], mode="markers",
+                                 name=f"{name}: trials" + (
+                                     f" ({density_above} of {len(ranked)} shown)"
+                                     if len(cloud) < len(ranked) else ""),
+                                 opacity=0.35, marker={"color": c, "size": 6},
+                                 legendgroup=name))
+        f = front.sort_values([x_name, y_name], kind="stable")
+        fig.add_trace(go.Scatter(x=f[x_name], y=f[y_name], mode="lines+markers+text",
+                                 name=f"{name}: front", line={"color": c},
+                                 text=[f"#{int(n)}" for n in f["number"]],
+                                 textposition="top right", marker={"size": 10},
+                                 legendgroup=name))
     fig.update_layout(title="Pareto fronts compared", xaxis_title=x_name, yaxis_title=y_name,
                       width=900, height=600)
     return fig

@@ -37,7 +37,12 @@ def open_read_only(url: str) -> sa.Engine:
         ping(engine, url)
     except StorageError as exc:
         raise AnalysisError(str(exc)) from None
-    tables = set(sa.inspect(engine).get_table_names())
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    except sa.exc.DatabaseError as exc:  # e.g. a text file given as an SQLite database
+        cause = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise AnalysisError(f"{redact(url)} is not a study database ({cause}); point "
+                            "--storage at the database a sweep wrote") from None
     if not tables >= OPTUNA_TABLES:
         raise AnalysisError(f"{redact(url)} is not a study database (no Optuna tables); "
                             "point --storage at the database a sweep wrote")
@@ -60,6 +65,12 @@ class StudyData:
     objective_spec: dict[str, Any]
     trials: pd.DataFrame  # one row per trial: number, state, objectives, params, metrics
     engine: sa.Engine = field(repr=False)
+    #: each searched parameter's Optuna distribution (as stored: name and attributes)
+    distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def scalar(self) -> bool:
+        return len(self.objectives) == 1
 
     def complete(self, *, include_pruned: bool = False,
                  include_infeasible: bool = False) -> pd.DataFrame:
@@ -153,8 +164,11 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     for tid, fixed_json in fixed:  # an enqueued trial's settings, as it ran them
         for k, v in json.loads(fixed_json).items():
             columns.setdefault(k, {})[tid] = v
+    distributions: dict[str, dict[str, Any]] = {}
     for tid, name, value, dist in params:
         columns.setdefault(name, {})[tid] = _decode_param(value, dist)
+        if name not in distributions:
+            distributions[name] = json.loads(dist)
     for tid, key, value_json in attrs:
         columns.setdefault(key, {})[tid] = json.loads(value_json)
     # objective values come from trial_values; same-named user attributes are copies
@@ -170,4 +184,4 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     trials["baseline"] = trials.get("baseline", pd.Series(False, index=trials.index)
                                     ).fillna(False).astype(bool)
     trials = trials.reset_index(drop=True)
-    return StudyData(study, sid, names, directions, spec, trials, engine)
+    return StudyData(study, sid, names, directions, spec, trials, engine, distributions)

@@ -1,4 +1,4 @@
-"""Non-dominated sorting, crowding distance and 2-D hypervolume (numpy only)."""
+"""Non-dominated sorting, crowding distance and 2-D hypervolume."""
 
 from __future__ import annotations
 
@@ -16,14 +16,25 @@ def _as_maximised(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 def pareto_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """Pareto rank of every row: 0 for the non-dominated front, 1 for the next, ...
 
-    Two objectives use an O(n log n) sweep; more objectives peel fronts in blocks.
+    One objective: a sort (equal values share a rank). Two: an O(n log n) sweep. More:
+    Optuna's non-dominated sort (the one its samplers use). Identical rows share a rank.
     """
     v = _as_maximised(values, directions)
     if len(v) == 0:
         return np.zeros(0, dtype=np.int64)
+    if v.shape[1] == 1:
+        _, ranks = np.unique(-v[:, 0], return_inverse=True)
+        return ranks.reshape(-1).astype(np.int64)
     if v.shape[1] == 2:
         return _ranks_2d(v)
-    return _ranks_peeling(v)
+    return _ranks_nd(v)
+
+
+def _ranks_nd(v: np.ndarray) -> np.ndarray:
+    # Optuna minimises: hand it the negated (maximised) values.
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    return np.asarray(_fast_non_domination_rank(-v), dtype=np.int64)
 
 
 def _ranks_2d(v: np.ndarray) -> np.ndarray:
@@ -46,24 +57,6 @@ def _ranks_2d(v: np.ndarray) -> np.ndarray:
             neg_best_y[k] = min(neg_best_y[k], -y)
             last[k] = (x, y)
         ranks[i] = k
-    return ranks
-
-
-def _ranks_peeling(v: np.ndarray, block: int = 1024) -> np.ndarray:
-    ranks = np.full(len(v), -1, dtype=np.int64)
-    remaining = np.arange(len(v))
-    rank = 0
-    while remaining.size:
-        sub = v[remaining]
-        dominated = np.zeros(len(sub), dtype=bool)
-        for start in range(0, len(sub), block):
-            cand = sub[start : start + block]
-            ge = (sub[None, :, :] >= cand[:, None, :]).all(-1)
-            gt = (sub[None, :, :] > cand[:, None, :]).any(-1)
-            dominated[start : start + block] = (ge & gt).any(1)
-        ranks[remaining[~dominated]] = rank
-        remaining = remaining[dominated]
-        rank += 1
     return ranks
 
 

@@ -1,12 +1,14 @@
-"""The report: ranked table and every figure in one self-contained HTML file."""
+"""The report: a readable header, a sortable ranked table and every figure in one
+self-contained HTML file (plotly embedded once, works offline)."""
 
 from __future__ import annotations
 
 import html
-import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -14,52 +16,141 @@ from analysis._figures import (
     effects_figure,
     hover_text,
     hypervolume_figure,
+    importance_figure,
     learning_curves_figure,
     parallel_coordinates_figure,
     pareto_figure,
 )
-from analysis._load import StudyData
-from analysis._rank import hypervolume_over_trials, rank_trials, table_columns
+from analysis._format import float_formatter
+from analysis._load import AnalysisError, StudyData
+from analysis._pareto import hypervolume_2d
+from analysis._rank import default_reference, hypervolume_over_trials, rank_trials, table_columns
 
 log = logging.getLogger("stagetune.analysis")
-FIGURES = ("pareto", "hypervolume", "curves", "effects", "parallel", "heatmap")
-MAIN_FIGURES = ("pareto", "hypervolume", "effects")
+FIGURES = ("pareto", "hypervolume", "curves", "effects", "parallel", "importance", "heatmap")
+MAIN_FIGURES = ("pareto", "hypervolume", "effects", "importance")
+FAIL_REASON_ATTR = "fail_reason"  # as the searcher stores it
+
+
+@dataclass
+class FigureSet:
+    """The figures drawn, and for each one that could not be drawn, why."""
+
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def heatmap_trial_row(data: StudyData, ranked: pd.DataFrame, number: int) -> pd.Series:
+    """The ranked row of trial ``number``; a clear error when it cannot have a heatmap."""
+    rows = data.trials[data.trials["number"] == number]
+    if rows.empty:
+        last = int(data.trials["number"].max())
+        raise AnalysisError(f"no trial {number} in study {data.name!r} (trials 0-{last})")
+    row = rows.iloc[0]
+    state = str(row["state"])
+    if state != "COMPLETE":
+        raise AnalysisError(f"trial {number} is {state.lower()}: it has no final latent "
+                            "correlations; choose a complete trial (see 'analyze rank')")
+    hit = ranked[ranked["number"] == number]
+    if hit.empty:
+        raise AnalysisError(f"trial {number} is infeasible (zay collapsed) and not ranked; "
+                            "pass --include-infeasible to draw it")
+    return hit.iloc[0]
 
 
 def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12,
                   heatmap_trial: int | None = None, which: tuple[str, ...] = FIGURES
-                  ) -> dict[str, go.Figure]:
-    """Every figure of a study, computed from the ranked trials."""
+                  ) -> FigureSet:
+    """Every figure of a study, computed from the ranked trials; what cannot be drawn is
+    listed with the reason."""
     from trainer.figures import correlation_heatmap
 
-    figures: dict[str, go.Figure] = {}
+    out = FigureSet()
     scored = ranked[ranked["pareto_rank"].notna()]
-    if "pareto" in which and len(data.objectives) >= 2:
-        infeasible = data.trials[(data.trials["state"] == "COMPLETE") & ~data.trials["feasible"]]
-        figures["pareto"] = pareto_figure(scored, data.objectives, infeasible=infeasible,
-                                          title=f"{data.name}: accuracy vs disentanglement")
-    if "hypervolume" in which and len(data.objectives) == 2:
-        figures["hypervolume"] = hypervolume_figure(hypervolume_over_trials(data))
+    n_obj = len(data.objectives)
+    if "hover" not in scored.columns and len(scored):
+        scored = scored.assign(hover=hover_text(scored, data.objectives))
+    if "pareto" in which:
+        if n_obj < 2:
+            out.skipped["pareto"] = ("a scalar study has no Pareto front: the ranked table "
+                                     "and the effects show the best trials")
+        elif scored.empty:
+            out.skipped["pareto"] = "no complete feasible trial yet"
+        else:
+            complete = data.trials[data.trials["state"] == "COMPLETE"]
+            infeasible = complete[~complete["feasible"]]
+            if "feasible" in scored and not scored["feasible"].all():
+                infeasible = infeasible.iloc[:0]  # ranked (--include-infeasible): shown as trials
+            reference = default_reference(data)
+            hv = None
+            if n_obj == 2:
+                front = scored[scored["pareto_rank"] == 0]
+                hv = hypervolume_2d(front[data.objectives].to_numpy(np.float64),
+                                    data.directions, reference)
+            out.figures["pareto"] = pareto_figure(
+                scored, data.objectives, infeasible=infeasible, reference=reference,
+                hypervolume=hv, title=f"{data.name}: {data.objectives[0]} vs "
+                                      f"{data.objectives[1]}")
+    if "hypervolume" in which:
+        if n_obj != 2:
+            out.skipped["hypervolume"] = (f"the hypervolume history is drawn for two "
+                                          f"objectives; this study has {n_obj}")
+        else:
+            hv = hypervolume_over_trials(data)
+            if hv.empty:
+                out.skipped["hypervolume"] = "no complete feasible trial yet"
+            else:
+                out.figures["hypervolume"] = hypervolume_figure(
+                    hv, reference=default_reference(data), objectives=data.objectives)
     if "curves" in which:
         top = scored.head(curves_top)
         curves = data.epochs(top["trial_id"].astype(int).tolist())
         by_number = {int(n): curves[int(t)] for n, t in zip(top["number"], top["trial_id"],
                                                             strict=True) if int(t) in curves}
         if by_number:
-            figures["curves"] = learning_curves_figure(by_number, metric="val_loss")
+            out.figures["curves"] = learning_curves_figure(by_number, metric="val_loss",
+                                                           of=len(scored))
+        else:
+            out.skipped["curves"] = ("the study holds no per-epoch rows for its best trials "
+                                     "(stagetune_epoch_metrics is empty or missing)")
     if "effects" in which:
-        figures["effects"] = effects_figure(scored, data.objectives)
-    if "parallel" in which and len(scored):
-        figures["parallel"] = parallel_coordinates_figure(scored, data.objectives)
-    if "heatmap" in which and len(scored):
-        row = (scored.iloc[0] if heatmap_trial is None
-               else ranked[ranked["number"] == heatmap_trial].iloc[0])
-        corr = data.artifact(int(row["trial_id"]), "correlations")
-        if corr:
-            fig = correlation_heatmap(corr)
-            fig.update_layout(title=f"Latent correlations of trial #{int(row['number'])}")
-            figures["heatmap"] = fig
-    return figures
+        if scored.empty:
+            out.skipped["effects"] = "no complete feasible trial yet"
+        else:
+            out.figures["effects"] = effects_figure(scored, data.objectives)
+    if "parallel" in which:
+        if scored.empty:
+            out.skipped["parallel"] = "no complete feasible trial yet"
+        else:
+            out.figures["parallel"] = parallel_coordinates_figure(scored, data.objectives)
+    if "importance" in which:
+        from analysis._importance import param_importances
+
+        try:
+            table = param_importances(data, scored)
+            out.figures["importance"] = importance_figure(table, len(scored))
+        except AnalysisError as exc:
+            out.skipped["importance"] = str(exc)
+    if "heatmap" in which:
+        if heatmap_trial is not None:
+            row = heatmap_trial_row(data, ranked, heatmap_trial)
+        elif scored.empty:
+            row = None
+            out.skipped["heatmap"] = "no complete feasible trial yet"
+        else:
+            row = scored.iloc[0]
+        if row is not None:
+            corr = data.artifact(int(row["trial_id"]), "correlations")
+            if corr:
+                fig = correlation_heatmap(corr)
+                fig.update_layout(title=f"Latent correlations of trial #{int(row['number'])}")
+                out.figures["heatmap"] = fig
+            elif heatmap_trial is not None:
+                raise AnalysisError(f"trial {heatmap_trial} stored no latent correlations")
+            else:
+                out.skipped["heatmap"] = (f"the best trial #{int(row['number'])} stored no "
+                                          "latent correlations")
+    return out
 
 
 def ranked_records(data: StudyData, ranked: pd.DataFrame) -> pd.DataFrame:
@@ -75,39 +166,209 @@ def write_tables(data: StudyData, ranked: pd.DataFrame, out: Path) -> tuple[Path
     return csv_path, json_path
 
 
+# ------------------------------------------------------------------------------ header
+
+
+def state_counts(data: StudyData) -> dict[str, int]:
+    """Trials by state, with infeasible (complete, zay collapsed) counted on their own."""
+    t = data.trials
+    complete = t["state"] == "COMPLETE"
+    counts = {"trials": len(t), "complete": int(complete.sum()),
+              "infeasible": int((complete & ~t["feasible"]).sum())}
+    for state, name in (("PRUNED", "pruned"), ("FAIL", "failed"), ("RUNNING", "running"),
+                        ("WAITING", "waiting")):
+        counts[name] = int((t["state"] == state).sum())
+    return counts
+
+
+def fail_reasons(data: StudyData) -> dict[str, int]:
+    t = data.trials
+    if FAIL_REASON_ATTR not in t.columns:
+        return {}
+    reasons = t.loc[t["state"] == "FAIL", FAIL_REASON_ATTR].dropna().astype(str)
+    return reasons.value_counts().to_dict()
+
+
+def counts_sentence(data: StudyData) -> str:
+    c = state_counts(data)
+    parts = [f"{c['complete']} complete"
+             + (f" ({c['infeasible']} of them infeasible: zay collapsed)" if c["infeasible"]
+                else "")]
+    parts += [f"{c[k]} {k}" for k in ("pruned", "failed", "running", "waiting") if c[k]
+              or k in ("pruned", "failed")]
+    text = f"{c['trials']} trials: " + ", ".join(parts) + "."
+    reasons = fail_reasons(data)
+    if reasons:
+        text += " Failures: " + "; ".join(f"{r} (×{n})" for r, n in reasons.items()) + "."
+    elif c["failed"]:
+        text += " No failure reason was recorded."
+    return text
+
+
+def _values(data: StudyData, row: pd.Series, fmts: dict) -> str:
+    return ", ".join(f"{o} {fmts[o](float(row[o]))}" for o in data.objectives)
+
+
+def best_sentence(data: StudyData, ranked: pd.DataFrame) -> str:
+    """The best trade-offs (or the best trial) in one sentence."""
+    scored = ranked[ranked["pareto_rank"].notna()]
+    if scored.empty:
+        return "No complete feasible trial yet."
+    fmts = {o: float_formatter(scored[o].to_numpy(np.float64)) for o in data.objectives}
+    base = scored[scored["baseline"].astype(bool)] if "baseline" in scored else scored.iloc[:0]
+    if data.scalar:
+        best = scored.iloc[0]
+        text = f"Best: trial #{int(best['number'])} with {_values(data, best, fmts)}"
+        if len(base) and int(base.iloc[0]["number"]) != int(best["number"]):
+            b = base.iloc[0]
+            text += (f"; the method default #{int(b['number'])} ranks "
+                     f"{int(b['position'])} of {len(scored)} ({_values(data, b, fmts)})")
+        return text + "."
+    front = scored[scored["pareto_rank"] == 0]
+    ends = []
+    for o, d in zip(data.objectives, data.directions, strict=True):
+        pick = front[o].idxmax() if d == "maximize" else front[o].idxmin()
+        row = front.loc[pick]
+        others = ", ".join(f"{p} {fmts[p](float(row[p]))}" for p in data.objectives if p != o)
+        ends.append(f"#{int(row['number'])} is best on {o} ({fmts[o](float(row[o]))}, "
+                    f"with {others})")
+    text = (f"Best trade-offs: the Pareto front holds {len(front)} of {len(scored)} ranked "
+            f"trials; " + "; ".join(ends))
+    if len(base):
+        b = base.iloc[0]
+        where = ("is on the front" if b["pareto_rank"] == 0
+                 else f"is in front {int(b['pareto_rank']) + 1}")
+        text += f"; the method default #{int(b['number'])} {where} ({_values(data, b, fmts)})"
+    return text + "."
+
+
+# ------------------------------------------------------------------------------- table
+
+_SORT_SCRIPT = """
+<script>
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.title = 'click to sort';
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var rows = Array.from(body.rows);
+    var up = th.dataset.dir !== 'up';
+    th.closest('tr').querySelectorAll('th').forEach(function (h) { h.dataset.dir = ''; });
+    th.dataset.dir = up ? 'up' : 'down';
+    function key(r) {
+      var t = r.cells[col].textContent.trim(), v = parseFloat(t);
+      return t === '' ? null : (isNaN(v) ? t : v);
+    }
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === null) return 1;
+      if (y === null) return -1;
+      var c = (typeof x === 'number' && typeof y === 'number') ? x - y
+              : String(x).localeCompare(String(y));
+      return up ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+</script>
+"""
+
+_STYLE = """
+<style>
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em 2em;color:#202124;
+     max-width:1400px}
+h1{margin-bottom:.2em} .meta{color:#5f6368;margin-top:0}
+.summary p{margin:.35em 0;line-height:1.45}
+.table-wrap{max-height:32em;overflow:auto;border:1px solid #dadce0;max-width:100%}
+table.sortable{border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums}
+table.sortable th{position:sticky;top:0;background:#f1f3f4;cursor:pointer;
+  white-space:normal;max-width:9em;padding:4px 6px;border:1px solid #dadce0}
+table.sortable th[data-dir=up]::after{content:' ▲'}
+table.sortable th[data-dir=down]::after{content:' ▼'}
+table.sortable td{border:1px solid #e8eaed;padding:2px 6px;text-align:right;
+  white-space:nowrap}
+table.sortable tr.front td{background:#fdecea}
+section{margin-bottom:2em} .skipped li{color:#5f6368}
+</style>
+"""
+
+
+def table_html(data: StudyData, table: pd.DataFrame) -> str:
+    """The ranked rows as a sortable HTML table, each float column with the digits it
+    needs to tell trials apart."""
+    cells: dict[str, list[str]] = {}
+    for c in table.columns:
+        col = table[c]
+        if pd.api.types.is_float_dtype(col):
+            fmt = float_formatter(col.to_numpy(np.float64))
+            cells[c] = [fmt(float(v)) for v in col]
+        else:
+            cells[c] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                        for v in col]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = []
+    front = (table["pareto_rank"] == 0).tolist() if "pareto_rank" in table else [False] * len(
+        table)
+    for i in range(len(table)):
+        tds = "".join(f"<td>{html.escape(cells[c][i])}</td>" for c in table.columns)
+        body.append(f"<tr class='front'>{tds}</tr>" if front[i] and not data.scalar
+                    else f"<tr>{tds}</tr>")
+    return (f"<div class='table-wrap'><table class='sortable'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+# ------------------------------------------------------------------------------ report
+
+
 def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
-                 include_infeasible: bool = False, png: bool = True, table_rows: int = 100
-                 ) -> Path:
+                 include_infeasible: bool = False, png: bool = True, table_rows: int = 100,
+                 scale: float = 1.0) -> Path:
     """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs."""
+    from analysis._load import redact
+
     ranked = rank_trials(data, include_pruned=include_pruned,
                          include_infeasible=include_infeasible)
     ranked["hover"] = hover_text(ranked, data.objectives)
-    figures = build_figures(data, ranked)
+    built = build_figures(data, ranked)
     write_tables(data, ranked, out)
-    counts = data.trials["state"].value_counts().to_dict()
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
                                                           strict=True))
     table = ranked_records(data, ranked).head(table_rows)
+    ranked_note = (f"{len(ranked)} trials ranked ({'with' if include_infeasible else 'without'}"
+                   f" infeasible, {'with' if include_pruned else 'without'} pruned)")
+    order = ("Pareto rank, then crowding distance" if not data.scalar
+             else f"{data.objectives[0]}")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>stagetune report: {html.escape(data.name)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-        "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "section{margin-bottom:2em}</style></head><body>",
+        f"<title>stagetune report: {html.escape(data.name)}</title>", _STYLE,
+        "</head><body>",
         f"<h1>Study {html.escape(data.name)}</h1>",
-        f"<p>Objectives: {objectives}. "
-        f"Trials: {html.escape(json.dumps(counts))}. Ranked: {len(ranked)} "
-        f"({'with' if include_infeasible else 'without'} infeasible, "
-        f"{'with' if include_pruned else 'without'} pruned).</p>",
-        f"<section id='ranked'><h2>Ranked trials (top {len(table)})</h2>",
-        table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""),
-        "</section>",
+        f"<p class='meta'>{html.escape(redact(str(data.engine.url)))} · objectives: "
+        f"{html.escape(objectives)}</p>",
+        "<div class='summary'>",
+        f"<p>{html.escape(counts_sentence(data))}</p>",
+        f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",
+        f"<p>{html.escape(ranked_note)}.</p>",
+        "</div>",
     ]
-    for i, (name, fig) in enumerate(figures.items()):
+    if built.skipped:
+        parts.append("<div class='skipped'><p>Figures not drawn:</p><ul>")
+        parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                  for k, v in built.skipped.items()]
+        parts.append("</ul></div>")
+    shown = (f"all {len(table)}" if len(table) == len(ranked)
+             else f"top {len(table)} of {len(ranked)}; all of them in ranked.csv")
+    parts += [
+        f"<section id='ranked'><h2>Ranked trials ({shown})</h2>",
+        f"<p class='meta'>Ordered by {order}; click a column to sort"
+        + ("; front rows shaded" if not data.scalar else "") + ".</p>",
+        table_html(data, table), "</section>",
+    ]
+    for i, (name, fig) in enumerate(built.figures.items()):
         parts.append(f"<section id='figure-{name}'>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0),
                                  div_id=f"fig-{name}"))
         parts.append("</section>")
+    parts.append(_SORT_SCRIPT)
     parts.append("</body></html>")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
@@ -115,5 +376,6 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     if png:
         from trainer.figures import export_png
 
-        export_png({k: v for k, v in figures.items() if k in MAIN_FIGURES}, out)
+        export_png({k: v for k, v in built.figures.items() if k in MAIN_FIGURES}, out,
+                   scale=scale)
     return path

@@ -54,33 +54,65 @@ def label_prediction_figure(probe_accuracy: dict[str, dict[str, float]]) -> go.F
     return fig
 
 
-def export_png(figures: dict[str, go.Figure], out: Path) -> list[Path]:
-    """``name.png`` for every figure when static export works; says once when it does not."""
+def figure_size(fig: go.Figure) -> tuple[int, int]:
+    """The figure's own layout size in pixels (plotly's 700 x 500 where it sets none)."""
+    width = fig.layout.width or 700
+    height = fig.layout.height or 500
+    return int(width), int(height)
+
+
+def export_png(figures: dict[str, go.Figure], out: Path, *, scale: float = 1.0) -> list[Path]:
+    """``name.png`` for every figure, at the figure's own layout size times ``scale``,
+    when static export works; says once (with the cause and the fix) when it does not."""
     global _static_export_warned
     written: list[Path] = []
+    if not figures:
+        return written
     try:
         import kaleido  # noqa: F401
         import plotly.io as pio
 
         paths = [out / f"{name}.png" for name in figures]
-        # one browser session for all figures: starting Chromium per figure costs seconds
-        pio.write_images(list(figures.values()), paths)
+        sizes = [figure_size(fig) for fig in figures.values()]
+        # one browser session for all figures: starting Chromium per figure costs seconds;
+        # without explicit sizes every image would come out 700 x 500
+        pio.write_images(list(figures.values()), paths, width=[w for w, _ in sizes],
+                         height=[h for _, h in sizes], scale=scale)
         written.extend(paths)
     except Exception as exc:  # no kaleido, or no browser for it to drive
         if not _static_export_warned:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("static PNG export unavailable (%s); wrote HTML figures only", reason)
+            log.warning("%s; wrote HTML figures only", _export_failure(exc))
             _static_export_warned = True
     return written
 
 
-def export_figures(figures: dict[str, go.Figure], out: Path, *, png: bool = True
-                   ) -> list[Path]:
-    """Write ``name.html`` (plotly embedded, works offline) and, if asked and possible,
-    ``name.png``."""
+def _export_failure(exc: Exception) -> str:
+    """Why static export failed, and what to do about it, in one line."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ModuleNotFoundError) and "kaleido" in text:
+        return ("PNG export needs kaleido, which is not installed: "
+                "pip install 'stagetune[png]'")
+    lowered = text.lower()
+    if any(k in lowered for k in ("chrome", "chromium", "browser")):
+        return ("PNG export needs a Chromium browser for kaleido and found none "
+                f"({text[:160] or type(exc).__name__}): install one with "
+                "'apt-get install chromium' (Debian/Ubuntu) or 'plotly_get_chrome'")
+    return (f"PNG export failed ({type(exc).__name__}: {text[:160]}); kaleido drives a "
+            "Chromium browser: 'apt-get install chromium' provides one")
+
+
+def export_figures(figures: dict[str, go.Figure], out: Path, *, png: bool = True,
+                   scale: float = 1.0, shared_plotlyjs: bool = False) -> list[Path]:
+    """Write ``name.html`` (works offline) and, if asked and possible, ``name.png``.
+
+    With ``shared_plotlyjs`` the HTML files load one ``plotly.min.js`` written beside
+    them instead of embedding the library (about 4.8 MB) in each file.
+    """
     written = []
     for name, fig in figures.items():
         path = out / f"{name}.html"
-        fig.write_html(path, include_plotlyjs=True)
+        fig.write_html(path, include_plotlyjs="directory" if shared_plotlyjs else True)
         written.append(path)
-    return written + (export_png(figures, out) if png else [])
+    if shared_plotlyjs and figures:
+        written.append(out / "plotly.min.js")
+    return written + (export_png(figures, out, scale=scale) if png else [])

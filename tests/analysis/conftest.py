@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -76,3 +77,61 @@ def study_db(tmp_path):
     db = tmp_path / "study.db"
     make_study(f"sqlite:///{db}")
     return db
+
+
+def _random_params(rng, dists_out: dict) -> dict:
+    on = bool(rng.integers(0, 2))
+    params = {"stage1_epochs": int(rng.integers(0, 10)), "stage2_epochs": int(rng.integers(0, 10)),
+              "use_independence_penalty": on}
+    if on:
+        params["independence_penalty"] = float(10 ** rng.uniform(-1, 2))
+    dists_out.clear()
+    dists_out.update({k: DISTS[k] for k in params})
+    return params
+
+
+def make_scalar_study(url: str, name: str = "scalar", n: int = 30, *,
+                      epochs: bool = True) -> None:
+    """A scalar (one objective) study; ``epochs=False`` stores no per-epoch rows."""
+    objective = Objective(mode="scalar")
+    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
+    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    rng = np.random.default_rng(3)
+    trials = []
+    for _ in range(n):
+        dists: dict = {}
+        params = _random_params(rng, dists)
+        value = 0.5 + 0.04 * params["stage1_epochs"] + 0.01 * rng.normal()
+        trials.append(create_trial(values=[value], params=params, distributions=dists,
+                                   user_attrs={"feasible": True},
+                                   system_attrs={"constraints": [-0.5]}))
+    study.add_trials(trials)
+    storage = optuna.storages.RDBStorage(url)
+    create_tables(storage.engine)
+    if epochs:
+        for t in study.get_trials():
+            for epoch in range(3):
+                write_epoch(storage.engine, t._trial_id, epoch, epoch + 1,
+                            {"epoch": float(epoch), "stage": float(epoch + 1),
+                             "val_loss": 10.0 - epoch})
+    storage.engine.dispose()
+
+
+def make_dominant_study(url: str, name: str = "dominant", n: int = 80) -> None:
+    """Both objectives depend (oppositely) on stage 1 length alone, plus small noise:
+    ``stage1_epochs`` is the one important parameter."""
+    objective = Objective()
+    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
+    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    rng = np.random.default_rng(11)
+    trials = []
+    for _ in range(n):
+        dists: dict = {}
+        params = _random_params(rng, dists)
+        s1 = params["stage1_epochs"]
+        values = [0.5 + 0.05 * s1 + 0.005 * rng.normal(), 0.95 - 0.04 * s1
+                  + 0.005 * rng.normal()]
+        trials.append(create_trial(values=values, params=params, distributions=dists,
+                                   user_attrs={"feasible": True},
+                                   system_attrs={"constraints": [-0.5]}))
+    study.add_trials(trials)

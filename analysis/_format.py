@@ -1,0 +1,45 @@
+"""Numbers as text: enough digits that distinct values stay distinct."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+
+def decimals_needed(values: Iterable[float], *, least: int = 3, most: int = 10) -> int:
+    """Fewest decimals (at least ``least``) at which the values keep their distinctness.
+
+    Rounding must neither merge two different values (0.91234 and 0.91236 would both
+    read 0.912 at 3 decimals) nor carry a value over an integer (0.99996 must not read
+    1.000: it is not 1).
+    """
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return least
+    n_distinct = np.unique(v).size
+    floors = np.floor(v)
+    for d in range(least, most + 1):
+        r = np.round(v, d)
+        if np.unique(r).size == n_distinct and np.array_equal(np.floor(r), floors):
+            return d
+    return most
+
+
+def float_formatter(values: Iterable[float], *, least: int = 3) -> Callable[[float], str]:
+    """A formatter for one column: fixed decimals from ``decimals_needed``."""
+    values = list(values)
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if finite.size and np.all(finite == np.round(finite)) and np.abs(finite).max() < 1e15:
+        return lambda x: "" if x is None or not np.isfinite(x) else f"{x:.0f}"
+    big = finite.size and np.abs(finite).max() >= 1e6
+    d = decimals_needed(finite, least=least)
+
+    def fmt(x: float) -> str:
+        if x is None or not np.isfinite(x):
+            return "" if x is None or np.isnan(x) else str(x)
+        return f"{x:.{d}e}" if big else f"{x:.{d}f}"
+
+    return fmt
