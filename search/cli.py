@@ -150,20 +150,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
         asha=args.asha, retries=args.retries, seeds=args.seeds, imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
+        resume_command=resume_command(getattr(args, "argv", None)),
     )
-    for module in opts.imports:
-        __import__(module)
-    run_sweep(opts)
+    summary = run_sweep(opts)
+    ran = summary.get("this_run", {})
+    if ran.get("fail") and not ran.get("complete") and not ran.get("prune"):
+        print(f"error: all {ran['fail']} trials of this run failed; the reasons are "
+              "stored with them (stagetune status)", file=sys.stderr)
+        return 1
     return 0
+
+
+def resume_command(argv: list[str] | None) -> str | None:
+    """The ``stagetune sweep`` command that continues this sweep, passwords hidden."""
+    import shlex
+
+    if not argv or argv[0] != "run":
+        return None
+    return "stagetune sweep " + shlex.join(redact(a) for a in argv[1:])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
     from search.driver import print_summary, summarize
-    from search.study import OBJECTIVE_ATTR, open_storage
+    from search.study import OBJECTIVE_ATTR, open_storage_read_only
 
-    storage = open_storage(args.storage)
+    # read only: status never creates, migrates or writes a database
+    storage = open_storage_read_only(args.storage)
     names = [s.study_name for s in storage.get_all_studies()]
     if args.study not in names:
         raise StorageError(f"no study {args.study!r} in {redact(args.storage)}; studies "
@@ -183,16 +197,30 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search.driver import SweepInterrupted
     from search.study import StudyError
     from trainer import ConfigError
 
     try:
         return cmd_run(args) if args.command == "run" else cmd_status(args)
+    except SweepInterrupted as stop:
+        requeued = (f"trial{'s' if len(stop.stopped) != 1 else ''} "
+                    f"{', '.join(map(str, stop.stopped))} marked failed (driver stopped) and "
+                    "re-queued" if stop.stopped else "no trial was running")
+        print(f"sweep {stop}: {requeued}", file=sys.stderr)
+        command = resume_command(argv)
+        if command:
+            print(f"resume with: {command}"
+                  + (" (put the password back)" if "***" in command else ""),
+                  file=sys.stderr)
+        return stop.exit_code
     except (SpaceError, ObjectiveError, StorageError, StudyError, ConfigError, ValueError,
             FileNotFoundError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

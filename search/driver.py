@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,14 @@ from search._progress import (
 )
 from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace, baseline_params
-from search.storage import redact
+from search.storage import end_driver, redact, study_lock
 from search.study import (
     DRIVER_BEAT_S,
     count_finished,
     open_study,
+    peek_study,
     recover_orphans,
+    requeue,
 )
 
 log = logging.getLogger("stagetune.search")
@@ -51,6 +56,68 @@ class SweepOptions:
     tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
     quiet: bool = False
     verbose: bool = False  # show Ray's own warnings
+    resume_command: str | None = None  # printed after a stop signal (password hidden)
+
+
+class PreflightError(ValueError):
+    """The sweep cannot run as asked; found before anything is stored or launched."""
+
+
+class SweepInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the sweep; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int, stopped: list[int]) -> None:
+        self.signum, self.stopped = signum, stopped
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def check_trial_config(opts: SweepOptions) -> None:
+    """What every trial would trip over, checked once before launch: the ``--import``
+    modules, the trainer configuration, the data set's name and its data root."""
+    import importlib
+
+    for module in opts.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise PreflightError(f"cannot import --import module {module!r}: {exc}") from None
+    from trainer import RunConfig, dataset_names
+
+    cfg = RunConfig.from_dict(opts.base_config)
+    if cfg.data.dataset not in dataset_names():
+        raise PreflightError(
+            f"unknown dataset {cfg.data.dataset!r}; choose one of "
+            f"{', '.join(dataset_names())} (a data set of your own needs --import MODULE)")
+    root = cfg.data.data_root
+    if root and not Path(root).expanduser().is_dir():
+        raise PreflightError(f"data root {root} does not exist or is not a directory")
+
+
+def check_resources(opts: SweepOptions) -> float:
+    """Refuse a per-trial request no node of the Ray cluster can hold (Tune would wait for
+    it forever); returns the GPUs per trial to ask for."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    cpus = sum(n.get("CPU", 0) for n in nodes)
+    gpus_total = sum(n.get("GPU", 0) for n in nodes)
+    gpus = opts.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if gpus_total > 0 else 0.0
+    cluster = (f"the Ray cluster has {cpus:g} CPUs and {gpus_total:g} GPUs on {len(nodes)} "
+               f"node{'s' if len(nodes) != 1 else ''}")
+    if opts.cpus_per_trial <= 0 or gpus < 0:
+        raise PreflightError("--cpus-per-trial must be positive and --gpus-per-trial not "
+                             "negative")
+    if not any(n.get("CPU", 0) >= opts.cpus_per_trial and n.get("GPU", 0) >= gpus
+               for n in nodes):
+        hint = ("; use --gpus-per-trial 0 or join a cluster with GPUs (--address)" if gpus
+                else "; lower --cpus-per-trial")
+        raise PreflightError(f"no node can run a trial with --cpus-per-trial "
+                             f"{opts.cpus_per_trial:g} --gpus-per-trial {gpus:g}: "
+                             f"{cluster}{hint}")
+    return gpus
 
 
 def _init_ray(opts: SweepOptions) -> None:
@@ -77,9 +144,21 @@ def _init_ray(opts: SweepOptions) -> None:
 
 
 def run_sweep(opts: SweepOptions) -> dict[str, Any]:
-    """Run (or continue) a sweep until the study holds ``n_trials`` finished trials."""
+    """Run (or continue) a sweep until the study holds ``n_trials`` finished trials.
+
+    Everything that would make every trial fail, or wait forever, is checked before the
+    study is created or a trial launched (:class:`PreflightError`); a resumed study with
+    another objective is refused. SIGINT/SIGTERM stop it gracefully
+    (:class:`SweepInterrupted`).
+    """
     if opts.n_trials < 0:
         raise ValueError(f"--n-trials must not be negative (got {opts.n_trials})")
+    check_trial_config(opts)
+    done_before = peek_study(opts.storage, opts.study, opts.objective)
+    gpus = 0.0
+    if done_before is None or done_before < opts.n_trials:
+        _init_ray(opts)
+        gpus = check_resources(opts)
     opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
                         seed=opts.seed)
     study = opened.study
@@ -100,18 +179,74 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
                  if requeued else "")
               + f"; {max(0, remaining)} to run", flush=True)
     t_start = time.perf_counter()
+    outcomes: dict[str, int] = {}
     if remaining > 0:
-        _run_tune(opts, study, remaining, counts["done"], opened.storage.engine)
+        if done_before is not None and done_before >= opts.n_trials:  # a re-queue since
+            _init_ray(opts)
+            gpus = check_resources(opts)
+        outcomes = _run_tune(opts, study, gpus, counts["done"], opened.storage.engine)
     summary = summarize(study, opts.objective)
     summary["requeued"] = requeued
+    summary["this_run"] = outcomes
     summary["wall_s"] = time.perf_counter() - t_start
     if not opts.quiet:
         print_summary(summary)
     return summary
 
 
-def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> None:
-    import ray
+class _SignalStop:
+    """SIGINT/SIGTERM: no new trials, Tune stops the running ones, the driver marks them.
+
+    Tune's own SIGINT handler is switched off: it saves the experiment for
+    ``Tuner.restore``, which this project does not use (the study database is the state).
+    """
+
+    def __init__(self, searcher) -> None:
+        self.searcher = searcher
+        self.signum: int | None = None
+        self.event = threading.Event()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.searcher.request_stop()
+            self.event.set()
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        previous = {sig: signal.signal(sig, self._handle)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stopper(self, experiment: str):
+        """A Tune stopper that ends the experiment once a signal came."""
+        from search.searcher import SignalStopper
+
+        return SignalStopper.register(experiment, self.event)
+
+
+def _mark_stopped(study, engine, experiment: str) -> list[int]:
+    """This driver's trials still RUNNING after a stop: FAIL "driver stopped", not counted
+    toward the total, their settings queued to run again."""
+    from optuna.trial import TrialState
+
+    stopped = []
+    with study_lock(engine, study.study_name):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("tune_experiment") == experiment:
+                requeue(study, t, "driver stopped")
+                stopped.append(t.number)
+    return stopped
+
+
+def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict[str, int]:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
@@ -119,10 +254,6 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     from search.searcher import StudySearcher
     from search.trainable import tune_trainable
 
-    _init_ray(opts)
-    gpus = opts.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective, study, quiet=opts.quiet)
@@ -135,7 +266,9 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
                        "threads": max(1, int(opts.cpus_per_trial)), "seeds": opts.seeds,
                        "imports": list(opts.imports)},
         experiment=experiment, engine=engine, on_event=progress,
+        total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
     )
+    stop = _SignalStop(searcher)
     scheduler = None
     if opts.asha:
         # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
@@ -145,7 +278,9 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
     tuner = tune.Tuner(
         tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+            # the searcher ends the sweep when the study's total is reached (it counts
+            # the database at every ask); this is only an upper bound
+            search_alg=searcher, scheduler=scheduler, num_samples=max(1, opts.n_trials),
             # a warm worker per slot: imports (torch, scikit-learn) happen once, not per trial
             max_concurrent_trials=opts.max_concurrent, reuse_actors=True,
         ),
@@ -154,14 +289,29 @@ def _run_tune(opts: SweepOptions, study, remaining: int, done: int, engine) -> N
             failure_config=tune.FailureConfig(max_failures=opts.retries),
             callbacks=[JsonLoggerCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            stop=stop.stopper(experiment),
         ),
     )
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     heartbeat.start()
     try:
-        tuner.fit()
+        with stop.installed():
+            tuner.fit()
+            if stop.signum is not None:
+                stopped = _mark_stopped(study, engine, experiment)
+                raise SweepInterrupted(stop.signum, stopped)
     finally:
+        from search.searcher import SignalStopper
+
+        SignalStopper.unregister(experiment)
         progress.close()
         heartbeat.stop()
+        try:
+            end_driver(engine, experiment)
+        except Exception as exc:  # the row only delays nothing: a stale row is ignored
+            log.warning("could not remove the driver's row: %s",
+                        redact(str(exc)).splitlines()[0])
+    return dict(searcher.outcomes)
 
 
 class _Heartbeat:
@@ -187,6 +337,9 @@ class _Heartbeat:
             self._stop.wait(DRIVER_BEAT_S)
 
     def start(self) -> None:
+        from search.storage import beat
+
+        beat(self.engine, self.experiment)  # alive before its first trial is asked for
         self._thread.start()
 
     def stop(self) -> None:

@@ -7,24 +7,40 @@ What it does differently from the stock ``OptunaSearch``:
   database on resume (no ``Tuner.restore``), so nothing is re-run or left RUNNING;
 - the objective's names and directions live here, not in ``TuneConfig``;
 - a trial retried after a worker failure is told exactly once, when it finally ends;
-- per-epoch metrics go to our own table, which multi-objective studies need.
+- per-epoch metrics go to our own table, which multi-objective studies need;
+- ``--n-trials`` is the study's total across drivers: the database is counted at every
+  ask, under a lock all drivers share, and asking stops once the total is reached;
+- each trial's sampler seed derives from the sweep's seed and the trial's number, so
+  concurrent drivers never propose the same settings;
+- a trial that raised (reported by the trainable) or whose objective is not finite is
+  told FAIL with its reason in user attributes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
 from search import storage as db
 from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace
+from search.storage import study_lock
+from search.study import (
+    FAIL_REASON_ATTR,
+    count_toward_total,
+    make_sampler,
+    study_engine,
+    trial_seed,
+)
 from trainer.objectives import COLLAPSE_FLAG
 
 log = logging.getLogger("stagetune.search")
@@ -55,7 +71,13 @@ class StudySearcher(Searcher):
         experiment: str,
         engine: Any,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        total: int | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
     ) -> None:
+        """Args (beyond the obvious): ``total`` is the study's ``--n-trials`` (``None``:
+        no limit); ``sampler`` and ``seed`` name the sampler made afresh for each trial,
+        seeded by the trial's number (``None``: keep the study's sampler)."""
         super().__init__(metric=None, mode=None)
         self.study = study
         self.space = space
@@ -65,19 +87,43 @@ class StudySearcher(Searcher):
         self.experiment = experiment
         self.on_event = on_event or (lambda kind, info: None)
         self._engine = engine  # the study database's SQLAlchemy engine
+        self.total, self.sampler_name, self.seed = total, sampler, seed
         self._live: dict[str, optuna.Trial] = {}
         self._lock = threading.Lock()
+        self.stopping = False  # the driver was told to stop: no new trials
+        self.left_running: list[int] = []  # numbers of trials interrupted by a stop
+        self.outcomes = {"complete": 0, "prune": 0, "fail": 0}  # told by this searcher
+
+    def _told(self, kind: str, info: dict[str, Any]) -> None:
+        self.outcomes[kind] += 1
+        self.on_event(kind, info)
+
+    def request_stop(self) -> None:
+        """Ask for nothing more; trials cut short from now on stay RUNNING for the driver
+        to mark as stopped and re-queue."""
+        self.stopping = True
 
     # Tune hands us its metric/mode; ours are fixed by the objective, so accept anything.
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        with self._lock:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.stopping:
+            return Searcher.FINISHED
+        engine = self._engine if self._engine is not None else study_engine(self.study)
+        # Counting, asking and tagging happen under the study's lock: no other driver asks
+        # in between (the total holds) and no resume takes the untagged trial for an orphan.
+        with self._lock, study_lock(engine, self.study.study_name):
+            counted, number = count_toward_total(self.study)
+            if self.total is not None and counted >= self.total:
+                return Searcher.FINISHED
+            if self.sampler_name is not None:
+                self.study.sampler = make_sampler(self.sampler_name,
+                                                  trial_seed(self.seed, number))
             trial = self.study.ask()
-            params = self.space.sample(trial)
             trial.set_user_attr("tune_trial_id", trial_id)
             trial.set_user_attr("tune_experiment", self.experiment)
+            params = self.space.sample(trial)
             self._live[trial_id] = trial
         self.on_event("start", {"number": trial.number, "params": params})
         return {"params": params, "base": self.base_config, "optuna_number": trial.number,
@@ -87,12 +133,23 @@ class StudySearcher(Searcher):
         trial = self._live.get(trial_id)
         if trial is None or result.get("final"):
             return
-        row = own_metrics(result)
+        self._record_epoch(trial, own_metrics(result))
+
+    def _record_epoch(self, trial: optuna.Trial, row: dict[str, float]) -> None:
         if "epoch" not in row:
             return
         db.write_epoch(self._engine, trial._trial_id, int(row["epoch"]), int(row["stage"]), row)
         if self.objective.mode == "scalar" and EPOCH_SCORE in row:
             trial.report(row[EPOCH_SCORE], step=int(row["epoch"]))
+
+    def _fail(self, trial: optuna.Trial, reason: str, details: dict[str, Any]) -> None:
+        """Tell FAIL, with the reason (one line) and its details as user attributes."""
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
+        for key, value in details.items():
+            if value is not None:
+                trial.set_user_attr(f"fail_{key}", value)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._told("fail", {"number": trial.number, "reason": reason})
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -104,21 +161,53 @@ class StudySearcher(Searcher):
         if frozen.state.is_finished():  # told already (a retried trial ends only once)
             return
         info: dict[str, Any] = {"number": trial.number}
-        if error:
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.on_event("fail", info)
-            return
         result = result or {}
+        if result.get("node_id"):  # the Ray node of the trial's last attempt
+            trial.set_user_attr("node_id", str(result["node_id"]))
+        if self.stopping and not result.get("final"):
+            # cut short by the driver's stop: the driver fails and re-queues it
+            self.left_running.append(trial.number)
+            return
+        if error:
+            # The trainable reports every exception of its own, so an error reaching Tune
+            # means the worker process or its node was lost, on every allowed retry.
+            self._fail(trial, "worker lost: its process or node died on every retry",
+                       {"type": "WorkerLost"})
+            return
+        if result.get("trial_failed"):
+            details = json.loads(result.get("failure_json", "{}"))
+            self._fail(trial, details.pop("reason", "the trial raised"), details)
+            return
         if not result.get("final"):
             # Stopped by the scheduler before the run finished: its numbers are those of
-            # an undertrained model, so it must not enter the front.
+            # an undertrained model, so it must not enter the front. Tune hands the
+            # result it stopped on to this call only, so its epoch is recorded here.
+            self._record_epoch(trial, own_metrics(result))
             trial.set_user_attr("final_stage", float(result.get("stage", 0.0)))
             trial.set_user_attr("epochs_run", float(result.get("epoch", -1.0)) + 1.0)
             self.study.tell(trial, state=TrialState.PRUNED)
-            self.on_event("prune", info)
+            self._told("prune", info)
             return
+        if "last_epoch_json" in result:
+            # the last epoch comes with the final result, so that a scheduler whose clock
+            # runs out on that epoch cannot cut a fully trained trial short
+            self._record_epoch(trial, json.loads(result["last_epoch_json"]))
         final = own_metrics(result)
         final.pop("final", None)
+        try:
+            values = self.objective.values(final)
+        except KeyError as exc:
+            self._fail(trial, f"objective {exc.args[0]!r} missing from the trial's result",
+                       {"type": "MissingObjective"})
+            return
+        if not all(math.isfinite(v) for v in values):
+            for key, value in final.items():
+                trial.set_user_attr(key, value)
+            self._fail(trial, "non-finite objective",
+                       {"type": "NonFiniteObjective",
+                        "message": ", ".join(f"{n}={v}" for n, v in
+                                             zip(self.objective.names, values, strict=True))})
+            return
         feasible = self.objective.feasible(final)
         config = json.loads(result["config_json"]) if "config_json" in result else None
         for key, value in final.items():
@@ -130,10 +219,9 @@ class StudySearcher(Searcher):
         if "correlations_json" in result:
             db.write_artifact(self._engine, trial._trial_id, "correlations",
                               json.loads(result["correlations_json"]))
-        values = self.objective.values(final)
         self.study.tell(trial, values)
         info.update(values=values, feasible=feasible)
-        self.on_event("complete", info)
+        self._told("complete", info)
 
     # Tune pickles its searcher into the experiment folder (tuner.pkl). The study handle,
     # its engine and URL (which may hold a password) must not go there: the database is
@@ -166,3 +254,32 @@ class StudySearcher(Searcher):
 
     def set_state(self, state: dict) -> None:
         return None
+
+
+class SignalStopper(Stopper):
+    """Ends a Tune experiment once its driver was sent SIGINT/SIGTERM.
+
+    Tune pickles its stoppers with the experiment, so this one holds only a key into a
+    registry of this process's stop events.
+    """
+
+    _events: ClassVar[dict[str, threading.Event]] = {}
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @classmethod
+    def register(cls, key: str, event: threading.Event) -> SignalStopper:
+        cls._events[key] = event
+        return cls(key)
+
+    @classmethod
+    def unregister(cls, key: str) -> None:
+        cls._events.pop(key, None)
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        event = self._events.get(self.key)
+        return event is not None and event.is_set()

@@ -164,6 +164,45 @@ def _parse_value(name: str, text: str) -> Any:
     return text
 
 
+_RANGES = ("stage1_epochs", "stage2_epochs", "independence_penalty")
+
+
+def _read_space_file(path: Path) -> dict[str, Any]:
+    """A space file's mapping; a malformed file is one SpaceError line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"cannot read search-space file {path}: {exc}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError, json.JSONDecodeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpaceError(f"search-space file {path} is not valid "
+                         f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                         f"{first}") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path} must hold a mapping of parameter names")
+    return raw
+
+
+def _file_entry(path: Path, key: str, name: str, value: Any) -> tuple[Any, ...]:
+    """A range ``[lo, hi]`` or a list of choices from a space file, checked for shape."""
+    if not isinstance(value, list | tuple):
+        kind = "a range [lo, hi]" if name in _RANGES else "a list of choices"
+        raise SpaceError(f"{path}: {key} must be {kind} (got {value!r}); to fix one value "
+                         f"write it under 'fixed:' ({key}: {value!r})")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if name in _RANGES and (len(value) != 2 or not numbers):
+        raise SpaceError(f"{path}: {key} must be a range of two numbers [lo, hi] "
+                             f"(got {value!r})")
+    return tuple(value)
+
+
 ALIASES = {"lambda": "independence_penalty", "penalty": "use_independence_penalty",
            "stage1": "stage1_epochs", "stage2": "stage2_epochs",
            "suppression": "zay_suppression", "measure": "penalty_measure"}
@@ -184,21 +223,16 @@ def build_space(
         path = Path(file)
         if not path.is_file():
             raise SpaceError(f"search-space file {path} does not exist")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text) or {}
-        else:
-            raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise SpaceError(f"{path} must hold a mapping of parameter names")
-        fixed.update(raw.pop("fixed", {}) or {})
+        raw = _read_space_file(path)
+        fixed_part = raw.pop("fixed", {}) or {}
+        if not isinstance(fixed_part, dict):
+            raise SpaceError(f"{path}: 'fixed' must map parameter names to values")
+        fixed.update(fixed_part)
         for key, value in raw.items():
             name = ALIASES.get(key, key)
             if name not in SearchSpace.SEARCHED:
                 raise SpaceError(f"{path}: unknown parameter {key!r}")
-            updates[name] = tuple(value) if isinstance(value, list) else value
+            updates[name] = _file_entry(path, key, name, value)
     for item in ranges:
         name, _, bounds = item.partition("=")
         name = ALIASES.get(name, name)
@@ -218,4 +252,7 @@ def build_space(
         fixed[name] = _parse_value(name, value)
     for name in list(fixed):
         fixed[ALIASES.get(name, name)] = fixed.pop(name)
-    return replace(space, **updates, fixed=fixed)
+    try:
+        return replace(space, **updates, fixed=fixed)
+    except TypeError as exc:  # e.g. a fixed epoch count that is not a number
+        raise SpaceError(f"search space does not fit together: {exc}") from None

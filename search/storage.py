@@ -11,9 +11,11 @@ import json
 import os
 import re
 import socket
-import time
+import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +24,10 @@ import sqlalchemy as sa
 # the last '@' that is followed by a host part.
 _PASSWORD = re.compile(
     r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>\S*)@(?=[^@\s/]*(?:[/?\s'\"]|$))"
+)
+# ...?password=PASSWORD&... (libpq and SQLAlchemy accept the password as a query parameter)
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&](?:ssl)?pass(?:word|wd)?=)(?P<pw>[^&\s'\"]*)", re.IGNORECASE
 )
 
 DEFAULT_STORAGE = "sqlite:///stagetune.db"
@@ -45,7 +51,8 @@ artifacts = sa.Table(
 drivers = sa.Table(
     "stagetune_drivers", metadata,
     sa.Column("experiment", sa.String(256), primary_key=True),  # the Tune experiment name
-    sa.Column("heartbeat_at", sa.Float, nullable=False),  # unix time of the last beat
+    # seconds since 1970 by the database server's clock (never a driver host's)
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("host", sa.String(256), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
 )
@@ -56,8 +63,10 @@ class StorageError(RuntimeError):
 
 
 def redact(text: str) -> str:
-    """Replace the password of every URL in ``text`` with ``***``."""
-    return _PASSWORD.sub(lambda m: m.group("head") + "***@", str(text))
+    """Replace every password in ``text`` with ``***``: the userinfo of a URL
+    (``scheme://user:PASSWORD@host``) and ``password=`` query parameters."""
+    text = _PASSWORD.sub(lambda m: m.group("head") + "***@", str(text))
+    return _QUERY_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
 def check_url(url: str) -> None:
@@ -147,13 +156,35 @@ def read_epochs(engine: sa.Engine, trial_id: int) -> list[dict[str, float]]:
     return [json.loads(r[0]) for r in rows]
 
 
+def server_epoch(engine: sa.Engine) -> sa.ColumnElement:
+    """Now, in seconds since 1970, by the database server's clock.
+
+    Drivers on several hosts compare heartbeats; their own clocks may disagree, the
+    server's is one clock for all of them.
+    """
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
+    if dialect == "postgresql":
+        return sa.literal_column("EXTRACT(EPOCH FROM CURRENT_TIMESTAMP)")
+    if dialect in ("mysql", "mariadb"):
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))")
+    return sa.func.extract("epoch", sa.func.current_timestamp())
+
+
 def beat(engine: sa.Engine, experiment: str, *, pid: int | None = None) -> None:
     """Record that the driver of ``experiment`` (this process) is alive now."""
     with session(engine) as conn:
         conn.execute(drivers.delete().where(drivers.c.experiment == experiment))
         conn.execute(drivers.insert().values(
-            experiment=experiment, heartbeat_at=time.time(), host=socket.gethostname(),
-            pid=os.getpid() if pid is None else pid))
+            experiment=experiment, heartbeat_at=server_epoch(engine),
+            host=socket.gethostname(), pid=os.getpid() if pid is None else pid))
+
+
+def end_driver(engine: sa.Engine, experiment: str) -> None:
+    """Remove a finished driver's row."""
+    with session(engine) as conn:
+        conn.execute(drivers.delete().where(drivers.c.experiment == experiment))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -167,10 +198,65 @@ def _pid_alive(pid: int) -> bool:
 
 
 def live_experiments(engine: sa.Engine, *, within_s: float) -> set[str]:
-    """Experiments whose driver is alive: it beat in the last ``within_s`` seconds and,
-    when it ran on this host, its process still exists (a crash is seen at once)."""
+    """Experiments whose driver is alive: it beat in the last ``within_s`` seconds of the
+    server's clock and, when it ran on this host, its process still exists (a crash is
+    seen at once)."""
     here = socket.gethostname()
     with engine.connect() as conn:
         rows = conn.execute(sa.select(drivers.c.experiment, drivers.c.host, drivers.c.pid)
-                            .where(drivers.c.heartbeat_at >= time.time() - within_s)).all()
+                            .where(drivers.c.heartbeat_at >= server_epoch(engine) - within_s)
+                            ).all()
     return {exp for exp, host, pid in rows if host != here or _pid_alive(pid)}
+
+
+def remove_dead_drivers(engine: sa.Engine, live: set[str]) -> int:
+    """Delete the rows of drivers not in ``live`` (stopped or crashed); returns how many."""
+    with session(engine) as conn:
+        query = drivers.delete()
+        if live:
+            query = query.where(drivers.c.experiment.not_in(sorted(live)))
+        return conn.execute(query).rowcount or 0
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def study_lock(engine: sa.Engine, study_name: str) -> Iterator[None]:
+    """Serialise, across every driver of a study, what must not interleave: counting the
+    study's trials and asking for the next one, tagging it with its driver, and taking
+    a stopped driver's trials for orphans.
+
+    PostgreSQL: a session advisory lock (released by the server if the driver dies).
+    SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (released by
+    the kernel if the driver dies); never on the database file itself, whose POSIX locks
+    closing another descriptor would drop. In-memory databases: a thread lock.
+    """
+    key = f"{engine.url.render_as_string(hide_password=True)}#{study_name}"
+    with _THREAD_LOCKS_GUARD:
+        local = _THREAD_LOCKS.setdefault(key, threading.Lock())
+    with local:
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            lock_id = zlib.crc32(f"stagetune:{study_name}".encode()) - 2**31
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+            return
+        database = engine.url.database
+        if dialect != "sqlite" or database in (None, "", ":memory:") \
+                or database.startswith("file:"):
+            yield
+            return
+        import fcntl
+
+        with open(Path(database).with_name(Path(database).name + ".lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

@@ -18,16 +18,31 @@ from search.storage import (
     make_engine,
     ping,
     redact,
+    remove_dead_drivers,
+    study_lock,
 )
 
 log = logging.getLogger("stagetune.search")
 OBJECTIVE_ATTR = "stagetune_objective"
 ORPHAN_ATTR = "stagetune_orphaned"
+#: a FAIL trial's reason, one line (``status`` and the report show it)
+FAIL_REASON_ATTR = "fail_reason"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class StudyError(RuntimeError):
     pass
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """The sampler seed for trial ``number``: a function of the sweep's seed and the
+    trial's number, so concurrent drivers never share a random stream and a sweep is
+    reproducible however many drivers ran it."""
+    if seed is None:
+        return None
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed) % 2**32, number]).generate_state(1)[0])
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -69,6 +84,81 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (``None`` for other databases and in-memory SQLite)."""
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return u.database.removeprefix("file:")
+
+
+def open_storage_read_only(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on an existing study database, opened so that nothing can be
+    created, migrated or written (what ``status`` uses)."""
+    import os
+
+    path = sqlite_file(url)
+    if path is not None and not os.path.isfile(path):
+        raise StorageError(f"no study database at {path} (nothing was created); check "
+                           "--storage")
+    engine = make_engine(url, read_only=True)
+    ping(engine, url)
+    import sqlalchemy as sa
+
+    try:
+        is_study_db = sa.inspect(engine).has_table("studies")
+    except sa.exc.SQLAlchemyError:
+        is_study_db = False
+    if not is_study_db:
+        engine.dispose()
+        raise StorageError(f"{redact(url)} is not a study database (no Optuna tables); "
+                           "point --storage at the database a sweep wrote")
+    kwargs = {}
+    if engine.dialect.name == "postgresql":
+        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on",
+                                  "connect_timeout": 10}
+    rendered = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    try:
+        return optuna.storages.RDBStorage(rendered, engine_kwargs=kwargs,
+                                          skip_table_creation=True)
+    except Exception as exc:  # e.g. a schema of another Optuna version
+        raise StorageError(f"cannot read study database {redact(url)}: "
+                           f"{redact(str(exc).strip().splitlines()[0])}") from None
+
+
+def peek_study(url: str, name: str, objective: Objective) -> int | None:
+    """Read-only look before a sweep starts anything: ``None`` if the study does not exist
+    yet, else its finished trials (orphans excluded); refuses another objective."""
+    import os
+
+    import sqlalchemy as sa
+
+    path = sqlite_file(url)
+    if path is not None and not os.path.isfile(path):
+        return None
+    engine = make_engine(url, read_only=True)
+    ping(engine, url)
+    try:
+        if not sa.inspect(engine).has_table("studies"):
+            return None
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(f"cannot read {redact(url)}: "
+                           f"{redact(str(exc).strip().splitlines()[0])}") from None
+    finally:
+        engine.dispose()
+    storage = open_storage_read_only(url)
+    try:
+        if not any(s.study_name == name for s in storage.get_all_studies()):
+            return None
+        study = _load_existing(storage, name, objective, "random", None)
+        return count_finished(study)["done"]
+    finally:
+        storage.engine.dispose()
+
+
 @dataclass
 class OpenedStudy:
     study: optuna.Study
@@ -76,42 +166,94 @@ class OpenedStudy:
     created: bool
 
 
+def _objective_mismatch(stored: dict, directions: list[str], objective: Objective) -> str:
+    """What differs between a stored study's objective and ``objective`` ('' if nothing)."""
+    spec = objective.describe()
+    theirs = {"mode": stored.get("mode"), "names": stored.get("names"),
+              "directions": directions, "weight": stored.get("weight")}
+    ours = {"mode": spec["mode"], "names": spec["names"], "directions": spec["directions"],
+            "weight": spec["weight"]}
+    if not stored:  # a study made before its objective was recorded: directions only
+        theirs = {"directions": directions}
+        ours = {"directions": spec["directions"]}
+    if theirs.get("mode", ours.get("mode")) != "scalar":
+        # the weight enters the stored values only in scalar mode
+        theirs.pop("weight", None)
+        ours.pop("weight", None)
+    diff = [k for k in ours if theirs.get(k) != ours[k]]
+    return ", ".join(f"{k} {_show(theirs.get(k))} (this run: {_show(ours[k])})" for k in diff)
+
+
+def _show(value) -> str:
+    return "/".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _load_existing(storage, name: str, objective: Objective, sampler: str,
+                   seed: int | None, *, wait_for_spec_s: float = 0.0) -> optuna.Study:
+    summary = next(s for s in storage.get_all_studies() if s.study_name == name)
+    stored = summary.user_attrs.get(OBJECTIVE_ATTR)
+    deadline = time.monotonic() + wait_for_spec_s
+    while stored is None and time.monotonic() < deadline:
+        # created by another process a moment ago: its objective is written right after
+        time.sleep(0.05)
+        summary = next(s for s in storage.get_all_studies() if s.study_name == name)
+        stored = summary.user_attrs.get(OBJECTIVE_ATTR)
+    directions = [d.name.lower() for d in summary.directions]
+    mismatch = _objective_mismatch(stored or {}, directions, objective)
+    if mismatch:
+        raise StudyError(
+            f"study {name!r} exists with other objectives: {mismatch}; resume it with "
+            "its own objective flags (stagetune status shows them) or use another --study"
+        )
+    return optuna.load_study(study_name=name, storage=storage,
+                             sampler=make_sampler(sampler, seed))
+
+
 def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed: int | None,
                create: bool = True) -> OpenedStudy:
-    """Load a study, or create it; refuse one made for other objectives."""
+    """Load a study, or create it; refuse one made for another objective.
+
+    Several drivers may open the same new study at once: the one whose create wins makes
+    it, the others load it (Optuna's ``load_if_exists`` still races).
+    """
+    make_sampler(sampler, seed)  # refuse an unknown sampler before anything is written
     storage = open_storage(url)
-    existing = {s.study_name: s for s in storage.get_all_studies()}
-    spec = objective.describe()
-    if name in existing:
-        summary = existing[name]
-        directions = [d.name.lower() for d in summary.directions]
-        stored = summary.user_attrs.get(OBJECTIVE_ATTR)
-        if directions != objective.directions or (stored and stored["names"] != spec["names"]):
-            theirs = stored["names"] if stored else directions
-            raise StudyError(
-                f"study {name!r} exists with other objectives ({', '.join(theirs)} / "
-                f"{', '.join(directions)}); use its objective flags or another --study"
-            )
-        n_done = sum(1 for t in storage.get_all_trials(summary._study_id, deepcopy=False)
-                     if t.state in FINISHED)
-        study = optuna.load_study(
-            study_name=name, storage=storage,
-            sampler=make_sampler(sampler, None if seed is None else seed + n_done),
-        )
+    if any(s.study_name == name for s in storage.get_all_studies()):
+        study = _load_existing(storage, name, objective, sampler, seed, wait_for_spec_s=5.0)
         return OpenedStudy(study, storage, created=False)
     if not create:
-        known = ", ".join(sorted(existing)) or "none"
+        known = ", ".join(sorted(s.study_name for s in storage.get_all_studies())) or "none"
         raise StudyError(f"no study {name!r} in {redact(url)}; studies there: {known}")
-    study = optuna.create_study(
-        storage=storage, study_name=name, directions=objective.directions,
-        sampler=make_sampler(sampler, seed),
-    )
-    study.set_user_attr(OBJECTIVE_ATTR, spec)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=objective.directions,
+            sampler=make_sampler(sampler, seed),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = _load_existing(storage, name, objective, sampler, seed, wait_for_spec_s=5.0)
+        return OpenedStudy(study, storage, created=False)
+    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
     return OpenedStudy(study, storage, created=True)
 
 
 DRIVER_BEAT_S = 20.0  # how often a driver records that it is alive
 DRIVER_STALE_S = 120.0  # after this long without a beat, its RUNNING trials are orphans
+
+
+def study_engine(study: optuna.Study):
+    """The SQLAlchemy engine under a study's (possibly cached) RDB storage."""
+    storage = study._storage
+    return getattr(storage, "engine", None) or storage._backend.engine
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Fail a trial that a stopped driver left RUNNING, not counting it toward the total,
+    and queue its settings to run again."""
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, ORPHAN_ATTR, True)
+    storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
 
 
 def recover_orphans(study: optuna.Study, engine=None, *,
@@ -120,20 +262,48 @@ def recover_orphans(study: optuna.Study, engine=None, *,
 
     Optuna's heartbeat does not cover ask/tell trials, so drivers beat in our own table;
     trials of a driver that beat recently (another sweep on the same study, still
-    running) are left alone. Returns the numbers of the trials re-queued.
+    running) are left alone, and the rows of dead drivers are removed. It runs under the
+    study's lock, which a driver holds from asking for a trial until the trial carries
+    its driver's name, so a trial is never taken for an orphan in between. Returns the
+    numbers of the trials re-queued.
     """
-    storage = study._storage
-    live = live_experiments(engine, within_s=stale_after_s) if engine is not None else set()
     requeued = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("tune_experiment") in live:
-            continue
-        storage.set_trial_user_attr(t._trial_id, ORPHAN_ATTR, True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
-        requeued.append(t.number)
-        log.warning("trial %d was left running by a driver that stopped; re-queued", t.number)
+    with study_lock(engine or study_engine(study), study.study_name):
+        live = (live_experiments(engine, within_s=stale_after_s) if engine is not None
+                else set())
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("tune_experiment") in live:
+                continue
+            requeue(study, t, "driver lost")
+            requeued.append(t.number)
+            log.warning("trial %d was left running by a driver that stopped; re-queued",
+                        t.number)
+        if engine is not None:
+            remove_dead_drivers(engine, live)
     return requeued
+
+
+def count_toward_total(study: optuna.Study) -> tuple[int, int]:
+    """``(counted, next_number)`` from the database now: trials that count toward
+    ``--n-trials`` (finished, not re-queued orphans, plus running) and the number the
+    next ``ask`` will get (the oldest waiting trial, else a new one). Call it under
+    :func:`study_lock`, so that no other driver asks in between."""
+    import sqlalchemy as sa
+
+    engine = study_engine(study)
+    study_id = study._study_id
+    with engine.connect() as conn:
+        counted = conn.execute(sa.text(
+            "SELECT COUNT(*) FROM trials t WHERE t.study_id = :sid AND t.state IN "
+            "('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING') AND NOT EXISTS (SELECT 1 FROM "
+            "trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = :orphan)"),
+            {"sid": study_id, "orphan": ORPHAN_ATTR}).scalar_one()
+        waiting = conn.execute(sa.text(
+            "SELECT MIN(number) FROM trials WHERE study_id = :sid AND state = 'WAITING'"),
+            {"sid": study_id}).scalar_one()
+        total = conn.execute(sa.text("SELECT COUNT(*) FROM trials WHERE study_id = :sid"),
+                             {"sid": study_id}).scalar_one()
+    return int(counted), int(waiting) if waiting is not None else int(total)
 
 
 def count_finished(study: optuna.Study) -> dict[str, int]:

@@ -1,7 +1,14 @@
 """The Tune trainable: a plain function that calls ``trainer.fit``.
 
 It runs in a Ray worker, knows nothing of the database, and reports one flat dict per
-epoch, then the final metrics with ``final = 1``.
+epoch, then the final metrics with ``final = 1``. The last epoch's row travels inside
+the final result (``last_epoch_json``): a scheduler that stops a trial on the epoch it
+ends anyway then stops a finished trial, not a pruned one.
+
+An exception in the trial is deterministic (the same settings fail the same way), so it
+is caught here and reported as a failed final result, with its type, message, the last
+lines of its traceback and the epoch and stage it happened in; Tune's retries are left
+for what the trial cannot report itself: a lost worker process or node.
 """
 
 from __future__ import annotations
@@ -10,19 +17,29 @@ import importlib
 import json
 import os
 import time
+import traceback
 from typing import Any
 
 import numpy as np
 
 from search.objective import EPOCH_SCORE, Objective
 
+#: lines of a failed trial's traceback kept in the study (the innermost frames)
+TRACEBACK_LINES = 12
 
-def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
-    """Train the configuration a searcher suggested; ``report`` gets each epoch's row."""
+
+def run_trial_config(config: dict[str, Any], report,
+                     where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the configuration a searcher suggested; ``report`` gets each epoch's row
+    except the last, which the returned final result carries as ``last_epoch_json``.
+    ``where`` (if given) is kept up to date with the run's phase, epoch and stage."""
     import torch
 
-    from trainer import RunConfig, fit
+    from trainer import RunConfig, fit, stage_of
     from trainer._config import apply_flat
+
+    where = where if where is not None else {}
+    where.update(phase="setup", epoch=None, stage=None)
 
     for module in config.get("imports", []):
         importlib.import_module(module)
@@ -33,9 +50,15 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
     base = RunConfig.from_dict(apply_flat(config["base"], config["params"]))
     cfg = base.replace(write_plots=False)
     stage3_start = cfg.stage3_start
+    last_epoch = cfg.optim.epochs - 1
+    held: list[dict[str, float]] = []  # the run's last epoch, sent with the final result
 
     def on_epoch(row: dict[str, float]) -> None:
         row = dict(row)
+        epoch = int(row["epoch"])
+        ended = epoch >= last_epoch or bool(row.get("stopped_early"))
+        where.update(phase="evaluation" if ended else "training", epoch=epoch + (not ended),
+                     stage=int(row["stage"]) if ended else stage_of(epoch + 1, cfg))
         # epochs since stage 3 began: the scheduler's clock, so that no rung can cut a
         # trial before zay has been brought in
         row["stage3_epoch"] = float(max(0, int(row["epoch"]) - stage3_start + 1))
@@ -43,11 +66,15 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
         if score is not None:
             row[EPOCH_SCORE] = score
         row["final"] = 0.0
-        report(row)
+        if ended:
+            held[:] = [row]
+        else:
+            report(row)
 
     seeds = int(config.get("seeds", 1))
     finals, analysis = [], None
     t0, started_at = time.perf_counter(), time.time()
+    where.update(phase="training", epoch=0, stage=stage_of(0, cfg))
     for k in range(seeds):
         result = fit(cfg.replace(seed=cfg.seed + k), report=on_epoch if k == 0 else None)
         finals.append(result.final)
@@ -71,7 +98,27 @@ def run_trial_config(config: dict[str, Any], report) -> dict[str, Any]:
     final["final"] = 1.0
     final["config_json"] = cfg.to_json()
     final["correlations_json"] = json.dumps(analysis["correlations"]) if analysis else "{}"
+    if held:
+        final["last_epoch_json"] = json.dumps(held[0])
     return final
+
+
+def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
+    """The final result of a trial that raised: why, and where in the run."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    epoch, stage, phase = where.get("epoch"), where.get("stage"), where.get("phase")
+    place = (f"epoch {epoch}, stage {stage}" if epoch is not None else phase or "setup")
+    if phase == "evaluation":
+        place = f"evaluation after epoch {epoch}"
+    details = {
+        "reason": f"{type(exc).__name__}: {message} ({place})" if message
+        else f"{type(exc).__name__} ({place})",
+        "type": type(exc).__name__, "message": message,
+        "traceback": "\n".join(lines[-TRACEBACK_LINES:]),
+        "epoch": epoch, "stage": stage, "phase": phase,
+    }
+    return {"final": 1.0, "trial_failed": 1.0, "failure_json": json.dumps(details)}
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
@@ -79,5 +126,18 @@ def tune_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     os.environ.setdefault("OMP_NUM_THREADS", str(config.get("threads", 1)))
-    final = run_trial_config(config, tune.report)
-    tune.report(final)
+    import ray
+
+    # the Ray node the trial ran on, stored on the trial (cluster sweeps: placement)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(row: dict[str, Any]) -> None:
+        tune.report({**row, "node_id": node_id})
+
+    where: dict[str, Any] = {}
+    try:
+        final = run_trial_config(config, report, where)
+    except Exception as exc:  # deterministic: told FAIL at once, never retried
+        report(failure_result(exc, where))
+        return
+    report(final)
