@@ -8,8 +8,10 @@ back once per epoch. The loop knows nothing of logging or search: it calls ``rep
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -112,10 +114,14 @@ def validate_epoch(
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every random state of the run, as tensors and plain Python values only (what
+    ``torch.load(weights_only=True)`` accepts: no numpy objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "generator": gen.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos),
+                  int(has_gauss), float(cached)],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -126,8 +132,10 @@ def _rng_state(gen: torch.Generator) -> dict[str, Any]:
 def _set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -151,14 +159,31 @@ def _flatten(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any]:
-    """Load a checkpoint, refusing one written by another configuration."""
+    """Load a checkpoint, refusing one written by another configuration.
+
+    Only tensors and plain Python values are unpickled (``weights_only=True``): a
+    tampered or foreign file cannot run code, it is refused.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # objects other than tensors and plain data
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"refusing checkpoint {path}: it holds objects other than tensors and plain "
+            f"data, so it was tampered with or not written by stagetune ({detail[:200]})"
+        ) from None
     except Exception as exc:  # a truncated or foreign file
         raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
+    raw = ckpt.get("config_json") if isinstance(ckpt, dict) else None
+    if isinstance(ckpt, dict) and raw is None and isinstance(ckpt.get("config"), dict):
+        raw = json.dumps(ckpt["config"])  # an entry written as a plain dict
+    if not isinstance(raw, str):
         raise ConfigError(f"{path} is not a stagetune checkpoint")
-    theirs = _flatten(_comparable(RunConfig.from_dict(ckpt["config"]).to_dict()))
+    try:
+        stored = RunConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} holds an unreadable configuration: {exc}") from None
+    theirs = _flatten(_comparable(stored.to_dict()))
     ours = _flatten(_comparable(cfg.to_dict()))
     diff = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
     if diff:
@@ -338,7 +363,7 @@ def fit(
         if ckpt_path is not None:
             _atomic_save(
                 {
-                    "config": cfg.to_dict(), "epoch": epoch, "stage": stage,
+                    "config_json": cfg.to_json(), "epoch": epoch, "stage": stage,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "rng": _rng_state(gen),
                     "history": history, "best_loss": best_loss, "best_epoch": best_epoch,
