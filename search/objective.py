@@ -21,7 +21,14 @@ from trainer.objectives import (
 #: the per-epoch score the ASHA scheduler compares (scalar mode), from validation only
 EPOCH_SCORE = "val_score"
 #: per-epoch stand-ins of the final objectives, measured on the validation split
-EPOCH_PROXIES = {TASK_OBJECTIVE: "val_acc_y", "zay_independence_score": "val_zay_independence"}
+#: (``trainer._epoch_metrics``): every metric the search can select has its own
+EPOCH_PROXIES = {
+    TASK_OBJECTIVE: "val_acc_y",
+    "zay_independence_score": "val_zay_independence",
+    "disentanglement_score": "val_disentanglement_score",
+    "zay_nonlinear_independence": "val_zay_nonlinear_independence",
+    "zay_label_leakage": "val_zay_label_leakage",
+}
 
 
 class ObjectiveError(ValueError):
@@ -42,6 +49,8 @@ class Objective:
                 f"unknown disentanglement metric {self.disentanglement!r}; choose one of "
                 f"{', '.join(DISENTANGLEMENT_OBJECTIVES)}"
             )
+        if self.disentanglement not in EPOCH_PROXIES:
+            raise ObjectiveError(f"no per-epoch proxy for {self.disentanglement!r}")
         if not 0.0 <= self.weight <= 1.0:
             raise ObjectiveError(f"--weight must lie in [0, 1] (got {self.weight})")
 
@@ -72,8 +81,12 @@ class Objective:
         return [self.scalar(acc, dis)]
 
     def epoch_score(self, row: dict[str, float]) -> float | None:
-        """A per-epoch scalar from validation metrics (what a scheduler compares)."""
-        proxy = EPOCH_PROXIES.get(self.disentanglement, "val_zay_independence")
+        """A per-epoch scalar from validation metrics (what a scheduler compares).
+
+        It follows the chosen disentanglement metric through its own proxy
+        (``EPOCH_PROXIES``); a row without that proxy gives None, never another metric.
+        """
+        proxy = EPOCH_PROXIES[self.disentanglement]  # every selectable metric has one
         if "val_acc_y" not in row or proxy not in row:
             return None
         return self.scalar(row["val_acc_y"], row[proxy])

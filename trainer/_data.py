@@ -27,6 +27,8 @@ SPLITS = ("train", "val", "test", "test_domain")
 # them, so colour carries s (which neither y nor a predicts alone) plus sample noise.
 HUE_MEANS = (0.02, 0.58)
 HUE_STD = 0.05
+#: where the rotated, coloured sets' ground-truth factors belong
+COLOURED_FACTOR_GROUPS = {"y": "zy", "a": "za", "s": "zay", "hue_residual": "zx"}
 
 
 @dataclass
@@ -39,8 +41,19 @@ class DataBundle:
     n_classes: int
     n_domains: int
     splits: dict[str, torch.Tensor]  # split name -> indices (int64, same device as x)
-    factors: dict[str, np.ndarray] = field(default_factory=dict)  # extra ground truth
+    # ground truth other than y and a, per sample: integer dtype = discrete, float =
+    # continuous
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
     interaction_factor: str | None = None  # name in ``factors`` of the y x a interaction
+    # factor (y and a included) -> the latent group meant to hold it; {} = labels only
+    factor_groups: dict[str, str] = field(default_factory=dict)
+    # the source instance each sample was made from (int64); None = each its own source
+    source: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = torch.arange(len(self.y), dtype=torch.int64)
+
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -49,6 +62,8 @@ class DataBundle:
     def to(self, device: torch.device | str) -> DataBundle:
         self.x, self.y, self.a = self.x.to(device), self.y.to(device), self.a.to(device)
         self.splits = {k: v.to(device) for k, v in self.splits.items()}
+        if self.source is not None:
+            self.source = self.source.to(device)
         return self
 
     def split_size(self, name: str) -> int:
@@ -162,35 +177,65 @@ def rotated_coloured(
     hue = (np.asarray(HUE_MEANS)[s] + rng.normal(0.0, HUE_STD, size=len(s))) % 1.0
     colour = torch.from_numpy(hue_to_rgb(hue))[:, :, None, None]
     x = (rotated * colour).clamp(0, 1).contiguous()
+    # hue minus its mean given s, wrapped to [-0.5, 0.5): the colour noise, which is
+    # independent of y, a and s and so belongs to the residual zx
+    residual = (hue - np.asarray(HUE_MEANS)[s] + 0.5) % 1.0 - 0.5
     return DataBundle(
         x=x,
         y=torch.from_numpy(y),
         a=torch.from_numpy(domain.astype(np.int64)),
         n_classes=int(labels.max()) + 1,
         n_domains=n_dom,
-        splits=make_splits(domain, cfg, seed),
-        factors={"s": s, "hue": hue.astype(np.float32)},
+        splits=make_splits(domain, cfg, seed, source=base),
+        factors={"s": s, "hue": hue.astype(np.float32),
+                 "hue_residual": residual.astype(np.float32)},
         interaction_factor="s",
+        factor_groups=dict(COLOURED_FACTOR_GROUPS),
+        source=torch.from_numpy(base.astype(np.int64)),
     )
 
 
-def make_splits(domain: np.ndarray, cfg: DataConfig, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded train/val/test split; ``test_domain`` (if set) is held out whole."""
+def make_splits(
+    domain: np.ndarray, cfg: DataConfig, seed: int, *, source: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """Seeded train/val/test(/test_domain) split **by source instance**.
+
+    Every source id lands in exactly one split, so the same digit rotated into another
+    domain never sits on both sides of a split. Fractions are of source ids. With
+    ``cfg.test_domain`` set, ``test_domain`` holds that domain's samples of the sources
+    reserved for it (sources seen only in that domain, plus ``test_fraction`` of those
+    seen in others too); train/val/test never contain that domain, and the reserved
+    sources' samples in other domains are left out. ``source=None``: each sample is its
+    own source.
+    """
     rng = np.random.default_rng(seed + 7919)
     idx = np.arange(len(domain))
+    source = idx if source is None else np.asarray(source)
+    if len(source) != len(domain):
+        raise ConfigError(f"{len(source)} source ids for {len(domain)} samples")
+    ids = rng.permutation(np.unique(source))
     splits: dict[str, np.ndarray] = {}
     if cfg.test_domain is not None:
-        splits["test_domain"] = idx[domain == cfg.test_domain]
-        idx = idx[domain != cfg.test_domain]
-    idx = rng.permutation(idx)
-    n_val = max(1, round(cfg.val_fraction * len(idx)))
-    n_test = max(1, round(cfg.test_fraction * len(idx)))
-    splits["val"] = np.sort(idx[:n_val])
-    splits["test"] = np.sort(idx[n_val : n_val + n_test])
-    splits["train"] = np.sort(idx[n_val + n_test :])
+        held = domain == cfg.test_domain
+        in_held = np.isin(ids, source[held])
+        in_other = np.isin(ids, source[~held])
+        shared = ids[in_held & in_other]
+        reserved = np.concatenate([
+            ids[in_held & ~in_other], shared[: round(cfg.test_fraction * len(shared))]])
+        splits["test_domain"] = idx[held & np.isin(source, reserved)]
+        ids = ids[~np.isin(ids, reserved)]
+        keep = ~held
+    else:
+        keep = np.ones(len(domain), dtype=bool)
+    n_val = max(1, round(cfg.val_fraction * len(ids)))
+    n_test = max(1, round(cfg.test_fraction * len(ids)))
+    parts = {"val": ids[:n_val], "test": ids[n_val : n_val + n_test],
+             "train": ids[n_val + n_test :]}
+    for name, part in parts.items():
+        splits[name] = idx[keep & np.isin(source, part)]
     if len(splits["train"]) == 0:
         raise ConfigError("the data set is too small to leave any training samples")
-    return {k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()}
+    return {k: torch.from_numpy(np.sort(v).astype(np.int64)) for k, v in splits.items()}
 
 
 # -- built-in and on-disk data sets -------------------------------------------------------

@@ -1,7 +1,10 @@
 """End-of-run evaluation: encoder means of held-out splits, then the metrics.
 
-Probes are fit on the validation split and scored on the test split. Task accuracy is
-reported on validation, test and (when one is held out) the unseen domain.
+Probes are fit on the validation split and scored on the test split; splits are by
+source instance (``trainer._data.make_splits``), so no source image is on both sides.
+Task accuracy is reported on validation, test and, when a domain is held out, on that
+unseen domain as its own metric ``acc_y_test_domain``. Where the data set names its
+factors' groups, the factor x group matrix is measured (``trainer._metrics``).
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ def _split_arrays(
     acc = float((model.predict_y(x) == y).float().mean())
     idx_np = idx.cpu().numpy()
     factors = {"y": y.cpu().numpy(), "a": a.cpu().numpy()}
-    for name, values in data.factors.items():
-        if np.issubdtype(values.dtype, np.integer):
-            factors[name] = values[idx_np]
+    for name, values in data.factors.items():  # discrete and continuous ground truth
+        factors[name] = values[idx_np]
     return latents, factors, kl, acc
 
 
@@ -54,7 +56,8 @@ def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, An
     inputs = EvalInputs(
         fit_latents=fit_latents, fit_factors=fit_factors,
         score_latents=score_latents, score_factors=score_factors,
-        interaction_factor=data.interaction_factor, kl=kl, task=task, seed=cfg.seed,
+        interaction_factor=data.interaction_factor, factor_groups=dict(data.factor_groups),
+        kl=kl, task=task, seed=cfg.seed,
     )
     metrics = evaluate_latents(inputs)
     for g, value in kl.items():

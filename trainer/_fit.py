@@ -24,7 +24,7 @@ import torch
 
 from trainer._config import ConfigError, RunConfig
 from trainer._data import DataBundle, load_dataset
-from trainer._independence import mean_abs_correlation
+from trainer._epoch_metrics import epoch_proxies
 from trainer._model import StagedVAE, resolve_arch, staged_loss
 from trainer._stages import beta_scale, penalty_active, stage_of, zay_capacity
 
@@ -87,7 +87,12 @@ def validate_epoch(
     model: StagedVAE, data: DataBundle, cfg: RunConfig, *, capacity: float, beta: float,
     chunk: int = 4096,
 ) -> dict[str, torch.Tensor]:
-    """Validation loss (at posterior means) and accuracies, as device tensors."""
+    """Validation loss (at posterior means), accuracies and disentanglement proxies.
+
+    All device tensors (read back once per epoch by the caller). The proxies
+    (``trainer._epoch_metrics``) are the per-epoch stand-ins of every disentanglement
+    metric the search can select.
+    """
     model.eval()
     idx = data.splits["val"]
     sums = {"val_loss": 0.0, "val_acc_y": 0.0, "val_acc_a": 0.0}
@@ -106,10 +111,21 @@ def validate_epoch(
             means[g].append(p.mu)
     n_val = idx.numel()
     result = {k: v / n_val for k, v in sums.items()}
-    if "zay" in means:
-        zay, zy, za = (torch.cat(means[g]) for g in ("zay", "zy", "za"))
-        corr = (mean_abs_correlation(zay, zy) + mean_abs_correlation(zay, za)) / 2
-        result["val_zay_independence"] = 1.0 - corr
+    if "zay" in means and n_val >= 8:
+        factors: dict[str, tuple[torch.Tensor, int | None]] = {
+            "y": (data.y[idx], data.n_classes), "a": (data.a[idx], data.n_domains)}
+        for name, values in data.factors.items():
+            if name in data.factor_groups:
+                t = torch.from_numpy(values).to(idx.device)[idx]
+                discrete = not t.is_floating_point()
+                factors[name] = (t, int(values.max()) + 1 if discrete else None)
+        # probes: fit on the sources with an even id, scored on the others
+        half = data.source[idx] % 2 == 0
+        one_sided = half.all() | (~half).all()  # a tensor: no host sync
+        by_position = torch.arange(n_val, device=idx.device) % 2 == 0
+        half = torch.where(one_sided, by_position, half)
+        latents = {g: torch.cat(v) for g, v in means.items()}
+        result.update(epoch_proxies(latents, factors, data.factor_groups, half))
     return result
 
 

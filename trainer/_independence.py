@@ -1,8 +1,21 @@
 """Dependence measures between latent groups, in torch so the penalty can backpropagate.
 
-All take ``(n, d)`` batches. Correlation is taken over *all* dimension pairs: a measure
-on matched dimensions only (zay[:, i] vs zy[:, i]) scores a permuted copy as independent.
-HSIC uses an RBF kernel with the median heuristic, so it also sees non-linear dependence.
+All take ``(n, d)`` batches (n >= 4). Both measures are normalised *unbiased* HSIC
+(Song et al., "Feature Selection via Dependence Maximization", JMLR 2012), i.e.
+debiased CKA (Kornblith et al., ICML 2019; Nguyen, Raghu & Kornblith, ICLR 2021):
+
+- ``linear_cka``: linear kernels, computed from features in O(n d^2). Invariant to
+  permutations, rotations and isotropic scaling of either group, so a permuted or
+  rotated copy of zy in zay scores 1 (a measure on matched dimensions zay[:, i] vs
+  zy[:, i] scores it 0; a mean of |r| over all pairs dilutes it to about 1/d). Its
+  expectation is about 0 for independent groups at any batch size, with no matrix
+  inverse, so it is stable on a batch. The ``corr`` penalty.
+- ``hsic``: RBF kernels with median-heuristic bandwidths (detached), which also sees
+  non-linear dependence. The unbiased estimator does not grow with the dimension of an
+  independent zay, unlike the plain (biased) one. The ``hsic`` penalty.
+
+Penalties clamp each term at 0: below 0 is estimation noise around independence, and a
+negative penalty would reward it.
 """
 
 from __future__ import annotations
@@ -27,8 +40,54 @@ def cross_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def mean_abs_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean |Pearson r| over all dimension pairs of ``a`` and ``b``."""
+    """Mean |Pearson r| over all dimension pairs of ``a`` and ``b`` (dilutes a copy by ~1/d)."""
     return cross_correlation(a, b).abs().mean()
+
+
+def unbiased_hsic_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC with linear kernels from features (no n x n matrix).
+
+    With K = x x^T, L = y y^T and zeroed diagonals:
+    ``[tr(KL) + 1'K1 1'L1 / ((n-1)(n-2)) - 2/(n-2) 1'KL1] / (n(n-3))``.
+    """
+    n = x.shape[0]
+    x = x - x.mean(0, keepdim=True)  # shift-invariant estimator; centring helps rounding
+    y = y - y.mean(0, keepdim=True)
+    kd, ld = (x * x).sum(1), (y * y).sum(1)
+    trace = (x.T @ y).pow(2).sum() - (kd * ld).sum()
+    sx, sy = x.sum(0), y.sum(0)
+    k1, l1 = x @ sx - kd, y @ sy - ld
+    sum_k, sum_l = sx @ sx - kd.sum(), sy @ sy - ld.sum()
+    return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (k1 @ l1)) / (
+        n * (n - 3)
+    )
+
+
+def unbiased_hsic_gram(k: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC of two ``(n, n)`` Gram matrices in O(n^2)."""
+    n = k.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool, device=k.device)
+    k = k * off
+    ll = ll * off
+    return ((k * ll).sum() + k.sum() * ll.sum() / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (k.sum(0) @ ll.sum(1))) / (n * (n - 3))
+
+
+def _normalise(hab: torch.Tensor, haa: torch.Tensor, hbb: torch.Tensor) -> torch.Tensor:
+    # A constant group (self-HSIC ~ 0) holds nothing: no dependence.
+    return hab / (haa.clamp_min(_EPS) * hbb.clamp_min(_EPS)).sqrt()
+
+
+def _check_batch(a: torch.Tensor) -> None:
+    if a.shape[0] < 4:
+        raise ValueError(f"unbiased HSIC needs a batch of at least 4 samples (got {a.shape[0]})")
+
+
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Debiased linear CKA (raw: about 0 +- noise when independent, 1 for a linear copy)."""
+    _check_batch(a)
+    return _normalise(unbiased_hsic_linear(a, b), unbiased_hsic_linear(a, a),
+                      unbiased_hsic_linear(b, b))
 
 
 def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
@@ -40,20 +99,17 @@ def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(-sq / bandwidth)
 
 
-def _centre(k: torch.Tensor) -> torch.Tensor:
-    return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
-
-
 def hsic(a: torch.Tensor, b: torch.Tensor, *, kernel_b: str = "rbf") -> torch.Tensor:
-    """Normalised HSIC (kernel CKA) in [0, 1]: 0 for independent, 1 for a bijective copy.
+    """Normalised unbiased HSIC (debiased kernel CKA): about 0 when independent, 1 for a copy.
 
-    ``kernel_b="linear"`` uses a linear kernel on ``b``, which is the right kernel for
-    one-hot labels.
+    RBF kernel on ``a``; on ``b`` RBF or, with ``kernel_b="linear"``, linear (the right
+    kernel for one-hot labels). Not clamped: noise can make it slightly negative.
     """
-    ka = _centre(_rbf_gram(a))
-    kb = _centre(_rbf_gram(b) if kernel_b == "rbf" else b @ b.T)
-    cross = (ka * kb).sum()
-    return cross / ((ka * ka).sum().sqrt() * (kb * kb).sum().sqrt()).clamp_min(_EPS)
+    _check_batch(a)
+    ka = _rbf_gram(a)
+    kb = _rbf_gram(b) if kernel_b == "rbf" else b @ b.T
+    return _normalise(unbiased_hsic_gram(ka, kb), unbiased_hsic_gram(ka, ka),
+                      unbiased_hsic_gram(kb, kb))
 
 
 def independence_penalty(
@@ -69,16 +125,22 @@ def independence_penalty(
 ) -> torch.Tensor:
     """The stage-2 penalty: dependence of zay on zy plus dependence of zay on za.
 
-    ``hsic_labels`` measures zay against one-hot y and one-hot a instead of the latents.
+    ``corr``: debiased linear CKA; ``hsic``: normalised unbiased RBF HSIC;
+    ``hsic_labels``: HSIC of zay against one-hot y and one-hot a instead of the latents.
+    Each term is clamped at 0. A batch of fewer than 4 samples (a ragged last batch)
+    cannot estimate unbiased HSIC and gets no penalty.
     """
+    if zay.shape[0] < 4 and measure in ("corr", "hsic", "hsic_labels"):
+        return zay.new_zeros(()) + 0.0 * zay.sum()
     if measure == "corr":
-        return mean_abs_correlation(zay, zy) + mean_abs_correlation(zay, za)
+        return linear_cka(zay, zy).clamp_min(0) + linear_cka(zay, za).clamp_min(0)
     if measure == "hsic":
-        return hsic(zay, zy) + hsic(zay, za)
+        return hsic(zay, zy).clamp_min(0) + hsic(zay, za).clamp_min(0)
     if measure == "hsic_labels":
         if y is None or a is None:
             raise ValueError("hsic_labels needs the batch labels y and a")
         y1 = F.one_hot(y, n_classes).to(zay.dtype)
         a1 = F.one_hot(a, n_domains).to(zay.dtype)
-        return hsic(zay, y1, kernel_b="linear") + hsic(zay, a1, kernel_b="linear")
+        return (hsic(zay, y1, kernel_b="linear").clamp_min(0)
+                + hsic(zay, a1, kernel_b="linear").clamp_min(0))
     raise ValueError(f"unknown penalty measure {measure!r}")

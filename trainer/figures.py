@@ -18,12 +18,13 @@ _static_export_warned = False
 
 
 def correlation_heatmap(correlations: dict[str, Any]) -> go.Figure:
-    """Group-level and per-dimension |r| heatmaps side by side."""
+    """Group-level dependence (debiased linear CKA) and per-dimension |r| heatmaps."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65],
-                        subplot_titles=("mean |r| between latent groups", "|r| per dimension"))
+                        subplot_titles=("debiased linear CKA between latent groups",
+                                        "|r| per dimension"))
     g = correlations["groups"]
     fig.add_trace(go.Heatmap(z=correlations["group_matrix"], x=g, y=g, zmin=0, zmax=1,
                              colorscale="Viridis", texttemplate="%{z:.2f}",

@@ -97,6 +97,8 @@ def test_persistent_divergence_fails_with_a_clear_error():
 
 
 def test_diva_baseline_trains():
-    result = fit(tiny_config(variant="diva"))
+    # 200 source digits: with splits by source, 80 leave 12 validation digits, too few
+    # to expect any correct prediction after 6 epochs
+    result = fit(tiny_config(variant="diva", max_samples=200))
     assert "zay_independence_score" not in result.final
     assert result.final["acc_y_val"] > 0.0

@@ -1,0 +1,111 @@
+"""Cheap per-epoch stand-ins of the final disentanglement metrics, in torch on the device.
+
+The search's scheduler (ASHA) compares trials every epoch, on validation data only, so
+each final metric the search can select has a proxy here that costs milliseconds:
+
+- ``val_zay_independence`` (for ``zay_independence_score``): 1 - mean debiased linear
+  CKA of zay with zy and with za, on all validation latents;
+- ``val_zay_nonlinear_independence`` (for ``zay_nonlinear_independence``): the same
+  with normalised unbiased RBF HSIC on at most 512 validation samples;
+- ``val_zay_label_leakage`` (for ``zay_label_leakage``): max chance-corrected accuracy
+  of y and of a read from zay;
+- ``val_disentanglement_score`` (for ``disentanglement_score``): mean exclusivity of the
+  factor x group matrix.
+
+Probes here are closed-form ridge regressions on standardised features (one-hot targets
+for discrete factors, argmax as the prediction), fit on one half of the validation
+sources and scored on the other half, so no source image is on both sides.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainer._independence import hsic, linear_cka
+
+PROXY_HSIC_SAMPLES = 512
+PROXY_RIDGE_ALPHA = 1.0
+_ACTIVE_RELATIVE_VARIANCE = 1e-8  # as trainer._metrics.ACTIVE_RELATIVE_VARIANCE
+
+
+def ridge_readout(
+    z_fit: torch.Tensor, t_fit: torch.Tensor, z_score: torch.Tensor, t_score: torch.Tensor,
+    *, n_classes: int | None,
+) -> torch.Tensor:
+    """How well a closed-form ridge probe reads a factor, in [0, 1].
+
+    ``n_classes`` given: the factor is discrete; the score is chance-corrected accuracy
+    (chance = the most frequent class of the score half). ``None``: continuous; R^2.
+    """
+    mean, std = z_fit.mean(0), z_fit.std(0)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    xf = torch.cat([(z_fit - mean) / std, torch.ones_like(z_fit[:, :1])], 1)
+    xs = torch.cat([(z_score - mean) / std, torch.ones_like(z_score[:, :1])], 1)
+    eye = torch.eye(xf.shape[1], dtype=xf.dtype, device=xf.device)
+    eye[-1, -1] = 0.0  # the intercept is not penalised
+    gram = xf.T @ xf + PROXY_RIDGE_ALPHA * eye
+    if n_classes is not None:
+        target = torch.nn.functional.one_hot(t_fit, n_classes).to(xf.dtype)
+        w = torch.linalg.solve(gram, xf.T @ target)
+        acc = ((xs @ w).argmax(1) == t_score).to(xf.dtype).mean()
+        chance = torch.bincount(t_score, minlength=n_classes).max().to(xf.dtype) / len(t_score)
+        cc = (acc - chance) / (1.0 - chance).clamp_min(1e-12)
+        return cc.clamp(0.0, 1.0)
+    t_fit, t_score = t_fit.to(xf.dtype), t_score.to(xf.dtype)
+    w = torch.linalg.solve(gram, xf.T @ t_fit[:, None])
+    resid = ((t_score[:, None] - xs @ w) ** 2).sum()
+    total = ((t_score - t_score.mean()) ** 2).sum().clamp_min(1e-12)
+    return (1.0 - resid / total).clamp(0.0, 1.0)
+
+
+def epoch_proxies(
+    latents: dict[str, torch.Tensor],
+    factors: dict[str, tuple[torch.Tensor, int | None]],
+    factor_groups: dict[str, str],
+    half: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The per-epoch proxies of every selectable disentanglement metric (device tensors).
+
+    Args:
+        latents: group -> validation encoder means ``(n, d)``.
+        factors: name -> (values ``(n,)``, number of classes or None if continuous);
+            must include ``y`` and ``a``.
+        factor_groups: factor -> its intended group ({} = labels only: y -> zy, a -> za).
+        half: boolean ``(n,)``, True for the samples the probes are fit on.
+    """
+    if "zay" not in latents:
+        return {}
+    zay, zy, za = latents["zay"].double(), latents["zy"].double(), latents["za"].double()
+    out: dict[str, torch.Tensor] = {}
+    out["val_zay_independence"] = 1.0 - (
+        linear_cka(zy, zay).clamp(0, 1) + linear_cka(za, zay).clamp(0, 1)) / 2
+    n = zay.shape[0]
+    keep = torch.linspace(0, n - 1, min(n, PROXY_HSIC_SAMPLES), device=zay.device).long()
+    out["val_zay_nonlinear_independence"] = 1.0 - (
+        hsic(zy[keep], zay[keep]).clamp(0, 1) + hsic(za[keep], zay[keep]).clamp(0, 1)) / 2
+
+    fit, score = half, ~half
+    cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def readout(group: str, factor: str) -> torch.Tensor:
+        if (group, factor) not in cache:
+            z = latents[group].double()
+            values, n_classes = factors[factor]
+            cache[group, factor] = ridge_readout(z[fit], values[fit], z[score], values[score],
+                                                 n_classes=n_classes)
+        return cache[group, factor]
+
+    out["val_zay_label_leakage"] = torch.maximum(readout("zay", "y"), readout("zay", "a"))
+    groups = list(latents)
+    fg = {f: g for f, g in (factor_groups or {"y": "zy", "a": "za"}).items()
+          if f in factors and g in latents}
+    exclusivity = []
+    for f, own in fg.items():
+        others = torch.stack([readout(g, f) for g in groups if g != own])
+        exclusivity.append((readout(own, f) - others.max()).clamp_min(0.0))
+    score_value = torch.stack(exclusivity).mean()
+    var, scale = zay.var(0), (zay * zay).mean(0)
+    active = ((var > _ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
+    out["val_disentanglement_score"] = torch.where(active, score_value,
+                                                   torch.zeros_like(score_value))
+    return out
