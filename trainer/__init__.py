@@ -16,6 +16,8 @@ _EXPORTS = {
     "FitResult": "trainer._fit",
     "DivergenceError": "trainer._fit",
     "resolve_device": "trainer._fit",
+    "fit_population": "trainer._population",
+    "group_population": "trainer._population",
     "RunConfig": "trainer._config",
     "ModelConfig": "trainer._config",
     "StageConfig": "trainer._config",
