@@ -93,8 +93,9 @@ def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12
                                       f"{data.objectives[1]}")
     if "hypervolume" in which:
         if n_obj != 2:
-            out.skipped["hypervolume"] = (f"the hypervolume history is drawn for two "
-                                          f"objectives; this study has {n_obj}")
+            out.skipped["hypervolume"] = (
+                "a scalar study has no front to measure" if n_obj == 1 else
+                f"the hypervolume history is drawn for two objectives; this study has {n_obj}")
         else:
             hv = hypervolume_over_trials(data)
             if hv.empty:

@@ -58,9 +58,17 @@ def test_report_holds_every_figure_and_the_table_with_plotly_once(study_db, tmp_
                       "known", "--out", str(tmp_path), "--no-png")
     assert code == 0
     page = (tmp_path / "report.html").read_text()
-    for name in ("pareto", "hypervolume", "curves", "effects", "parallel", "heatmap"):
+    for name in ("pareto", "hypervolume", "curves", "effects", "parallel", "importance",
+                 "heatmap"):
         assert f"id='figure-{name}'" in page and f'id="fig-{name}"' in page
-    assert "<table" in page and "Ranked trials" in page
+    assert "<table class='sortable'>" in page and "Ranked trials (all 5)" in page
+    # a readable header: counts by state in words, and the best trade-offs in a sentence
+    assert ("7 trials: 6 complete (1 of them infeasible: zay collapsed), 1 pruned, "
+            "0 failed.") in page
+    assert "Best trade-offs: the Pareto front holds 3 of 5 ranked trials; #0 is best on " \
+        "task_accuracy (0.950, with zay_independence_score 0.800)" in page
+    assert "the method default #1 is on the front" in page
+    assert '{"COMPLETE"' not in page and "Figures not drawn" not in page
     assert len(re.findall(r"\* plotly\.js v\d", page)) == 1  # the library, once, inline
     assert not re.search(r"<script[^>]+src=", page)  # nothing fetched: works offline
 
@@ -170,3 +178,139 @@ def test_analysis_never_imports_torch_or_ray(study_db, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_report_header_names_failure_reasons_and_a_scalar_best(tmp_path, capsys):
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from tests.analysis.conftest import make_scalar_study
+
+    url = f"sqlite:///{tmp_path / 'scalar.db'}"
+    make_scalar_study(url, n=12, epochs=False)
+    study = optuna.load_study(study_name="scalar", storage=url)
+    study.add_trial(create_trial(state=TrialState.FAIL,
+                                 user_attrs={"fail_reason": "CUDA out of memory"}))
+    code, _, err = _run(capsys, "report", "--storage", url, "--study", "scalar", "--out",
+                        str(tmp_path / "r"), "--no-png")
+    assert code == 0, err
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "13 trials: 12 complete, 0 pruned, 1 failed." in page
+    assert "Failures: CUDA out of memory (×1)." in page
+    summary = page.split("<div class='summary'>")[1].split("</div>")[0]
+    assert "Best: trial #" in summary and "Pareto" not in summary
+    assert "Figures not drawn:" in page and "a scalar study has no Pareto front" in page
+
+
+def test_close_values_stay_apart_in_the_table(tmp_path, capsys):
+    points = [(0.99996, 0.5), (0.99991, 0.6), (0.9, 0.9)]
+    url = f"sqlite:///{tmp_path / 'close.db'}"
+    make_study(url, name="close", points=points)
+    code, out, _ = _run(capsys, "rank", "--storage", url, "--study", "close", "--out",
+                        str(tmp_path))
+    assert code == 0
+    assert "0.99996" in out and "0.99991" in out
+    code, _, _ = _run(capsys, "report", "--storage", url, "--study", "close", "--out",
+                      str(tmp_path), "--no-png")
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>0.99996</td>" in page and "<td>0.99991</td>" in page
+
+
+def test_plot_all_shares_one_plotly_script(study_db, tmp_path, capsys):
+    code, _out, err = _run(capsys, "plot", "--storage", f"sqlite:///{study_db}", "--study",
+                          "known", "--out", str(tmp_path), "--no-png")
+    assert code == 0, err
+    pages = sorted(tmp_path.glob("*.html"))
+    assert len(pages) == 7 and (tmp_path / "plotly.min.js").is_file()
+    for page in pages:
+        text = page.read_text()
+        assert re.search(r'<script[^>]*src="plotly.min.js"', text), page.name
+        assert not re.search(r"\* plotly\.js v\d", text), page.name  # not embedded again
+
+
+def test_importance_command_prints_and_writes(tmp_path, capsys):
+    from tests.analysis.conftest import make_dominant_study
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    make_dominant_study(url, n=30)
+    code, out, err = _run(capsys, "importance", "--storage", url, "--study", "dominant",
+                          "--out", str(tmp_path), "--evaluator", "ped-anova")
+    assert code == 0, err
+    block = out.split("ped-anova importance for task_accuracy:")[1].splitlines()
+    assert block[1].split()[0] == "stage1_epochs"
+    assert (tmp_path / "importance.csv").is_file() and (tmp_path / "importance.html").is_file()
+
+
+@pytest.mark.parametrize(("trial", "message"), [
+    ("6", "trial 6 is pruned"),
+    ("5", "trial 5 is infeasible (zay collapsed)"),
+    ("42", "no trial 42 in study 'known'"),
+])
+def test_heatmap_of_a_trial_without_one_is_one_line(study_db, tmp_path, capsys, trial,
+                                                    message):
+    before = checksum(study_db)
+    out = tmp_path / "figs"
+    code, _, err = _run(capsys, "plot", "--storage", f"sqlite:///{study_db}", "--study",
+                        "known", "--figure", "heatmap", "--trial", trial, "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert checksum(study_db) == before and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["rank", "report"])
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    before = checksum(notes)
+    code, _, err = _run(capsys, command, "--storage", f"sqlite:///{notes}", "--out",
+                        str(tmp_path / "o"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "is not a study database" in lines[0]
+    assert checksum(notes) == before
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path) as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.skipif(shutil.which("optuna-dashboard") is None, reason="needs optuna-dashboard")
+def test_dashboard_stops_its_server_on_sigterm(study_db, tmp_path):
+    import os
+    import signal
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "analysis", "dashboard", "--storage",
+                             f"sqlite:///{study_db}", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while time.monotonic() < deadline and not children:
+            children = _children(proc.pid)
+            time.sleep(0.2)
+        assert children, "the dashboard never started its server"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        for child in children:
+            gone = False
+            for _ in range(100):
+                try:
+                    os.kill(child, 0)
+                except ProcessLookupError:
+                    gone = True
+                    break
+                time.sleep(0.1)
+            assert gone, f"optuna-dashboard (pid {child}) still runs"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -75,3 +75,60 @@ def test_pareto_ranks_match_brute_force_on_random_points():
         hv = hypervolume_history(v, dirs, [0, 10])
         assert hv[-1] == pytest.approx(hypervolume_2d(v, dirs, [0, 10]))
         assert (np.diff(hv) >= -1e-12).all()
+
+
+def _brute_force_ranks(s: np.ndarray) -> np.ndarray:
+    """Peel fronts by the definition (``s`` maximised in every column)."""
+    expected = np.zeros(len(s), dtype=int)
+    remaining = set(range(len(s)))
+    rank = 0
+    while remaining:
+        front = {i for i in remaining if not any(
+            (s[j] >= s[i]).all() and (s[j] > s[i]).any() for j in remaining)}
+        for i in front:
+            expected[i] = rank
+        remaining -= front
+        rank += 1
+    return expected
+
+
+def test_three_objective_ranks_equal_optunas_and_the_definition():
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    rng = np.random.default_rng(5)
+    dirs = ["maximize", "minimize", "maximize"]
+    signs = np.array([1.0, -1.0, 1.0])
+    for _ in range(20):
+        n = int(rng.integers(1, 120))
+        v = rng.integers(0, 8, size=(n, 3)).astype(float)  # ties and duplicates included
+        ours = pareto_ranks(v, dirs)
+        assert (ours == _fast_non_domination_rank(-v * signs)).all()
+        assert (ours == _brute_force_ranks(v * signs)).all()
+    big = rng.random((3000, 3))
+    assert (pareto_ranks(big, ["maximize"] * 3) == _fast_non_domination_rank(-big)).all()
+
+
+def test_a_single_objective_ranks_by_a_sort():
+    v = np.array([[0.5], [0.9], [0.1], [0.9], [0.7]])
+    assert pareto_ranks(v, ["maximize"]).tolist() == [2, 0, 3, 0, 1]
+    assert pareto_ranks(v, ["minimize"]).tolist() == [1, 3, 0, 3, 2]
+    rng = np.random.default_rng(0)
+    big = rng.random((20_000, 1))
+    ranks = pareto_ranks(big, ["maximize"])
+    assert (np.argsort(ranks, kind="stable") == np.argsort(-big[:, 0], kind="stable")).all()
+
+
+def test_importance_ranks_the_one_dominant_parameter_first(tmp_path):
+    from analysis._importance import param_importances
+    from tests.analysis.conftest import make_dominant_study
+
+    url = f"sqlite:///{tmp_path / 'dominant.db'}"
+    make_dominant_study(url, n=40)
+    data = load_study(url, "dominant")
+    table = param_importances(data, data.complete())
+    assert set(table["evaluator"]) == {"ped-anova", "fanova"}
+    for (evaluator, target), part in table.groupby(["evaluator", "target"]):
+        assert part.iloc[0]["param"] == "stage1_epochs", (evaluator, target, part)
+        assert part["importance"].sum() == pytest.approx(1.0)
+    assert set(table["target"]) == {"task_accuracy", "zay_independence_score",
+                                    "Pareto front"}
