@@ -86,7 +86,7 @@ class DataConfig:
 
     dataset: str = "digits"
     data_root: str | None = None
-    image_size: int = 16
+    image_size: int | None = None  # None: the data set's native size (digits 16, mnist 28, ..)
     domains: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
     test_domain: int | None = None  # index into domains held out entirely
     val_fraction: float = 0.15
@@ -258,7 +258,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"test_domain {d.test_domain} is not a domain index (0..{len(d.domains) - 1})"
         )
-    if d.image_size < 8:
+    if d.image_size is not None and d.image_size < 8:
         raise ConfigError(f"image_size must be at least 8 (got {d.image_size})")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"unknown device {cfg.device!r}; choose auto, cpu or cuda")

@@ -1,13 +1,15 @@
 """Data sets by name. Each loader returns a ``DataBundle`` held as tensors on the device.
 
 Built in: ``digits``, from scikit-learn's bundled 8x8 digits (no download), upsampled,
-rotated into domains and coloured by a class x domain interaction. Loaders for data on
-disk: ``mnist`` (IDX files, turned into rotated/coloured MNIST the same way) and
-``camelyon17`` (WILDS, through the ``wilds`` package).
+rotated into domains and coloured by a class x domain interaction; ``shapes``, rendered
+procedurally with every factor known (``_shapes.py``). Loaders for data on disk:
+``mnist`` (IDX files, turned into rotated/coloured MNIST the same way) and
+``camelyon17`` (WILDS, through the ``wilds`` package; ``_wilds.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import struct
@@ -54,7 +56,6 @@ class DataBundle:
         if self.source is None:
             self.source = torch.arange(len(self.y), dtype=torch.int64)
 
-
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
@@ -73,17 +74,23 @@ class DataBundle:
 Loader = Callable[[DataConfig, int], DataBundle]
 _REGISTRY: dict[str, Loader] = {}
 _DEFAULT_ARCH: dict[str, str] = {}
+_NATIVE_SIZE: dict[str, int] = {}
 
 
-def register_dataset(name: str, *, default_arch: str = "mlp") -> Callable[[Loader], Loader]:
+def register_dataset(
+    name: str, *, default_arch: str = "mlp", image_size: int = 16
+) -> Callable[[Loader], Loader]:
     """Register a loader ``(DataConfig, seed) -> DataBundle`` under a name.
 
-    ``default_arch`` is the architecture ``--arch auto`` picks for it (``mlp`` or ``conv``).
+    ``default_arch`` is the architecture ``--arch auto`` picks for it (``mlp`` or ``conv``);
+    ``image_size`` the side its images get when ``DataConfig.image_size`` is None (the
+    loader always sees a number).
     """
 
     def wrap(fn: Loader) -> Loader:
         _REGISTRY[name] = fn
         _DEFAULT_ARCH[name] = default_arch
+        _NATIVE_SIZE[name] = image_size
         return fn
 
     return wrap
@@ -108,6 +115,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
         raise ConfigError(
             f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(dataset_names())}"
         )
+    if cfg.image_size is None:
+        cfg = dataclasses.replace(cfg, image_size=_NATIVE_SIZE[cfg.dataset])
     return _REGISTRY[cfg.dataset](cfg, seed)
 
 
@@ -291,7 +300,7 @@ def _require_root(cfg: DataConfig) -> Path:
     return root
 
 
-@register_dataset("mnist", default_arch="conv")
+@register_dataset("mnist", default_arch="conv", image_size=28)
 def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
     """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
     root = _require_root(cfg)
@@ -304,35 +313,6 @@ def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
     return rotated_coloured(images / 255.0, labels, cfg, seed, every_domain=False)
 
 
-@register_dataset("camelyon17", default_arch="conv")
-def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
-    """WILDS Camelyon17 patches: y = tumour label, a = hospital. Needs ``wilds``."""
-    root = _require_root(cfg)
-    try:
-        from wilds import get_dataset
-    except ImportError as exc:
-        raise ConfigError(
-            "dataset 'camelyon17' needs the wilds package: pip install 'stagetune[mnist-wilds]'"
-        ) from exc
-    ds = get_dataset(dataset="camelyon17", root_dir=str(root), download=False)
-    n = len(ds) if cfg.max_samples is None else min(len(ds), cfg.max_samples)
-    pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
-    hospital_col = ds.metadata_fields.index("hospital")
-    xs, ys, hs = [], [], []
-    for i in pick:
-        img, label, meta = ds[int(i)]
-        arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        xs.append(arr)
-        ys.append(int(label))
-        hs.append(int(meta[hospital_col]))
-    x = F.interpolate(torch.stack(xs), size=(cfg.image_size, cfg.image_size), mode="bilinear",
-                      align_corners=False).clamp(0, 1)
-    domain = np.asarray(hs, dtype=np.int64)
-    return DataBundle(
-        x=x.contiguous(),
-        y=torch.tensor(ys, dtype=torch.int64),
-        a=torch.from_numpy(domain),
-        n_classes=2,
-        n_domains=int(domain.max()) + 1,
-        splits=make_splits(domain, cfg, seed),
-    )
+# These data sets live in their own modules and register themselves on import:
+# ``shapes`` (generated) and ``camelyon17`` (WILDS).
+from trainer import _shapes, _wilds  # noqa: E402, F401

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "conv_channels", type=int, default=ModelConfig.conv_channels,
           help="channels of the first conv block (--arch conv)")
     _flag(p, "image_size", type=int, default=DataConfig.image_size,
-          help="side of the (square) images in pixels")
+          help="side of the (square) images in pixels (None: the data set's native size)")
     _flag(p, "dataset", default=DataConfig.dataset, help="data set name")
     _flag(p, "data_root", default=None, help="folder of downloaded data sets")
     _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")

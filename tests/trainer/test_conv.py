@@ -131,7 +131,7 @@ def test_conv_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     ]
     for key, value in whole.final.items():
         assert resumed.final[key] == value, key
-    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

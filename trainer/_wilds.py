@@ -1,0 +1,150 @@
+"""``camelyon17``: WILDS Camelyon17 patches read by the ``wilds`` package itself.
+
+y = tumour in the patch's central region, a = hospital (WILDS numbering 0-4). The splits
+are WILDS' ``official`` scheme, read from the dataset object's ``split_array``:
+
+==============  ==========================================  ===============
+our split       WILDS split                                 hospitals
+==============  ==========================================  ===============
+train           ``train``                                   0, 3, 4
+val, test       ``id_val``, halved by seed (probe fit/score)  0, 3, 4
+test_domain     ``test`` (out of distribution)              2
+(not used)      ``val`` (the out-of-distribution val set)   1
+==============  ==========================================  ===============
+
+So ``acc_y_test_domain`` is the out-of-distribution accuracy on WILDS' test hospital.
+Each patch is its own source instance; WILDS gives no factors beyond y and the hospital,
+so ``factor_groups`` is empty (the label-only score applies).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer._config import ConfigError, DataConfig
+from trainer._data import DataBundle, register_dataset
+
+WILDS_TEST_HOSPITAL = 2  # wilds.datasets.camelyon17_dataset.TEST_CENTER
+_INSTALL_HINT = "pip install torch==2.13.0 'stagetune[mnist-wilds]'"
+_declared_ops: list[torch.library.Library] = []  # kept alive: the declarations live with it
+
+
+def _declare_torchvision_detection_ops() -> None:
+    """Declare torchvision's ``nms``/``qnms`` operator schemas when its C++ ops are absent.
+
+    ``wilds`` imports ``torchvision.ops`` for its detection metrics. PyPI's torchvision
+    wheels are CUDA builds, whose compiled ops cannot load beside a CPU-only torch; then
+    torchvision's import fails on registering fake kernels for ``nms`` and ``qnms`` (the
+    only two it registers without checking that its ops loaded). Declaring the two
+    schemas lets the import finish. Nothing here calls them: Camelyon17 only reads PNGs
+    and labels, and a call would still fail loudly (no kernel).
+    """
+    if _declared_ops:
+        return
+    lib = torch.library.Library("torchvision", "DEF")
+    for name in ("nms", "qnms"):
+        lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _declared_ops.append(lib)
+
+
+def camelyon17_class() -> type:
+    """``wilds.datasets.camelyon17_dataset.Camelyon17Dataset``, importable on CPU torch."""
+    try:
+        try:
+            from wilds.datasets.camelyon17_dataset import Camelyon17Dataset
+        except RuntimeError as exc:
+            if "torchvision::" not in str(exc):
+                raise
+            _declare_torchvision_detection_ops()
+            from wilds.datasets.camelyon17_dataset import Camelyon17Dataset
+    except ImportError as exc:
+        raise ConfigError(
+            f"dataset 'camelyon17' needs the wilds package ({exc}): {_INSTALL_HINT}"
+        ) from exc
+    return Camelyon17Dataset
+
+
+def _pick(split_of: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """Indices kept: all, or ``max_samples`` drawn at random from the used splits."""
+    idx = np.flatnonzero(split_of >= 0)
+    if max_samples is not None and max_samples < len(idx):
+        idx = np.sort(np.random.default_rng(seed).permutation(idx)[:max_samples])
+    return idx
+
+
+@register_dataset("camelyon17", default_arch="conv", image_size=96)
+def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
+    """Camelyon17 under ``data_root/camelyon17_v1.0`` through ``wilds``' own class."""
+    from trainer._data import _require_root
+
+    root = _require_root(cfg)
+    if cfg.test_domain not in (None, WILDS_TEST_HOSPITAL):
+        raise ConfigError(
+            f"camelyon17 uses WILDS' official split, whose test hospital is "
+            f"{WILDS_TEST_HOSPITAL}; leave --test_domain unset (got {cfg.test_domain})"
+        )
+    dataset_class = camelyon17_class()
+    try:
+        ds = dataset_class(root_dir=str(root), download=False, split_scheme="official")
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"cannot read Camelyon17 under {root}: {exc}; expected "
+            f"{root}/camelyon17_v1.0/metadata.csv and its patches/ (WILDS' layout)"
+        ) from exc
+    wilds_split = np.asarray(ds.split_array)
+    codes = ds.split_dict  # {'train': 0, 'id_val': 1, 'test': 2, 'val': 3}
+    # our split per sample: 0 train, 1 val or test (id_val), 2 test_domain, -1 unused
+    ours = np.full(len(wilds_split), -1)
+    ours[wilds_split == codes["train"]] = 0
+    ours[wilds_split == codes["id_val"]] = 1
+    ours[wilds_split == codes["test"]] = 2
+    pick = _pick(ours, cfg.max_samples, seed)
+    hospital_col = ds.metadata_fields.index("hospital")
+    n_hospitals = int(ds.metadata_array[:, hospital_col].max()) + 1
+    side = cfg.image_size or 96
+    x = torch.empty((len(pick), 3, side, side), dtype=torch.float32)
+    y = torch.empty(len(pick), dtype=torch.int64)
+    a = torch.empty(len(pick), dtype=torch.int64)
+    chunk = 512
+    for start in range(0, len(pick), chunk):
+        rows = pick[start : start + chunk]
+        pixels, labels, hospitals = [], [], []
+        for i in rows:
+            img, label, meta = ds[int(i)]  # wilds' own __getitem__: PIL image, y, metadata
+            pixels.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()))
+            labels.append(int(label))
+            hospitals.append(int(meta[hospital_col]))
+        batch = torch.stack(pixels).permute(0, 3, 1, 2).float() / 255.0
+        if batch.shape[-1] != side or batch.shape[-2] != side:
+            batch = F.interpolate(batch, size=(side, side), mode="bilinear",
+                                  align_corners=False, antialias=True).clamp(0, 1)
+        x[start : start + len(rows)] = batch
+        y[start : start + len(rows)] = torch.tensor(labels)
+        a[start : start + len(rows)] = torch.tensor(hospitals)
+    role = ours[pick]
+    in_dist = np.flatnonzero(role == 1)
+    in_dist = np.random.default_rng(seed + 7919).permutation(in_dist)
+    half = len(in_dist) // 2
+    splits = {
+        "train": np.flatnonzero(role == 0),
+        "val": np.sort(in_dist[:half]),
+        "test": np.sort(in_dist[half:]),
+        "test_domain": np.flatnonzero(role == 2),
+    }
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    if empty:
+        raise ConfigError(
+            f"camelyon17: no samples left in split(s) {', '.join(empty)} "
+            f"({len(pick)} patches drawn); raise --max_samples"
+        )
+    return DataBundle(
+        x=x,
+        y=y,
+        a=a,
+        n_classes=2,
+        n_domains=n_hospitals,
+        splits={k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()},
+        source=torch.arange(len(pick), dtype=torch.int64),
+    )
