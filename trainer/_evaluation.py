@@ -47,6 +47,15 @@ def _split_arrays(
 
 def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, Any]:
     """All final metrics of a trained model, plus the tables the plots draw."""
+    return evaluate_inputs(eval_inputs(model, data, cfg), data, model.groups)
+
+
+def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInputs:
+    """What the metrics read of a trained model: latents and factors of the two splits.
+
+    Separate from ``evaluate_inputs`` so that several models' probes can be fit in one
+    batch (``trainer._probes_torch.fill_probe_cache``) before their metrics are computed.
+    """
     n = cfg.eval_max_samples
     fit_latents, fit_factors, _, acc_val = _split_arrays(model, data, FIT_SPLIT, n)
     score_latents, score_factors, kl, acc_test = _split_arrays(model, data, SCORE_SPLIT, n)
@@ -59,15 +68,23 @@ def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, An
         interaction_factor=data.interaction_factor, factor_groups=dict(data.factor_groups),
         kl=kl, task=task, seed=cfg.seed,
     )
+    return inputs
+
+
+def evaluate_inputs(inputs: EvalInputs, data: DataBundle, groups: tuple[str, ...]
+                    ) -> dict[str, Any]:
+    """The metrics and tables of ``evaluate`` from its inputs."""
     metrics = evaluate_latents(inputs)
-    for g, value in kl.items():
+    for g, value in inputs.kl.items():
         metrics[f"kl_{g}"] = value
+    score_latents = inputs.score_latents
+    fit_factors, score_factors = inputs.fit_factors, inputs.score_factors
     factors = ["y", "a"] + ([data.interaction_factor] if data.interaction_factor else [])
     return {
         "metrics": metrics,
         "correlations": correlation_matrices(score_latents),
         "probe_accuracy": {
-            g: {f: metrics[f"probe_acc_{g}_{f}"] for f in factors} for g in model.groups
+            g: {f: metrics[f"probe_acc_{g}_{f}"] for f in factors} for g in groups
         },
         "splits": {"probe_fit": FIT_SPLIT, "probe_score": SCORE_SPLIT,
                    "n_fit": len(fit_factors["y"]), "n_score": len(score_factors["y"])},
