@@ -275,6 +275,36 @@ def chance_corrected(acc: float, chance: float) -> float:
     return (acc - chance) / (1.0 - chance) if chance < 1.0 else 0.0
 
 
+#: implementations of the probes: "sklearn" (the reference) or "torch" (batched, on a
+#: device; ``trainer._probes_torch``, agreeing with the reference within 0.01)
+PROBE_BACKENDS = ("sklearn", "torch")
+_probe_backend: dict[str, str] = {"name": "sklearn", "device": "cpu"}
+
+
+def set_probe_backend(name: str, device: str = "cpu") -> None:
+    """Choose the probes' implementation (and the torch backend's device)."""
+    if name not in PROBE_BACKENDS:
+        raise ValueError(f"unknown probe backend {name!r}; choose {' or '.join(PROBE_BACKENDS)}")
+    _probe_backend.update(name=name, device=device)
+
+
+def probe_backend() -> tuple[str, str]:
+    """The probes' implementation and device now."""
+    return _probe_backend["name"], _probe_backend["device"]
+
+
+def _logistic_proba(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, c: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of ``x_score`` and the classes, from the chosen backend."""
+    if _probe_backend["name"] == "torch":
+        from trainer._probes_torch import logistic_probes
+
+        return logistic_probes([(x_fit, y_fit, x_score)], c=c,
+                               device=_probe_backend["device"])[0]
+    model = _fit_logistic(x_fit, y_fit, c)
+    return model.predict_proba(x_score), model.classes_
+
+
 def _fit_logistic(x_fit: np.ndarray, y_fit: np.ndarray, c: float = 1.0):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -315,9 +345,7 @@ def probe_scores(
         acc = float((pred == y_score).mean())
         ce = _cross_entropy(proba, classes, y_score)
     else:
-        model = _fit_logistic(x_fit, y_fit, c)
-        proba = model.predict_proba(x_score)
-        classes = model.classes_
+        proba, classes = _logistic_proba(x_fit, y_fit, x_score, c)
         acc = float((classes[proba.argmax(1)] == y_score).mean())
         ce = _cross_entropy(proba, classes, y_score)
     return {"acc": acc, "chance": chance, "acc_cc": chance_corrected(acc, chance), "ce": ce}
@@ -335,6 +363,11 @@ def regression_scores(
         return {"r2": 0.0}
     if x_fit.shape[1] == 0 or np.all(x_fit.std(0) < 1e-12):
         pred = np.full_like(t_score, t_fit.mean())
+    elif _probe_backend["name"] == "torch":
+        from trainer._probes_torch import ridge_probes
+
+        pred = ridge_probes([(x_fit, t_fit, x_score)], alpha=alpha,
+                            device=_probe_backend["device"])[0]
     else:
         mean, std = x_fit.mean(0), x_fit.std(0)
         std = np.where(std > 1e-12, std, 1.0)
@@ -606,25 +639,34 @@ def zay_activity(inputs: EvalInputs) -> dict[str, float]:
 
 @register_metric("zay_interaction")
 def zay_interaction(inputs: EvalInputs) -> dict[str, float]:
+    """What zay holds of the labels (leakage) and of their interaction (content)."""
     if "zay" not in inputs.score_latents:
         return {}
     y_p, a_p = inputs.probe("zay", "y"), inputs.probe("zay", "a")
     # the max: a zay holding all of y and nothing of a leaks fully, not by half
     out = {"zay_label_leakage": float(np.clip(max(y_p["acc_cc"], a_p["acc_cc"]), 0.0, 1.0))}
+    if inputs.interaction_factor:
+        content = inputs.probe("zay", inputs.interaction_factor)["acc_cc"]
+    else:  # no ground truth: synergy relative to what a leaves unknown about y
+        ci = inputs.result("coinformation")
+        h = ci["zay_h_y_given_a"]
+        content = -ci["zay_coinformation"] / h if h > 0 else 0.0
+    out["zay_interaction_content"] = float(np.clip(content, 0.0, 1.0))
+    return out
+
+
+@register_metric("coinformation")
+def zay_coinformation(inputs: EvalInputs) -> dict[str, float]:
+    """I(zay;y;a) and its parts (nats); negative means synergy."""
+    if "zay" not in inputs.score_latents:
+        return {}
     ci = coinformation(
         inputs.fit_latents["zay"], inputs.fit_factors["y"], inputs.fit_factors["a"],
         inputs.score_latents["zay"], inputs.score_factors["y"], inputs.score_factors["a"],
         seed=inputs.seed,
     )
-    out["zay_coinformation"] = ci["coinformation"]
-    out["zay_mi_y"] = ci["mi_z_y"]
-    out["zay_mi_y_given_a"] = ci["mi_z_y_given_a"]
-    if inputs.interaction_factor:
-        content = inputs.probe("zay", inputs.interaction_factor)["acc_cc"]
-    else:  # no ground truth: synergy relative to what a leaves unknown about y
-        content = -ci["coinformation"] / ci["h_y_given_a"] if ci["h_y_given_a"] > 0 else 0.0
-    out["zay_interaction_content"] = float(np.clip(content, 0.0, 1.0))
-    return out
+    return {"zay_coinformation": ci["coinformation"], "zay_mi_y": ci["mi_z_y"],
+            "zay_mi_y_given_a": ci["mi_z_y_given_a"], "zay_h_y_given_a": ci["h_y_given_a"]}
 
 
 @register_metric("factor_matrix")

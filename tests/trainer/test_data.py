@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer import ConfigError, DataConfig, load_dataset
-from trainer._data import hue_to_rgb, read_idx
+from trainer._data import hue_to_rgb, make_splits, read_idx
 
 
 def test_digits_factors_and_interaction():
@@ -38,22 +38,51 @@ def test_hue_follows_the_interaction_factor():
     assert np.allclose(hue_to_rgb(np.array([0.0, 1 / 3, 2 / 3])), np.eye(3), atol=1e-6)
 
 
-def test_splits_are_disjoint_and_seeded():
+def _sources(data, split):
+    return set(data.source[data.splits[split]].tolist())
+
+
+def test_splits_are_disjoint_by_source_and_seeded():
     cfg = DataConfig(max_samples=60)
     d1, d2 = load_dataset(cfg, seed=3), load_dataset(cfg, seed=3)
     parts = [set(d1.splits[k].tolist()) for k in ("train", "val", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(map(len, parts)) == 360
+    # every source digit sits in all six domains, and in exactly one split
+    sources = [_sources(d1, k) for k in ("train", "val", "test")]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    assert set().union(*sources) == set(range(60))
+    for k in ("val", "test"):
+        assert len(d1.splits[k]) == 6 * len(_sources(d1, k)) == 6 * 9  # 15% of 60 sources
     assert all(torch.equal(d1.splits[k], d2.splits[k]) for k in d1.splits)
     assert torch.equal(d1.x, d2.x)
 
 
-def test_leave_one_domain_out():
+def test_leave_one_domain_out_keeps_its_sources_out_of_training():
     data = load_dataset(DataConfig(max_samples=40, test_domain=2), seed=0)
     held = data.splits["test_domain"]
-    assert (data.a[held] == 2).all() and held.numel() == 40
+    assert (data.a[held] == 2).all() and held.numel() == 6  # 15% of the 40 sources
     for k in ("train", "val", "test"):
         assert (data.a[data.splits[k]] != 2).all()
+        assert not _sources(data, k) & _sources(data, "test_domain")
+    splits = ("train", "val", "test", "test_domain")
+    assert sum(len(_sources(data, k)) for k in splits) == 40
+
+
+def test_one_domain_per_image_splits_every_sample_as_its_own_source():
+    domain = np.random.default_rng(0).integers(0, 6, 500)
+    splits = make_splits(domain, DataConfig(test_domain=1), seed=0)  # source=None
+    together = np.concatenate([v.numpy() for v in splits.values()])
+    assert len(together) == len(set(together.tolist())) == 500  # nothing lost, no repeats
+    assert set(splits["test_domain"].tolist()) == set(np.flatnonzero(domain == 1).tolist())
+
+
+def test_digits_hue_residual_is_the_colour_noise():
+    data = load_dataset(DataConfig(max_samples=100), seed=0)
+    r = data.factors["hue_residual"]
+    assert r.dtype == np.float32 and np.abs(r).max() < 0.5
+    assert abs(r.mean()) < 0.01 and 0.04 < r.std() < 0.06  # N(0, HUE_STD = 0.05)
+    assert data.factor_groups == {"y": "zy", "a": "za", "s": "zay", "hue_residual": "zx"}
 
 
 def _write_idx(path, array, gz=False):
