@@ -13,7 +13,8 @@ Settings (default epochs, 60; everything else at its default):
 
 Each run writes ``OUT/<setting>_s<seed>.json`` (final metrics, wall time) as soon as it
 ends, and keeps its checkpoint under ``OUT/<setting>_s<seed>/`` so a later version of
-the metrics can re-score it (``--reevaluate``). A partial run resumes where it stopped.
+the metrics can re-score it (``--reevaluate``). An interrupted run resumes from its
+checkpoint (wall time then counts only the resumed part).
 The report prints mean +- sd over seeds and, for each setting against ``default``,
 whether the difference exceeds the seed spread: the two settings' seed ranges
 (min..max) do not overlap.
@@ -51,7 +52,12 @@ def _run_name(setting: str, seed: int) -> str:
 
 
 def train_missing(out: Path, seeds: list[int], epochs: int, settings: list[str]) -> None:
+    import torch
+
     from trainer import RunConfig, fit
+
+    # one thread: these small MLPs gain little from more, and a shared machine loses
+    torch.set_num_threads(1)
 
     for seed in seeds:  # seed-major: a partial run has every setting for the first seeds
         for setting in settings:
@@ -62,7 +68,8 @@ def train_missing(out: Path, seeds: list[int], epochs: int, settings: list[str])
             cfg = RunConfig().replace(epochs=epochs, seed=seed, device="cpu",
                                       write_plots=False, **SETTINGS[setting])
             t0 = time.perf_counter()
-            result = fit(cfg, checkpoint_dir=out / name)
+            resume = (out / name / "checkpoint.pt").exists()  # an interrupted run goes on
+            result = fit(cfg, checkpoint_dir=out / name, resume=resume)
             record = {"setting": setting, "seed": seed, "epochs": epochs,
                       "wall_s": time.perf_counter() - t0, "final": result.final,
                       "config": cfg.to_dict()}
@@ -90,7 +97,7 @@ def reevaluate(out: Path) -> None:
         cfg = RunConfig.from_dict(record["config"])
         data = load_dataset(cfg.data, cfg.seed)
         model = build_model(cfg, data)
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["best_state"] or ckpt["model"])
         metrics = evaluate(model, data, cfg)["metrics"]
         record["final"].update(metrics)
