@@ -261,6 +261,31 @@ def _bins(values: pd.Series, param: str, *, most: int = 8) -> tuple[pd.Series, l
     return lab, [n for n in names if n in set(lab)]
 
 
+def box_statistics(bins: pd.Series, values: pd.Series, order: list[str]
+                   ) -> tuple[dict[str, list], pd.Index]:
+    """Tukey box statistics per bin (fences at 1.5 IQR, clipped to the data) and the
+    index of the trials beyond the fences. Large studies send these, not every point."""
+    stats: dict[str, list] = {k: [] for k in ("bin", "q1", "median", "q3", "lowerfence",
+                                              "upperfence")}
+    outliers = []
+    for name in order:
+        v = values[bins == name]
+        if v.empty:
+            continue
+        q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+        lo_lim, hi_lim = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+        inside = v[(v >= lo_lim) & (v <= hi_lim)]
+        stats["bin"].append(name)
+        stats["q1"].append(float(q1))
+        stats["median"].append(float(med))
+        stats["q3"].append(float(q3))
+        stats["lowerfence"].append(float(inside.min()))
+        stats["upperfence"].append(float(inside.max()))
+        outliers.append(v.index[(v < lo_lim) | (v > hi_lim)])
+    index = outliers[0].append(outliers[1:]) if outliers else values.index[:0]
+    return stats, index
+
+
 def effect_params(df: pd.DataFrame) -> list[str]:
     """The searched settings that vary among the trials, in a fixed order."""
     return [p for p in ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
@@ -273,7 +298,8 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
 
     λ is binned on a log scale among penalty-on trials only (it means nothing when the
     penalty is off). Every point hovers with its trial and settings while there are at
-    most ``BOX_POINTS_UP_TO`` trials; beyond that the boxes show their outliers.
+    most ``BOX_POINTS_UP_TO`` trials; beyond that the boxes are summarised (quartiles and
+    fences) and only their outliers are drawn, each hovering with its trial.
     """
     params = effect_params(df) or ["stage1_epochs"]
     rows, cols = len(objectives), len(params)
@@ -289,12 +315,26 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
             if sub.empty:
                 continue
             lab, order = _bins(sub[p], p)
-            fig.add_trace(go.Box(
-                x=lab, y=sub[obj], name=f"{obj} by {label(p)}", boxpoints=points,
-                jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
-                line={"width": 1.2}, fillcolor="rgba(31,119,180,0.15)",
-                hovertext=hover.loc[sub.index].tolist(), hoverinfo="text+y",
-                showlegend=False), i, j)
+            if points == "all":
+                fig.add_trace(go.Box(
+                    x=lab, y=sub[obj], name=f"{obj} by {label(p)}", boxpoints="all",
+                    jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
+                    line={"width": 1.2}, fillcolor="rgba(31,119,180,0.15)",
+                    hovertext=hover.loc[sub.index].tolist(), hoverinfo="text+y",
+                    showlegend=False), i, j)
+            else:
+                box, outliers = box_statistics(lab, sub[obj], order)
+                fig.add_trace(go.Box(
+                    x=box["bin"], q1=box["q1"], median=box["median"], q3=box["q3"],
+                    lowerfence=box["lowerfence"], upperfence=box["upperfence"],
+                    name=f"{obj} by {label(p)}", boxpoints=False, line={"width": 1.2},
+                    fillcolor="rgba(31,119,180,0.15)", showlegend=False), i, j)
+                fig.add_trace(go.Scatter(
+                    x=lab.loc[outliers], y=sub.loc[outliers, obj], mode="markers",
+                    name=f"{obj} by {label(p)}: outliers",
+                    marker={"size": 4, "color": "rgba(31,119,180,0.7)"},
+                    hovertext=hover.loc[outliers].tolist(), hoverinfo="text+y",
+                    showlegend=False), i, j)
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                              row=i, col=j)
             if i == rows:

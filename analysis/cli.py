@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(imp)
     imp.add_argument("--evaluator", choices=[*EVALUATORS, "both"], default="both",
                      help="PED-ANOVA (fast at any size) and/or fANOVA (random forest; "
-                          "skipped above 2,000 trials)")
+                          "skipped above 500 trials)")
     c = add("compare", "two studies' fronts on one plot, with hypervolumes")
     _common(c, study=False)
     c.add_argument("--study", action="append", required=True,

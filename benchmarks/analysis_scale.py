@@ -1,31 +1,50 @@
-"""rank and report on a generated study of 10,000 trials (target: under 30 s).
+"""``analyze rank``, ``report`` and ``importance`` on generated studies of 10,000 trials,
+with 1, 2 and 3 objectives (targets: rank < 5 s, report < 30 s each).
 
-    python benchmarks/analysis_scale.py [--trials 10000] [--db PATH]
+    python benchmarks/analysis_scale.py [--trials 10000] [--objectives 1 2 3] [--dir DIR]
+        [--screenshot docs/report-10000.png]
 
-Generation (writing the study) is timed separately; only reading and reporting count.
+Writing the studies is timed separately; only reading, ranking and reporting count. Each
+study has per-epoch rows (10 epochs) for every trial, as a sweep stores them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import create_trial
 
 from search.objective import Objective
+from search.storage import create_tables, epoch_metrics
 from search.study import OBJECTIVE_ATTR
 
+THIRD = "disentanglement_score"
 
-def generate(url: str, n: int, seed: int = 0) -> None:
+
+def _spec(n_objectives: int) -> dict:
+    if n_objectives == 1:
+        return Objective(mode="scalar").describe()
+    spec = Objective().describe()
+    if n_objectives == 3:
+        spec = {**spec, "names": [*spec["names"], THIRD],
+                "directions": [*spec["directions"], "maximize"]}
+    return spec
+
+
+def generate(url: str, n: int, n_objectives: int, seed: int = 0, epochs: int = 10) -> None:
+    """A study of ``n`` complete trials (5 % infeasible) plus their per-epoch rows."""
     rng = np.random.default_rng(seed)
-    objective = Objective()
-    study = optuna.create_study(storage=url, study_name="big", directions=objective.directions)
-    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    spec = _spec(n_objectives)
+    study = optuna.create_study(storage=url, study_name="big", directions=spec["directions"])
+    study.set_user_attr(OBJECTIVE_ATTR, spec)
     dists = {"stage1_epochs": IntDistribution(0, 60), "stage2_epochs": IntDistribution(0, 60),
              "use_independence_penalty": CategoricalDistribution([True, False]),
              "independence_penalty": FloatDistribution(0.1, 100, log=True)}
@@ -40,41 +59,89 @@ def generate(url: str, n: int, seed: int = 0) -> None:
             params["independence_penalty"] = float(10 ** rng.uniform(-1, 2))
             d["independence_penalty"] = dists["independence_penalty"]
         acc = float(np.clip(0.9 + 0.05 * rng.normal() - 0.001 * s1, 0, 1))
-        ind = float(np.clip(0.9 + 0.04 * rng.normal() + 0.02 * on, 0, 1))
-        attrs = {"zay_collapsed": float(rng.random() < 0.05), "zay_active_dims": 8.0,
-                 "disentanglement_score": float(rng.random()), "baseline": i == 0}
-        attrs["feasible"] = attrs["zay_collapsed"] < 1
-        trials.append(create_trial(values=[acc, ind], params=params, distributions=d,
-                                   user_attrs=attrs))
+        ind = float(np.clip(0.75 + 0.04 * rng.normal() + 0.004 * s1 + 0.02 * on, 0, 1))
+        dis = float(np.clip(0.5 + 0.1 * rng.normal() + 0.005 * s2, 0, 1))
+        values = {1: [0.5 * acc + 0.5 * ind], 2: [acc, ind], 3: [acc, ind, dis]}[n_objectives]
+        collapsed = float(rng.random() < 0.05)
+        attrs = {"zay_collapsed": collapsed, "zay_active_dims": 8.0, "feasible": collapsed < 1,
+                 "disentanglement_score": dis, "baseline": i == 0}
+        trials.append(create_trial(values=values, params=params, distributions=d,
+                                   user_attrs=attrs,
+                                   system_attrs={"constraints": [collapsed - 0.5]}))
     study.add_trials(trials)
+    engine = sa.create_engine(url)
+    create_tables(engine)
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(sa.text("SELECT trial_id FROM trials ORDER BY number"))]
+        rows = []
+        for tid in ids:
+            start = 100 + 10 * rng.random()
+            for e in range(epochs):
+                stage = 1 if e < epochs // 3 else 2 if e < 2 * epochs // 3 else 3
+                rows.append({"trial_id": tid, "epoch": e, "stage": stage, "metrics": json.dumps(
+                    {"epoch": float(e), "stage": float(stage),
+                     "val_loss": start * 0.9 ** e})})
+        conn.execute(epoch_metrics.insert(), rows)
+    engine.dispose()
+
+
+def screenshot(report: Path, png: Path, *, width: int = 1400, height: int = 2600) -> None:
+    """A headless-Chromium screenshot of a report (PNG under 1 MB via 8-bit colour)."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise SystemExit("screenshots need Chromium: apt-get install chromium")
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", f"--user-data-dir={profile}",
+                        "--virtual-time-budget=20000", f"--window-size={width},{height}",
+                        f"--screenshot={png}", f"file://{report.resolve()}"],
+                       check=True, capture_output=True, timeout=300)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--trials", type=int, default=10_000)
-    p.add_argument("--db", default=None)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=10_000, help="trials per study")
+    p.add_argument("--objectives", type=int, nargs="+", default=[1, 2, 3],
+                   help="objective counts to measure")
+    p.add_argument("--dir", default=None, help="where the studies go (default: a temp dir; "
+                                               "an existing database there is reused)")
+    p.add_argument("--screenshot", default=None,
+                   help="also save a screenshot of the 2-objective report here")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    tmp = Path(tempfile.mkdtemp())
-    db = Path(args.db) if args.db else tmp / "big.db"
-    url = f"sqlite:///{db}"
-    if not db.exists():
-        t = time.perf_counter()
-        generate(url, args.trials)
-        print(f"generated {args.trials} trials in {time.perf_counter() - t:.1f} s (not counted)")
+    tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp())
+    tmp.mkdir(parents=True, exist_ok=True)
     from analysis.cli import main as analysis_main
 
-    timings = {}
-    for cmd in ("rank", "report"):
-        t = time.perf_counter()
-        argv = [cmd, "--storage", url, "--study", "big", "--out", str(tmp / "out")]
-        if cmd == "rank":
-            argv += ["--top", "5"]
-        assert analysis_main(argv) == 0
-        timings[cmd] = time.perf_counter() - t
-    size = (tmp / "out" / "report.html").stat().st_size / 1e6
-    print(f"rank {timings['rank']:.1f} s, report {timings['report']:.1f} s "
-          f"(report.html {size:.1f} MB) for {args.trials} trials (target: each < 30 s)")
+    results = []
+    for k in args.objectives:
+        db = tmp / f"big-{k}obj-{args.trials}.db"
+        url = f"sqlite:///{db}"
+        if not db.exists():
+            t = time.perf_counter()
+            generate(url, args.trials, k)
+            print(f"{k} objective(s): generated {args.trials} trials in "
+                  f"{time.perf_counter() - t:.1f} s (not counted)", flush=True)
+        out = tmp / f"out-{k}"
+        timings = {}
+        for cmd in ("rank", "report", "importance"):
+            argv = [cmd, "--storage", url, "--study", "big", "--out", str(out)]
+            argv += {"rank": ["--top", "3"], "report": [], "importance": []}[cmd]
+            t = time.perf_counter()
+            assert analysis_main(argv) == 0
+            timings[cmd] = time.perf_counter() - t
+        size = (out / "report.html").stat().st_size / 1e6
+        results.append((k, timings, size))
+        if args.screenshot and k == 2:
+            screenshot(out / "report.html", Path(args.screenshot))
+    print()
+    for k, t, size in results:
+        print(f"{args.trials} trials, {k} objective(s): rank {t['rank']:.2f} s, report "
+              f"{t['report']:.2f} s (report.html {size:.1f} MB, PNGs included), importance "
+              f"{t['importance']:.2f} s   [targets: rank < 5 s, report < 30 s]")
 
 
 if __name__ == "__main__":

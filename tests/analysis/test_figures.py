@@ -123,17 +123,20 @@ def test_effects_are_binned_boxes_whose_points_name_their_trial(study_db):
     assert not fig.layout.annotations  # no subplot titles to overlap
 
 
-def test_effects_at_scale_show_outliers_only_in_bins():
+def test_effects_at_scale_are_summarised_boxes_with_hoverable_outliers():
     rng = np.random.default_rng(1)
     n = 5000
-    df = pd.DataFrame({"number": np.arange(n), "stage1_epochs": rng.integers(0, 40, n),
-                       "task_accuracy": rng.uniform(0, 1, n)})
+    s1 = rng.integers(0, 40, n)
+    acc = rng.normal(0.8, 0.02, n)
+    acc[:7] = [0.1, 0.2, 0.3, 0.99, 1.2, 1.3, 1.4]  # far beyond any bin's fences
+    df = pd.DataFrame({"number": np.arange(n), "stage1_epochs": s1, "task_accuracy": acc})
     fig = effects_figure(df, ["task_accuracy"])
-    box = fig.data[0]
-    assert box.boxpoints == "outliers"
-    assert 2 <= len(set(box.x)) <= 8  # 40 distinct values binned
-
-
+    box, points = fig.data[0], fig.data[1]
+    assert box.boxpoints is False and 2 <= len(box.x) <= 8  # 40 distinct values, binned
+    assert box.q1 is not None and box.median is not None
+    shown = {int(h.split("#")[1].split("<")[0]) for h in points.hovertext}
+    assert set(range(7)) <= shown  # every planted outlier is drawn and names its trial
+    assert len(shown) < 0.05 * n  # the rest are summarised, not sent point by point
 def test_parallel_coordinates_use_categorical_and_split_axes(study_db):
     data = load_study(f"sqlite:///{study_db}", "known")
     ranked = rank_trials(data)
