@@ -169,10 +169,11 @@ class OpenedStudy:
 def _objective_mismatch(stored: dict, directions: list[str], objective: Objective) -> str:
     """What differs between a stored study's objective and ``objective`` ('' if nothing)."""
     spec = objective.describe()
-    theirs = {"mode": stored.get("mode"), "names": stored.get("names"),
-              "directions": directions, "weight": stored.get("weight")}
-    ours = {"mode": spec["mode"], "names": spec["names"], "directions": spec["directions"],
-            "weight": spec["weight"]}
+    theirs = {"mode": stored.get("mode"), "metric": stored.get("disentanglement"),
+              "names": stored.get("names"), "directions": directions,
+              "weight": stored.get("weight")}
+    ours = {"mode": spec["mode"], "metric": spec["disentanglement"], "names": spec["names"],
+            "directions": spec["directions"], "weight": spec["weight"]}
     if not stored:  # a study made before its objective was recorded: directions only
         theirs = {"directions": directions}
         ours = {"directions": spec["directions"]}
