@@ -212,3 +212,21 @@ def test_figures_that_cannot_be_drawn_are_listed_with_the_reason(study_db, tmp_p
     assert "no front to measure" in built.skipped["hypervolume"]
     assert "no per-epoch rows" in built.skipped["curves"]
     assert {"effects", "parallel", "importance"} <= set(built.figures)
+
+
+def test_compared_fronts_pass_through_attained_points_only():
+    from analysis._figures import compare_figure
+
+    objectives = ["task_accuracy", "zay_independence_score"]
+    fronts = {}
+    for k, name in enumerate(("a", "b")):
+        ranked = _random_ranked(150, seed=10 + k)
+        fronts[name] = (ranked, ranked[ranked["pareto_rank"] == 0])
+    fig = compare_figure(fronts, objectives)
+    for name, (ranked, front) in fronts.items():
+        line = _traces(fig)[f"{name}: front"]
+        assert line.line.shape in (None, "linear")
+        attained = set(zip(ranked["task_accuracy"], ranked["zay_independence_score"],
+                           strict=True))
+        assert all(v in attained for v in zip(line.x, line.y, strict=True))
+        assert len(line.x) == len(front)
