@@ -1,8 +1,8 @@
 """A real multi-node Ray cluster on this machine's loopback, started with ``ray start``.
 
 Each node is one ``ray start --block`` in a session of its own, so a node is stopped (or
-killed, to simulate the loss of a machine) by signalling its process group, and nothing
-else on the machine is touched. ``ray stop`` would end every Ray on the host, other test
+killed, to simulate the loss of a machine) by signalling the processes of that session,
+and nothing else on the machine is touched. ``ray stop`` would end every Ray on the host, other test
 sessions' included, so it is not used here.
 """
 
@@ -50,12 +50,12 @@ class RayNode:
     node_id: str = ""
 
     @property
-    def pgid(self) -> int:
-        return self.process.pid  # started with start_new_session: its own process group
+    def sid(self) -> int:
+        return self.process.pid  # started with start_new_session: its own session
 
     def pids(self) -> list[int]:
-        """Live processes of this node: its process group, and any that left it but
-        name this node's temp dir on their command line."""
+        """Live processes of this node: its session, and any that left it but name
+        this node's temp dir on their command line."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -65,11 +65,12 @@ class RayNode:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            # fields after the command name: state, ppid, pgrp; a zombie is already dead
-            state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
+            # fields after the command name: state, ppid, pgrp, session; a zombie is dead
+            state, _, _, sid = stat.rsplit(")", 1)[1].split()[:4]
             if state == "Z":
                 continue
-            if int(pgid) == self.pgid or str(self.temp_dir) in cmd:
+            # Ray's workers get process groups of their own but stay in the node's session
+            if int(sid) == self.sid or str(self.temp_dir) in cmd:
                 found.append(int(entry.name))
         return found
 
