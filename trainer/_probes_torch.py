@@ -1,0 +1,193 @@
+"""The evaluation's probes in torch, batched over problems (members x groups x factors).
+
+They solve the same problems as the scikit-learn reference in ``trainer._metrics``:
+
+- ``logistic_probes``: ``StandardScaler`` then ``LogisticRegression(C=c)`` (lbfgs,
+  multinomial for three or more classes, one sigmoid for two), i.e. minimise
+  ``mean_i CE_i + ||W||^2 / (2 C n)`` with the intercept unpenalised. Two classes use
+  the softmax form with the penalty doubled: its optimum has ``w1 = -w0``, so
+  ``w = w1 - w0`` carries the sigmoid's penalty ``||w||^2 / (2 C n)`` exactly.
+- ``ridge_probes``: the ridge fit on standardised features of ``regression_scores``.
+
+Problems of different sizes share one padded batch: padded samples have weight 0,
+padded features are 0 (their weights only feel the penalty and stay 0), padded classes
+get logit -inf. One L-BFGS run in float64 minimises the sum of the problems' objectives,
+which are independent, so each reaches its own optimum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+_STD_FLOOR = 1e-12
+
+
+def _standardise(x_fit: torch.Tensor, x_score: torch.Tensor, fit_mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale by the fit split's mean and (population) std over its real samples."""
+    w = fit_mask.unsqueeze(-1).to(x_fit.dtype)
+    n = w.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (x_fit * w).sum(1, keepdim=True) / n
+    var = (((x_fit - mean) ** 2) * w).sum(1, keepdim=True) / n
+    std = var.sqrt()
+    std = torch.where(std > _STD_FLOOR, std, torch.ones_like(std))
+    return (x_fit - mean) / std * w, (x_score - mean) / std
+
+
+def _pad(arrays: Sequence[np.ndarray], shape: tuple[int, ...], dtype: torch.dtype,
+         device: torch.device | str, fill: float = 0.0) -> torch.Tensor:
+    out = torch.full((len(arrays), *shape), fill, dtype=dtype)
+    for i, a in enumerate(arrays):
+        t = torch.as_tensor(np.asarray(a))
+        if t.dim() == 1:
+            out[i, : t.shape[0]] = t.to(dtype)
+        else:
+            out[i, : t.shape[0], : t.shape[1]] = t.to(dtype)
+    return out.to(device)
+
+
+def logistic_probes(
+    problems: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    c: float = 1.0,
+    device: torch.device | str = "cpu",
+    max_iter: int = 1000,
+    batched: bool | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fit one standardised logistic probe per ``(x_fit, y_fit, x_score)``.
+
+    Returns, per problem, ``(proba, classes)`` as scikit-learn's ``predict_proba`` and
+    ``classes_`` would: class probabilities of ``x_score`` over the sorted labels seen
+    in ``y_fit``. Every problem needs at least two classes and one feature.
+    ``batched`` (default: on any device but a CPU) solves all problems in one padded
+    L-BFGS run; otherwise one run per problem.
+    """
+    if not problems:
+        return []
+    if batched is None:
+        # On a CPU the cost is arithmetic, not launches: one solve per problem stops each
+        # at its own convergence instead of running all to the slowest one's.
+        batched = torch.device(device).type != "cpu"
+    if not batched and len(problems) > 1:
+        return [logistic_probes([p], c=c, device=device, max_iter=max_iter)[0]
+                for p in problems]
+    classes = [np.unique(y) for _, y, _ in problems]
+    encoded = [np.searchsorted(cl, y) for cl, (_, y, _) in zip(classes, problems, strict=True)]
+    n_fit = max(len(y) for _, y, _ in problems)
+    n_score = max(len(xs) for _, _, xs in problems)
+    d = max(x.shape[1] for x, _, _ in problems)
+    k = max(len(cl) for cl in classes)
+    f64 = torch.float64
+    x_fit = _pad([x for x, _, _ in problems], (n_fit, d), f64, device)
+    x_score = _pad([xs for _, _, xs in problems], (n_score, d), f64, device)
+    y = _pad(encoded, (n_fit,), torch.long, device)
+    fit_mask = _pad([np.ones(len(e)) for e in encoded], (n_fit,), torch.bool, device)
+    x_fit, x_score = _standardise(x_fit, x_score, fit_mask)
+    n_real = fit_mask.sum(1).to(f64)
+    n_classes = torch.tensor([len(cl) for cl in classes], device=device)
+    class_ok = torch.arange(k, device=device)[None, :] < n_classes[:, None]  # (P, K)
+    # sklearn's penalty 1 / (C n), doubled for the two-class softmax form (see module doc)
+    reg = torch.where(n_classes == 2, 2.0, 1.0).to(f64) / (c * n_real)
+    weight = torch.zeros((len(problems), d, k), dtype=f64, device=device, requires_grad=True)
+    bias = torch.zeros((len(problems), k), dtype=f64, device=device, requires_grad=True)
+    sample_w = fit_mask.to(f64) / n_real[:, None]
+    neg_inf = torch.tensor(float("-inf"), dtype=f64, device=device)
+
+    def objective() -> torch.Tensor:
+        logits = torch.where(class_ok[:, None, :], x_fit @ weight + bias[:, None, :], neg_inf)
+        nll = torch.logsumexp(logits, -1) - logits.gather(-1, y[..., None]).squeeze(-1)
+        return ((nll * sample_w).sum(1) + 0.5 * reg * weight.pow(2).sum((1, 2))).sum()
+
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        logits = torch.where(class_ok[:, None, :], x_score @ weight + bias[:, None, :], neg_inf)
+        proba = torch.softmax(logits, -1).cpu().numpy()
+    return [(proba[i, : len(xs), : len(cl)], cl)
+            for i, ((_, _, xs), cl) in enumerate(zip(problems, classes, strict=True))]
+
+
+def ridge_probes(
+    problems: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    alpha: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Ridge predictions on ``x_score`` per ``(x_fit, t_fit, x_score)``, standardised
+    features, centred target, penalty ``alpha`` (``regression_scores``' probe)."""
+    if not problems:
+        return []
+    f64 = torch.float64
+    n_fit = max(len(t) for _, t, _ in problems)
+    n_score = max(len(xs) for _, _, xs in problems)
+    d = max(x.shape[1] for x, _, _ in problems)
+    x_fit = _pad([x for x, _, _ in problems], (n_fit, d), f64, device)
+    x_score = _pad([xs for _, _, xs in problems], (n_score, d), f64, device)
+    t = _pad([t for _, t, _ in problems], (n_fit,), f64, device)
+    fit_mask = _pad([np.ones(len(t)) for _, t, _ in problems], (n_fit,), torch.bool, device)
+    x_fit, x_score = _standardise(x_fit, x_score, fit_mask)
+    m = fit_mask.to(f64)
+    t_mean = (t * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)
+    gram = x_fit.transpose(1, 2) @ x_fit + alpha * torch.eye(d, dtype=f64, device=device)
+    w = torch.linalg.solve(gram, x_fit.transpose(1, 2) @ ((t - t_mean) * m)[..., None])
+    pred = (x_score @ w).squeeze(-1) + t_mean
+    pred = pred.cpu().numpy()
+    return [pred[i, : len(xs)] for i, (_, _, xs) in enumerate(problems)]
+
+
+def fill_probe_cache(inputs: Sequence[Any], *, c: float = 1.0, alpha: float | None = None,
+                     device: torch.device | str = "cpu") -> int:
+    """Fit every (group, factor) probe of several ``EvalInputs`` in two batched solves.
+
+    Fills each ``inputs[i]``'s probe cache with what ``EvalInputs.probe`` would compute
+    (probes with a constant target or latent are left to it). Returns how many probes
+    were fit.
+    """
+    from trainer import _metrics as mt
+
+    alpha = mt.RIDGE_ALPHA if alpha is None else alpha
+    logistic, ridge = [], []
+    for inp in inputs:
+        factors = ["y", "a"] + [f for f in [inp.interaction_factor, *inp.factor_groups]
+                                if f and f not in ("y", "a")]
+        for g in inp.groups:
+            for f in dict.fromkeys(factors):
+                if f not in inp.fit_factors or (g, f) in inp._probe_cache:
+                    continue
+                xf, tf = inp.fit_latents[g], inp.fit_factors[f]
+                xs, ts = inp.score_latents[g], inp.score_factors[f]
+                if mt.is_discrete(tf):
+                    if not mt._uninformative(xf, tf):
+                        logistic.append((inp, g, f, (xf, tf, xs), ts))
+                elif xf.shape[1] and not np.all(xf.std(0) < 1e-12) and float(
+                        ((ts - ts.mean()) ** 2).sum()) > 1e-12:
+                    ridge.append((inp, g, f, (xf, tf.astype(np.float64), xs),
+                                  ts.astype(np.float64)))
+    fitted = logistic_probes([p for *_, p, _ in logistic], c=c, device=device)
+    for (inp, g, f, _, ts), (proba, classes) in zip(logistic, fitted, strict=True):
+        chance = mt.chance_level(ts)
+        acc = float((classes[proba.argmax(1)] == ts).mean())
+        acc_cc = mt.chance_corrected(acc, chance)
+        inp._probe_cache[(g, f)] = {
+            "acc": acc, "chance": chance, "acc_cc": acc_cc,
+            "ce": mt._cross_entropy(proba, classes, ts),
+            "readout": float(np.clip(acc_cc, 0.0, 1.0)),
+        }
+    preds = ridge_probes([p for *_, p, _ in ridge], alpha=alpha, device=device)
+    for (inp, g, f, _, ts), pred in zip(ridge, preds, strict=True):
+        r2 = 1.0 - float(((ts - pred) ** 2).sum()) / float(((ts - ts.mean()) ** 2).sum())
+        inp._probe_cache[(g, f)] = {"r2": r2, "readout": float(np.clip(r2, 0.0, 1.0))}
+    return len(logistic) + len(ridge)
