@@ -318,8 +318,10 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
             if points == "all":
                 fig.add_trace(go.Box(
                     x=lab, y=sub[obj], name=f"{obj} by {label(p)}", boxpoints="all",
-                    jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
-                    line={"width": 1.2}, fillcolor="rgba(31,119,180,0.15)",
+                    jitter=0.4, pointpos=0,
+                    marker={"size": 4, "opacity": 0.6, "color": "#1f77b4"},
+                    line={"width": 1.2, "color": "#1f77b4"},
+                    fillcolor="rgba(31,119,180,0.15)",
                     hovertext=hover.loc[sub.index].tolist(), hoverinfo="text+y",
                     showlegend=False), i, j)
             else:
@@ -327,7 +329,8 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
                 fig.add_trace(go.Box(
                     x=box["bin"], q1=box["q1"], median=box["median"], q3=box["q3"],
                     lowerfence=box["lowerfence"], upperfence=box["upperfence"],
-                    name=f"{obj} by {label(p)}", boxpoints=False, line={"width": 1.2},
+                    name=f"{obj} by {label(p)}", boxpoints=False,
+                    line={"width": 1.2, "color": "#1f77b4"},
                     fillcolor="rgba(31,119,180,0.15)", showlegend=False), i, j)
                 fig.add_trace(go.Scatter(
                     x=lab.loc[outliers], y=sub.loc[outliers, obj], mode="markers",
@@ -338,8 +341,8 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                              row=i, col=j)
             if i == rows:
-                suffix = " (penalty on, log bins)" if p == "independence_penalty" else ""
-                fig.update_xaxes(title_text=label(p) + suffix, row=i, col=j)
+                title = "λ, penalty on (log bins)" if p == "independence_penalty" else label(p)
+                fig.update_xaxes(title_text=title, row=i, col=j)
             if j == 1:
                 fig.update_yaxes(title_text=obj, row=i, col=j)
     fig.update_layout(

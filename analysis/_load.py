@@ -67,6 +67,7 @@ class StudyData:
     engine: sa.Engine = field(repr=False)
     #: each searched parameter's Optuna distribution (as stored: name and attributes)
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    url: str = ""  # as the user gave it (shown redacted)
 
     @property
     def scalar(self) -> bool:
@@ -184,4 +185,4 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     trials["baseline"] = trials.get("baseline", pd.Series(False, index=trials.index)
                                     ).fillna(False).astype(bool)
     trials = trials.reset_index(drop=True)
-    return StudyData(study, sid, names, directions, spec, trials, engine, distributions)
+    return StudyData(study, sid, names, directions, spec, trials, engine, distributions, url)

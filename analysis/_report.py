@@ -282,7 +282,8 @@ h1{margin-bottom:.2em} .meta{color:#5f6368;margin-top:0}
 .table-wrap{max-height:32em;overflow:auto;border:1px solid #dadce0;max-width:100%}
 table.sortable{border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums}
 table.sortable th{position:sticky;top:0;background:#f1f3f4;cursor:pointer;
-  white-space:normal;max-width:9em;padding:4px 6px;border:1px solid #dadce0}
+  white-space:normal;overflow-wrap:anywhere;max-width:8em;padding:4px 6px;
+  border:1px solid #dadce0;font-weight:600}
 table.sortable th[data-dir=up]::after{content:' ▲'}
 table.sortable th[data-dir=down]::after{content:' ▼'}
 table.sortable td{border:1px solid #e8eaed;padding:2px 6px;text-align:right;
@@ -343,7 +344,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<title>stagetune report: {html.escape(data.name)}</title>", _STYLE,
         "</head><body>",
         f"<h1>Study {html.escape(data.name)}</h1>",
-        f"<p class='meta'>{html.escape(redact(str(data.engine.url)))} · objectives: "
+        f"<p class='meta'>{html.escape(redact(data.url or str(data.engine.url)))} · objectives: "
         f"{html.escape(objectives)}</p>",
         "<div class='summary'>",
         f"<p>{html.escape(counts_sentence(data))}</p>",
