@@ -10,7 +10,8 @@ from search.space import SearchSpace
 from trainer import RunConfig
 
 TINY_TRIAL = dict(
-    epochs=4, staged_training=True, max_samples=40, image_size=8, hidden_dim=32, zy_dim=4,
+    # 60 samples: the evaluation's probes need a few per class (40 made them raise)
+    epochs=4, staged_training=True, max_samples=60, image_size=8, hidden_dim=32, zy_dim=4,
     za_dim=4, zay_dim=4, zx_dim=4, batch_size=64, eval_max_samples=300, write_plots=False,
     device="cpu",
 )
