@@ -704,16 +704,26 @@ def fit_population(
         if len(keep) < len(pop.active):
             pop.select(keep)
 
-    from trainer._evaluation import evaluate as run_evaluation  # pulls in scikit-learn
+    from trainer._evaluation import eval_inputs, evaluate_inputs  # pulls in scikit-learn
+    from trainer._metrics import probe_backend
 
+    inputs = {}
+    for m in pop.members:
+        if m.error is None and evaluate:
+            state = m.best_state if m.best_state is not None else m.final_state
+            inputs[m.index] = eval_inputs(pop.load_scratch(state), data, m.cfg)
+    backend, probe_device = probe_backend()
+    if backend == "torch" and inputs:  # every member's probes in one batch
+        from trainer._probes_torch import fill_probe_cache
+
+        fill_probe_cache(list(inputs.values()), device=probe_device)
     results: list[FitResult | DivergenceError] = []
     for m in pop.members:
         if m.error is not None:
             results.append(DivergenceError(m.error))
             continue
-        state = m.best_state if m.best_state is not None else m.final_state
-        model = pop.load_scratch(state)
-        analysis = run_evaluation(model, data, m.cfg) if evaluate else {"metrics": {}}
+        analysis = (evaluate_inputs(inputs[m.index], data, pop.scratch.groups) if evaluate
+                    else {"metrics": {}})
         final = dict(analysis["metrics"])
         final["epochs_run"] = float(len(m.history))
         final["best_epoch"] = float(m.best_epoch)
