@@ -207,9 +207,8 @@ def test_sigterm_marks_running_trials_stopped_and_the_sweep_resumes(tmp_path, lo
 def test_two_real_drivers_on_one_postgresql_study_store_the_total(tmp_path, pg_url):
     procs = []
     for k in range(2):
-        argv = _sweep_argv(pg_url, "two", 4, tmp_path / f"d{k}", "--max-concurrent", "1")
         (tmp_path / f"d{k}").mkdir()
-        argv[argv.index("--base-config") + 1] = str(_config_file(tmp_path / f"d{k}"))
+        argv = _sweep_argv(pg_url, "two", 4, tmp_path / f"d{k}", "--max-concurrent", "1")
         procs.append(subprocess.Popen([sys.executable, "-m", "search", *argv], cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
