@@ -42,7 +42,7 @@ def sweep_args(storage: str, study: str, n_trials: int, config: Path, tune_dir: 
     """``stagetune sweep`` arguments of a tiny sweep: one CPU per trial, random sampler."""
     return ["sweep", "--address", address, "--storage", storage, "--study", study,
             "--n-trials", str(n_trials), "--base-config", str(config), "--epochs", "4",
-            "--sampler", "random", "--cpus-per-trial", "1", "--tune-dir", str(tune_dir)]
+            "--sampler", "random", "--cpus-per-trial", "1", "--work-dir", str(tune_dir)]
 
 
 def run_stagetune(cluster: LoopbackCluster, args: list[str], *, timeout: float = 300

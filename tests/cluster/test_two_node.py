@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from search.storage import read_epochs
 from tests.cluster._loopback import RAY, LoopbackCluster
 from tests.cluster.conftest import ROOT, run_stagetune, sweep_args
+from tests.test_docker import healthcheck_argv
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -50,6 +51,13 @@ def _finished(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
     return trials
 
 
+def _healthcheck(cluster: LoopbackCluster) -> subprocess.CompletedProcess:
+    argv = [a.replace("http://127.0.0.1:8265", cluster.dashboard_url)
+            for a in healthcheck_argv()]
+    assert argv[0] == "python"
+    return subprocess.run([sys.executable, *argv[1:]], capture_output=True, timeout=30)
+
+
 def _placement(trials, names: dict[str, str]) -> str:
     return ", ".join(f"#{t.number}->{names.get(t.user_attrs.get('node_id'), '?')}"
                      for t in trials)
@@ -70,8 +78,13 @@ def test_two_node_sweep_uses_both_nodes_and_resumes_after_a_restart(
     # both nodes ran trials, and nothing ran anywhere else
     assert {t.user_attrs["node_id"] for t in trials} == set(first)
 
+    # The head image's HEALTHCHECK, run against this head (its address put in): healthy
+    # while the head runs, unhealthy once it is stopped.
+    assert _healthcheck(loopback).returncode == 0
+
     # Stop the whole cluster, start a new one, and submit the rest as a Ray job.
     loopback.stop()
+    assert _healthcheck(loopback).returncode != 0
     head = loopback.start_head(num_cpus=1, resources={"head_slot": 1}, dashboard=True)
     node2 = loopback.add_node("node2", num_cpus=1, resources={"node2_slot": 1})
     second = {head.node_id: "head (restarted)", node2.node_id: "node2 (restarted)"}
