@@ -16,8 +16,6 @@ from typing import IO, Any
 
 from search.objective import Objective
 
-#: the user attribute in which a failed trial's reason is stored, when known
-FAIL_REASON_ATTR = "fail_reason"
 #: Ray's loggers whose warnings (token authentication, deprecations) a sweep hides
 _RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air", "ray.util",
                 "ray.data", "ray._common")
@@ -204,7 +202,7 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
     """Counts by state (with infeasible trials and failure reasons) and the front."""
     from optuna.trial import TrialState
 
-    from search.study import count_finished
+    from search.study import FAIL_REASON_ATTR, count_finished
 
     counts = dict(count_finished(study))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -200,7 +200,8 @@ def test_fit_calls_the_batch_hook_once_per_batch():
     from tests.trainer.conftest import tiny_config
     from trainer import fit
 
-    cfg = tiny_config(epochs=2, stage1_epochs=1, stage2_epochs=0, batch_size=32)
+    cfg = tiny_config(epochs=2, stage1_epochs=1, stage2_epochs=0, batch_size=16,
+                      max_samples=48, eval_max_samples=100)
     calls: list[tuple[int, int, int]] = []
     fit(cfg, on_batch=lambda *a: calls.append(a))
     per_epoch = calls[-1][2]
