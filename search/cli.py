@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ASHA on the scalar validation score, rungs counted from stage 3")
     r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
     r.add_argument("--seeds", type=int, default=1, help="seeds per trial, averaged inside it")
+    r.add_argument("--population", type=int, default=1, metavar="K",
+                   help="train K trials as one vectorised model in one Ray trial "
+                        "(resources per trial are the whole population's)")
     r.add_argument("--import", dest="imports", action="append", default=[],
                    help="module to import in every trial (custom data sets or metrics)")
     r.add_argument("--work-dir", "--tune-dir", dest="tune_dir", default=str(default_work_dir()),
@@ -148,7 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         space=space, objective=objective, sampler=args.sampler, seed=args.seed,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
-        asha=args.asha, retries=args.retries, seeds=args.seeds, imports=tuple(args.imports),
+        asha=args.asha, retries=args.retries, seeds=args.seeds, population=args.population,
+        imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
         resume_command=resume_command(getattr(args, "argv", None)),
     )

@@ -52,6 +52,7 @@ class SweepOptions:
     asha: bool = False
     retries: int = 2
     seeds: int = 1
+    population: int = 1  # Optuna trials trained together in one Ray trial
     imports: tuple[str, ...] = ()
     tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
     quiet: bool = False
@@ -154,6 +155,9 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     if opts.n_trials < 0:
         raise ValueError(f"--n-trials must not be negative (got {opts.n_trials})")
     check_trial_config(opts)
+    from search.population import check_population
+
+    check_population(opts.population, asha=opts.asha, seeds=opts.seeds)
     done_before = peek_study(opts.storage, opts.study, opts.objective)
     gpus = 0.0
     if done_before is None or done_before < opts.n_trials:
@@ -251,13 +255,13 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from search.searcher import StudySearcher
+    from search.population import searcher_class
     from search.trainable import tune_trainable
 
     experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective, study, quiet=opts.quiet)
-    searcher = StudySearcher(
+    searcher = searcher_class(opts.population)(
         study, opts.space, opts.objective,
         base_config=opts.base_config,
         trial_options={"objective": {"mode": opts.objective.mode,

@@ -110,13 +110,23 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.stopping:
             return Searcher.FINISHED
+        asked = self._ask(trial_id, trial_id)
+        if asked is None:
+            return Searcher.FINISHED
+        trial, params = asked
+        return {"params": params, "base": self.base_config, "optuna_number": trial.number,
+                **self.trial_options}
+
+    def _ask(self, trial_id: str, key: str) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """Ask one Optuna trial for Tune trial ``trial_id``, kept live under ``key``;
+        ``None`` once the study's total is reached."""
         engine = self._engine if self._engine is not None else study_engine(self.study)
         # Counting, asking and tagging happen under the study's lock: no other driver asks
         # in between (the total holds) and no resume takes the untagged trial for an orphan.
         with self._lock, study_lock(engine, self.study.study_name):
             counted, number = count_toward_total(self.study)
             if self.total is not None and counted >= self.total:
-                return Searcher.FINISHED
+                return None
             if self.sampler_name is not None:
                 self.study.sampler = make_sampler(self.sampler_name,
                                                   trial_seed(self.seed, number))
@@ -124,10 +134,9 @@ class StudySearcher(Searcher):
             trial.set_user_attr("tune_trial_id", trial_id)
             trial.set_user_attr("tune_experiment", self.experiment)
             params = self.space.sample(trial)
-            self._live[trial_id] = trial
+            self._live[key] = trial
         self.on_event("start", {"number": trial.number, "params": params})
-        return {"params": params, "base": self.base_config, "optuna_number": trial.number,
-                **self.trial_options}
+        return trial, params
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         trial = self._live.get(trial_id)

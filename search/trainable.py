@@ -49,7 +49,6 @@ def run_trial_config(config: dict[str, Any], report,
     objective = Objective(**config["objective"])
     base = RunConfig.from_dict(apply_flat(config["base"], config["params"]))
     cfg = base.replace(write_plots=False)
-    stage3_start = cfg.stage3_start
     last_epoch = cfg.optim.epochs - 1
     held: list[dict[str, float]] = []  # the run's last epoch, sent with the final result
 
@@ -59,13 +58,7 @@ def run_trial_config(config: dict[str, Any], report,
         ended = epoch >= last_epoch or bool(row.get("stopped_early"))
         where.update(phase="evaluation" if ended else "training", epoch=epoch + (not ended),
                      stage=int(row["stage"]) if ended else stage_of(epoch + 1, cfg))
-        # epochs since stage 3 began: the scheduler's clock, so that no rung can cut a
-        # trial before zay has been brought in
-        row["stage3_epoch"] = float(max(0, int(row["epoch"]) - stage3_start + 1))
-        score = objective.epoch_score(row)
-        if score is not None:
-            row[EPOCH_SCORE] = score
-        row["final"] = 0.0
+        row = epoch_result(row, cfg, objective)
         if ended:
             held[:] = [row]
         else:
@@ -91,15 +84,36 @@ def run_trial_config(config: dict[str, Any], report,
         final["seeds"] = float(seeds)
     if "zay_collapsed" in final:  # collapsed in any seed counts as collapsed
         final["zay_collapsed"] = float(max(f.get("zay_collapsed", 0.0) for f in finals))
-    final["stage3_epoch"] = float(cfg.optim.epochs - stage3_start)
-    last_score = objective.epoch_score(result.history[-1]) if result.history else None
+    final = final_result(final, cfg, objective, result.history, analysis)
+    if held:
+        final["last_epoch_json"] = json.dumps(held[0])
+    return final
+
+
+def epoch_result(row: dict[str, float], cfg, objective: Objective) -> dict[str, float]:
+    """An epoch's row as a trial reports it: with the scheduler's clock and score."""
+    row = dict(row)
+    # epochs since stage 3 began: the scheduler's clock, so that no rung can cut a
+    # trial before zay has been brought in
+    row["stage3_epoch"] = float(max(0, int(row["epoch"]) - cfg.stage3_start + 1))
+    score = objective.epoch_score(row)
+    if score is not None:
+        row[EPOCH_SCORE] = score
+    row["final"] = 0.0
+    return row
+
+
+def final_result(final: dict[str, float], cfg, objective: Objective,
+                 history: list[dict[str, float]], analysis: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    """A finished run's final metrics as a trial reports them (``final = 1``)."""
+    final["stage3_epoch"] = float(cfg.optim.epochs - cfg.stage3_start)
+    last_score = objective.epoch_score(history[-1]) if history else None
     if last_score is not None:  # a scheduler expects its metric in every result
         final[EPOCH_SCORE] = last_score
     final["final"] = 1.0
     final["config_json"] = cfg.to_json()
     final["correlations_json"] = json.dumps(analysis["correlations"]) if analysis else "{}"
-    if held:
-        final["last_epoch_json"] = json.dumps(held[0])
     return final
 
 
@@ -135,8 +149,11 @@ def tune_trainable(config: dict[str, Any]) -> None:
         tune.report({**row, "node_id": node_id})
 
     where: dict[str, Any] = {}
+    run = run_trial_config
+    if "members" in config:  # K Optuna trials in one Ray trial (search.population)
+        from search.population import run_population_config as run
     try:
-        final = run_trial_config(config, report, where)
+        final = run(config, report, where)
     except Exception as exc:  # deterministic: told FAIL at once, never retried
         report(failure_result(exc, where))
         return
