@@ -133,3 +133,14 @@ def test_staged_conv_run_end_to_end_and_its_resume_is_bitwise_equal(tmp_path):
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_command_line_flags_reach_the_config():
+    from trainer.cli import build_parser, config_from_args
+
+    argv = ["--dataset", "shapes", "--arch", "conv", "--conv_channels", "8",
+            "--image_size", "64"]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    assert (cfg.model.arch, cfg.model.conv_channels, cfg.data.image_size) == ("conv", 8, 64)
+    default = config_from_args(build_parser().parse_args([]), [])
+    assert (default.model.arch, default.data.image_size) == ("auto", None)
