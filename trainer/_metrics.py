@@ -405,8 +405,9 @@ def discriminant_projection(
 
     n_classes = len(np.unique(labels_fit))
     rank = min(z_fit.shape[1], n_classes - 1)
-    if rank < 1 or _uninformative(z_fit, labels_fit):
-        return lambda z: z
+    smallest_fold = len(labels_fit) - -(-len(labels_fit) // folds)  # CV training size
+    if rank < 1 or _uninformative(z_fit, labels_fit) or smallest_fold <= n_classes:
+        return lambda z: z  # too few samples for LDA on these classes: raw z
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, rank) if k <= rank})
     order = np.random.default_rng(seed).permutation(len(labels_fit))
     parts = np.array_split(order, folds)
