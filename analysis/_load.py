@@ -157,10 +157,11 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
             f"'fixed_params' AND trial_id IN {sub}"), {"s": sid}).all()
     names = spec.get("names") or [f"objective_{i}" for i in range(len(directions))]
     trials = trials.set_index("trial_id", drop=False)
-    for name in names:
-        trials[name] = np.nan
+    by_objective: dict[str, dict[int, float]] = {name: {} for name in names}
     for tid, objective, value in values:
-        trials.at[tid, names[objective]] = value
+        by_objective[names[objective]][tid] = value
+    for name in names:
+        trials[name] = trials["trial_id"].map(by_objective[name]).astype(np.float64)
     columns: dict[str, dict[int, Any]] = {}
     for tid, fixed_json in fixed:  # an enqueued trial's settings, as it ran them
         for k, v in json.loads(fixed_json).items():

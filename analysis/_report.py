@@ -215,8 +215,10 @@ def best_sentence(data: StudyData, ranked: pd.DataFrame) -> str:
     scored = ranked[ranked["pareto_rank"].notna()]
     if scored.empty:
         return "No complete feasible trial yet."
-    fmts = {o: float_formatter(scored[o].to_numpy(np.float64)) for o in data.objectives}
     base = scored[scored["baseline"].astype(bool)] if "baseline" in scored else scored.iloc[:0]
+    # digits enough to tell apart the trials this sentence names (not all 10,000)
+    named = pd.concat([scored.head(1), scored[scored["pareto_rank"] == 0], base])
+    fmts = {o: float_formatter(named[o].to_numpy(np.float64)) for o in data.objectives}
     if data.scalar:
         best = scored.iloc[0]
         text = f"Best: trial #{int(best['number'])} with {_values(data, best, fmts)}"

@@ -89,7 +89,7 @@ def _print_table(df, top: int) -> None:
     shown = df.head(top).copy()
     for c in shown.columns:
         if pd.api.types.is_float_dtype(shown[c]):
-            fmt = float_formatter(df[c].to_numpy(np.float64))
+            fmt = float_formatter(shown[c].to_numpy(np.float64))  # apart where shown
             shown[c] = [fmt(float(v)) for v in shown[c]]
     with pd.option_context("display.max_columns", 30, "display.width", 200):
         print(shown.to_string(index=False))
