@@ -157,22 +157,21 @@ def render(
     scale = torch.from_numpy(factors["scale"])
     colour = _hue_to_rgb(torch.from_numpy(factors["hue"]).float())
     out = torch.empty((n, 3, size, size), dtype=torch.float32)
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
-        cos, sin = torch.cos(rad[a[sl]])[:, None, None], torch.sin(rad[a[sl]])[:, None, None]
-        dx = gx[None] - px[sl, None, None]
-        dy = gy[None] - py[sl, None, None]
-        r = scale[sl, None, None]
-        u = (cos * dx + sin * dy) / r  # the shape's own frame, outer radius 1
-        v = (-sin * dx + cos * dy) / r
-        dist = torch.empty_like(u)
-        for k, kind in enumerate(SHAPES):
-            members = (y[sl] == k).nonzero().squeeze(1)
-            if members.numel():
-                dist[members] = _outline_distance(kind, u[members], v[members])
-        coverage = (0.5 - dist * r / pixel).clamp(0.0, 1.0)[:, None]  # 1-px soft edge
-        back = backgrounds[a[sl]][:, None]
-        out[sl] = back * (1.0 - coverage) + colour[sl, :, None, None] * coverage
+    for k, kind in enumerate(SHAPES):  # one class at a time: one distance function
+        members = (y == k).nonzero().squeeze(1)
+        for start in range(0, members.numel(), chunk):
+            idx = members[start : start + chunk]
+            turn = rad[a[idx]]
+            cos, sin = torch.cos(turn)[:, None, None], torch.sin(turn)[:, None, None]
+            dx = gx[None] - px[idx, None, None]
+            dy = gy[None] - py[idx, None, None]
+            r = scale[idx, None, None]
+            u = (cos * dx + sin * dy) / r  # the shape's own frame, outer radius 1
+            v = (-sin * dx + cos * dy) / r
+            dist = _outline_distance(kind, u, v)
+            coverage = (0.5 - dist * r / pixel).clamp(0.0, 1.0)[:, None]  # 1-px soft edge
+            back = backgrounds[a[idx]][:, None]
+            out[idx] = back * (1.0 - coverage) + colour[idx, :, None, None] * coverage
     return out
 
 
