@@ -56,7 +56,7 @@ def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
             continue
         col = df[c]
         if pd.api.types.is_float_dtype(col):
-            fmt = float_formatter(col.to_numpy(dtype=np.float64))
+            fmt = float_formatter(col.to_numpy(dtype=np.float64), most=6)
             shown = col.map(lambda v, f=fmt: "" if pd.isna(v) else f(float(v)))
         else:
             shown = col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))

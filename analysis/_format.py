@@ -27,15 +27,17 @@ def decimals_needed(values: Iterable[float], *, least: int = 3, most: int = 10) 
     return most
 
 
-def float_formatter(values: Iterable[float], *, least: int = 3) -> Callable[[float], str]:
-    """A formatter for one column: fixed decimals from ``decimals_needed``."""
+def float_formatter(values: Iterable[float], *, least: int = 3,
+                    most: int = 10) -> Callable[[float], str]:
+    """A formatter for one column: fixed decimals from ``decimals_needed`` (at most
+    ``most``)."""
     values = list(values)
     v = np.asarray(values, dtype=np.float64)
     finite = v[np.isfinite(v)]
     if finite.size and np.all(finite == np.round(finite)) and np.abs(finite).max() < 1e15:
         return lambda x: "" if x is None or not np.isfinite(x) else f"{x:.0f}"
     big = finite.size and np.abs(finite).max() >= 1e6
-    d = decimals_needed(finite, least=least)
+    d = decimals_needed(finite, least=least, most=most)
 
     def fmt(x: float) -> str:
         if x is None or not np.isfinite(x):
