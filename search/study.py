@@ -193,6 +193,8 @@ def _load_existing(storage, name: str, objective: Objective, sampler: str,
                    seed: int | None, *, wait_for_spec_s: float = 0.0) -> optuna.Study:
     summary = next(s for s in storage.get_all_studies() if s.study_name == name)
     stored = summary.user_attrs.get(OBJECTIVE_ATTR)
+    if stored is None and storage.get_all_trials(summary._study_id, deepcopy=False):
+        wait_for_spec_s = 0.0  # an older study, or one made by plain Optuna: nothing comes
     deadline = time.monotonic() + wait_for_spec_s
     while stored is None and time.monotonic() < deadline:
         # created by another process a moment ago: its objective is written right after
