@@ -75,7 +75,8 @@ def command_lines(script: str) -> list[list[str]]:
 
 def parse_command(argv: list[str]) -> Any:
     """Parse a ``stagetune`` or ``ray`` command line with the real parser; returns what
-    the parser returns (argparse namespace or click context). Others: None."""
+    the parser returns (argparse namespace or click context; a list for a shell script or
+    a job with its entrypoint). Other programs: None."""
     if argv[0] in ("sh", "bash") and argv[1] == "-c":
         return [parse_command(a) for a in command_lines(argv[2])]
     if argv[0] == "stagetune":
@@ -102,10 +103,8 @@ def parse_command(argv: list[str]) -> Any:
         assert not hasattr(group, "commands"), f"incomplete ray command {argv}"
         # everything after `--` is the job's entrypoint, parsed on its own
         entry = rest[rest.index("--") + 1:] if "--" in rest else []
-        ctx = group.make_context(argv[0], rest[:rest.index("--")] if entry else rest)
-        if entry:
-            parse_command(entry)
-        return ctx
+        ctx = group.make_context(argv[0], list(rest))
+        return [ctx, *parse_all(entry)] if entry else ctx
     return None
 
 
@@ -357,3 +356,21 @@ def test_command_line_splitter_on_known_scripts():
         parse_command(["stagetune", "sweep", "--no-such-flag"])
     with pytest.raises(Exception, match="No such option"):
         parse_command(["ray", "start", "--no-such-flag"])
+
+
+def test_readme_cluster_commands_parse_with_the_real_parsers():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    parsed = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            for argv in command_lines(line):
+                parsed += parse_all(argv)
+    sweeps = [p for p in parsed if getattr(p, "command", None) == "run"]
+    assert len(sweeps) >= 3 and all(s.address == "auto" for s in sweeps)
+    # the documented URLs carry no password: it comes from PGPASSWORD or ~/.pgpass
+    assert all(re.fullmatch(r"postgresql://\w+@[\w.:-]+/\w+", s.storage) for s in sweeps)
+    ray_commands = [p.command.name for p in parsed if hasattr(p, "command")
+                    and hasattr(p.command, "name")]
+    assert {"start", "stop", "submit"} <= set(ray_commands)
