@@ -97,6 +97,7 @@ def test_resources_no_node_holds_are_refused_before_launch(tmp_path, local_ray, 
     assert not db.exists()  # nothing stored, no RUNNING trial left behind
 
 
+@pytest.mark.slow
 def test_asha_stores_full_budget_trials_complete_and_every_epoch(tmp_path, local_ray):
     # stages 1 and 2 empty: stage 3 spans the whole budget, so ASHA's clock (epochs since
     # stage 3 began) reaches max_t on every trial's last epoch

@@ -336,7 +336,8 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     cfg = RunConfig()
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as fh:
-        pickle.dump({"config_json": cfg.to_json(), "model": _RunsCode(marker)}, fh)
+        pickle.dump({"config_json": cfg.to_json(), "model": _RunsCode(marker)}, fh,
+                    protocol=2)
     with pytest.raises(ConfigError, match="refusing checkpoint"):
         load_checkpoint(path, cfg)
     assert not marker.exists()
