@@ -16,7 +16,6 @@ population trial carries K members with K scores.
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from functools import partial
@@ -24,9 +23,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.objective import Objective
 from search.searcher import StudySearcher
-from search.trainable import epoch_result, failure_result, final_result
+from search.trainable import epoch_result, failure_result, final_result, trial_setup
 
 MEMBER = "member"  # key of a member's index in its epoch rows
 
@@ -106,8 +104,6 @@ def run_population_config(config: dict[str, Any], report,
                           where: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the members a ``PopulationSearcher`` suggested; ``report`` gets every epoch
     row with its member's index; returns the final result with ``members_json``."""
-    import torch
-
     from trainer import DivergenceError, RunConfig, fit_population, group_population
     from trainer._config import apply_flat
     from trainer._fit import resolve_device
@@ -115,12 +111,7 @@ def run_population_config(config: dict[str, Any], report,
 
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
-    for module in config.get("imports", []):
-        importlib.import_module(module)
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    objective = Objective(**config["objective"])
+    objective = trial_setup(config)
     cfgs = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
         write_plots=False) for m in config["members"]]
     # the members' probes run in torch on the trial's device, all in one batch

@@ -33,7 +33,6 @@ def run_trial_config(config: dict[str, Any], report,
     """Train the configuration a searcher suggested; ``report`` gets each epoch's row
     except the last, which the returned final result carries as ``last_epoch_json``.
     ``where`` (if given) is kept up to date with the run's phase, epoch and stage."""
-    import torch
 
     from trainer import RunConfig, fit, stage_of
     from trainer._config import apply_flat
@@ -41,12 +40,7 @@ def run_trial_config(config: dict[str, Any], report,
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
 
-    for module in config.get("imports", []):
-        importlib.import_module(module)
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    objective = Objective(**config["objective"])
+    objective = trial_setup(config)
     base = RunConfig.from_dict(apply_flat(config["base"], config["params"]))
     cfg = base.replace(write_plots=False)
     last_epoch = cfg.optim.epochs - 1
@@ -88,6 +82,18 @@ def run_trial_config(config: dict[str, Any], report,
     if held:
         final["last_epoch_json"] = json.dumps(held[0])
     return final
+
+
+def trial_setup(config: dict[str, Any]) -> Objective:
+    """A trial's ``--import`` modules and thread count; returns its objective."""
+    import torch
+
+    for module in config.get("imports", []):
+        importlib.import_module(module)
+    threads = config.get("threads")
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    return Objective(**config["objective"])
 
 
 def epoch_result(row: dict[str, float], cfg, objective: Objective) -> dict[str, float]:

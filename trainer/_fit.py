@@ -48,6 +48,80 @@ class FitResult:
     analysis: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RunProgress:
+    """A run's end-of-epoch state: its rows, the divergence streak, early stopping and the
+    best weights. ``fit`` keeps one; ``fit_population`` keeps one per member."""
+
+    cfg: RunConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    since_best: int = 0
+    bad_streak: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    stopped_early: bool = False
+
+    CHECKPOINTED = ("history", "best_loss", "best_epoch", "since_best", "bad_streak",
+                    "best_state", "stopped_early")
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The fields a checkpoint holds."""
+        return {name: getattr(self, name) for name in self.CHECKPOINTED}
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        for name in self.CHECKPOINTED:
+            setattr(self, name, ckpt.get(name, False) if name == "stopped_early" else ckpt[name])
+
+    def end_epoch(self, row: dict[str, float], *, bad: int, batches_per_epoch: int,
+                  epoch: int, stage: int, state: Callable[[], dict[str, torch.Tensor]]
+                  ) -> None:
+        """Apply the end-of-epoch rules to the epoch's ``row`` and keep it.
+
+        Raises:
+            DivergenceError: too many non-finite batches for too many epochs in a row.
+        """
+        o = self.cfg.optim
+        if bad > o.max_bad_batch_fraction * batches_per_epoch:
+            self.bad_streak += 1
+            if self.bad_streak >= o.max_bad_epochs:
+                raise DivergenceError(
+                    f"training diverged: {bad}/{batches_per_epoch} batches had a non-finite "
+                    f"loss for {self.bad_streak} epochs in a row (epoch {epoch}, stage "
+                    f"{stage}); lower --lr or the loss weights"
+                )
+        else:
+            self.bad_streak = 0
+        # Early stopping only compares stage-3 losses: earlier stages optimise another
+        # objective (zay suppressed or ramping), so their losses are not comparable.
+        if stage == 3 and math.isfinite(row["val_loss"]):
+            if row["val_loss"] < self.best_loss:
+                self.best_loss, self.best_epoch, self.since_best = row["val_loss"], epoch, 0
+                self.best_state = state()
+            else:
+                self.since_best += 1
+                if self.since_best >= o.patience:
+                    self.stopped_early = True
+        row["stopped_early"] = float(self.stopped_early)
+        self.history.append(row)
+
+    def result(self, analysis: dict[str, Any], out_dir: str | Path | None = None
+               ) -> FitResult:
+        """The run's ``FitResult`` from its final evaluation (outputs written if asked)."""
+        final = dict(analysis["metrics"])
+        final["epochs_run"] = float(len(self.history))
+        final["best_epoch"] = float(self.best_epoch)
+        final["stopped_early"] = float(self.stopped_early)
+        final["final_stage"] = float(self.history[-1]["stage"]) if self.history else 0.0
+        result = FitResult(self.cfg, self.history, final, self.stopped_early, self.best_epoch,
+                           analysis)
+        if out_dir is not None:
+            from trainer._outputs import write_run_outputs
+
+            write_run_outputs(result, Path(out_dir))
+        return result
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -190,24 +264,29 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any]:
         ) from None
     except Exception as exc:  # a truncated or foreign file
         raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
+    check_checkpoint_config(ckpt, cfg, str(path))
+    return ckpt
+
+
+def check_checkpoint_config(ckpt: Any, cfg: RunConfig, name: str) -> None:
+    """Refuse a checkpoint (``name`` says which, in the message) of another configuration."""
     raw = ckpt.get("config_json") if isinstance(ckpt, dict) else None
     if isinstance(ckpt, dict) and raw is None and isinstance(ckpt.get("config"), dict):
         raw = json.dumps(ckpt["config"])  # an entry written as a plain dict
     if not isinstance(raw, str):
-        raise ConfigError(f"{path} is not a stagetune checkpoint")
+        raise ConfigError(f"{name} is not a stagetune checkpoint")
     try:
         stored = RunConfig.from_dict(json.loads(raw))
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path} holds an unreadable configuration: {exc}") from None
+        raise ConfigError(f"{name} holds an unreadable configuration: {exc}") from None
     theirs = _flatten(_comparable(stored.to_dict()))
     ours = _flatten(_comparable(cfg.to_dict()))
     diff = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
     if diff:
         raise ConfigError(
-            f"checkpoint {path} was written by another configuration (differs in "
+            f"checkpoint {name} was written by another configuration (differs in "
             f"{', '.join(diff)}); resume with the same flags or choose another --out"
         )
-    return ckpt
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -266,10 +345,8 @@ def fit(
     gen.manual_seed(cfg.seed)
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    history: list[dict[str, float]] = []
-    start_epoch, best_loss, best_epoch, since_best, bad_streak = 0, math.inf, -1, 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    stopped_early = False
+    progress = RunProgress(cfg)
+    start_epoch = 0
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise ConfigError(f"nothing to resume: no {CHECKPOINT_NAME} in {checkpoint_dir}")
@@ -278,19 +355,15 @@ def fit(
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         _set_rng_state(gen, ckpt["rng"])
-        history = ckpt["history"]
+        progress.load(ckpt)
         start_epoch = ckpt["epoch"] + 1
-        best_loss, best_epoch = ckpt["best_loss"], ckpt["best_epoch"]
-        since_best, bad_streak = ckpt["since_best"], ckpt["bad_streak"]
-        best_state = ckpt["best_state"]
-        stopped_early = ckpt.get("stopped_early", False)
     elif ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
 
     has_zay = model.has_zay
     mode = cfg.stages.zay_suppression
     for epoch in range(start_epoch, cfg.optim.epochs):
-        if stopped_early:
+        if progress.stopped_early:
             break
         t0 = time.perf_counter()
         stage = stage_of(epoch, cfg)
@@ -354,56 +427,24 @@ def fit(
         row["epoch_time_s"] = elapsed
         row["samples_per_s"] = n_done / elapsed if elapsed > 0 else 0.0
 
-        if bad > cfg.optim.max_bad_batch_fraction * batches_per_epoch:
-            bad_streak += 1
-            if bad_streak >= cfg.optim.max_bad_epochs:
-                raise DivergenceError(
-                    f"training diverged: {bad}/{batches_per_epoch} batches had a non-finite "
-                    f"loss for {bad_streak} epochs in a row (epoch {epoch}, stage {stage}); "
-                    "lower --lr or the loss weights"
-                )
-        else:
-            bad_streak = 0
-        # Early stopping only compares stage-3 losses: earlier stages optimise another
-        # objective (zay suppressed or ramping), so their losses are not comparable.
-        if stage == 3 and math.isfinite(row["val_loss"]):
-            if row["val_loss"] < best_loss:
-                best_loss, best_epoch, since_best = row["val_loss"], epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-                if since_best >= cfg.optim.patience:
-                    stopped_early = True
-        row["stopped_early"] = float(stopped_early)
-        history.append(row)
+        progress.end_epoch(
+            row, bad=bad, batches_per_epoch=batches_per_epoch, epoch=epoch, stage=stage,
+            state=lambda: {k: v.detach().clone() for k, v in model.state_dict().items()})
         if ckpt_path is not None:
             _atomic_save(
                 {
                     "config_json": cfg.to_json(), "epoch": epoch, "stage": stage,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "rng": _rng_state(gen),
-                    "history": history, "best_loss": best_loss, "best_epoch": best_epoch,
-                    "since_best": since_best, "bad_streak": bad_streak,
-                    "best_state": best_state, "stopped_early": stopped_early,
+                    **progress.checkpoint(),
                 },
                 ckpt_path,
             )
         if report is not None:
             report(dict(row))
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if progress.best_state is not None:
+        model.load_state_dict(progress.best_state)
     from trainer._evaluation import evaluate  # the evaluation pulls in scikit-learn
 
-    analysis = evaluate(model, data, cfg)
-    final = dict(analysis["metrics"])
-    final["epochs_run"] = float(len(history))
-    final["best_epoch"] = float(best_epoch)
-    final["stopped_early"] = float(stopped_early)
-    final["final_stage"] = float(history[-1]["stage"]) if history else 0.0
-    result = FitResult(cfg, history, final, stopped_early, best_epoch, analysis)
-    if out_dir is not None:
-        from trainer._outputs import write_run_outputs
-
-        write_run_outputs(result, Path(out_dir))
-    return result
+    return progress.result(evaluate(model, data, cfg), out_dir)

@@ -42,12 +42,13 @@ from trainer._data import DataBundle, load_dataset
 from trainer._fit import (
     DivergenceError,
     FitResult,
+    RunProgress,
     _atomic_save,
-    _comparable,
     _flatten,
     _rng_state,
     _set_rng_state,
     build_model,
+    check_checkpoint_config,
     resolve_device,
     validate_epoch,
 )
@@ -235,57 +236,35 @@ def _clip_per_member(grads: dict[str, torch.Tensor], max_norm: torch.Tensor) -> 
 
 @dataclass
 class _Member:
-    """What ``fit`` keeps in local variables, for one member."""
+    """One member: its config, ``fit``'s end-of-epoch state, and how it ended."""
 
     index: int
     cfg: RunConfig
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_epoch: int = -1
-    since_best: int = 0
-    bad_streak: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    stopped_early: bool = False
+    progress: RunProgress
     error: str | None = None
     last: dict[str, Any] = field(default_factory=dict)  # its latest checkpoint entry
     final_state: dict[str, torch.Tensor] | None = None  # its weights when it finished
 
-    def after_epoch(self, row: dict[str, float], batches_per_epoch: int, epoch: int,
-                    stage: int, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
-        """``fit``'s end-of-epoch rules; False if the member failed (no row is kept)."""
-        o = self.cfg.optim
-        bad = int(row["bad_batches"])
-        if bad > o.max_bad_batch_fraction * batches_per_epoch:
-            self.bad_streak += 1
-            if self.bad_streak >= o.max_bad_epochs:
-                self.error = (
-                    f"training diverged: {bad}/{batches_per_epoch} batches had a non-finite "
-                    f"loss for {self.bad_streak} epochs in a row (epoch {epoch}, stage "
-                    f"{stage}); lower --lr or the loss weights"
-                )
-                return False
-        else:
-            self.bad_streak = 0
-        if stage == 3 and math.isfinite(row["val_loss"]):
-            if row["val_loss"] < self.best_loss:
-                self.best_loss, self.best_epoch, self.since_best = row["val_loss"], epoch, 0
-                self.best_state = state()
-            else:
-                self.since_best += 1
-                if self.since_best >= o.patience:
-                    self.stopped_early = True
-        row["stopped_early"] = float(self.stopped_early)
-        self.history.append(row)
-        return True
-
     @property
     def next_epoch(self) -> int:
-        return len(self.history)
+        return len(self.progress.history)
 
     @property
     def finished(self) -> bool:
-        return (self.error is not None or self.stopped_early
+        return (self.error is not None or self.progress.stopped_early
                 or self.next_epoch >= self.cfg.optim.epochs)
+
+    def after_epoch(self, row: dict[str, float], batches_per_epoch: int, epoch: int,
+                    stage: int, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """``fit``'s end-of-epoch rules; False if the member failed (no row is kept)."""
+        try:
+            self.progress.end_epoch(row, bad=int(row["bad_batches"]),
+                                    batches_per_epoch=batches_per_epoch, epoch=epoch,
+                                    stage=stage, state=state)
+        except DivergenceError as exc:
+            self.error = str(exc)
+            return False
+        return True
 
 
 def _scratch_optimiser(model: StagedVAE, cfg: RunConfig, batches_per_epoch: int):
@@ -307,7 +286,7 @@ class _Population:
                  init_rng: dict[str, Any]) -> None:
         self.data, self.device = data, device
         self.template_cfg = configs[0]
-        self.members = [_Member(i, c) for i, c in enumerate(configs)]
+        self.members = [_Member(i, c, RunProgress(c)) for i, c in enumerate(configs)]
         self.train_idx = data.splits["train"]
         self.n_train = self.train_idx.numel()
         self.bs = min(self.template_cfg.optim.batch_size, self.n_train)
@@ -527,22 +506,6 @@ def _set_global_rng(state: dict[str, Any]) -> None:
 # -- checkpoints --------------------------------------------------------------------------
 
 
-def _check_entry(entry: dict[str, Any], cfg: RunConfig, path: Path, k: int) -> None:
-    try:
-        stored = RunConfig.from_dict(json.loads(entry["config_json"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path} member {k} holds no readable configuration: {exc}"
-                          ) from None
-    theirs = _flatten(_comparable(stored.to_dict()))
-    ours = _flatten(_comparable(cfg.to_dict()))
-    diff = sorted(n for n in theirs.keys() | ours.keys() if theirs.get(n) != ours.get(n))
-    if diff:
-        raise ConfigError(
-            f"checkpoint {path} member {k} was written by another configuration (differs in "
-            f"{', '.join(diff)}); resume with the same configurations in the same order"
-        )
-
-
 def load_population_checkpoint(path: str | Path, configs: Sequence[RunConfig]
                                ) -> list[dict[str, Any]]:
     """The members' entries of a population checkpoint, refusing other configurations.
@@ -562,7 +525,7 @@ def load_population_checkpoint(path: str | Path, configs: Sequence[RunConfig]
         raise ConfigError(f"checkpoint {path} holds {len(entries)} members, not "
                           f"{len(configs)}; resume with the same configurations")
     for k, (entry, cfg) in enumerate(zip(entries, configs, strict=True)):
-        _check_entry(entry, cfg, path, k)
+        check_checkpoint_config(entry, cfg, f"{path} member {k}")
     return entries
 
 
@@ -572,10 +535,8 @@ def _entry(pop: _Population, row: int, m: _Member, epoch: int, stage: int) -> di
     return {
         "config_json": m.cfg.to_json(), "epoch": epoch, "stage": stage,
         "model": pop.member_state(row), "optimizer": optimizer, "scheduler": scheduler,
-        "rng": _rng_state(pop.generators[m.cfg.seed]), "history": list(m.history),
-        "best_loss": m.best_loss, "best_epoch": m.best_epoch, "since_best": m.since_best,
-        "bad_streak": m.bad_streak, "best_state": m.best_state,
-        "stopped_early": m.stopped_early, "error": m.error,
+        "rng": _rng_state(pop.generators[m.cfg.seed]),
+        **m.progress.checkpoint() | {"history": list(m.progress.history)}, "error": m.error,
     }
 
 
@@ -583,10 +544,8 @@ def _resume(pop: _Population, entries: list[dict[str, Any]]) -> None:
     """Load every member's entry; all members still training must stand at one epoch."""
     epochs = set()
     for row, (m, e) in enumerate(zip(pop.members, entries, strict=True)):
-        m.history = list(e["history"])
-        m.best_loss, m.best_epoch = e["best_loss"], e["best_epoch"]
-        m.since_best, m.bad_streak = e["since_best"], e["bad_streak"]
-        m.best_state, m.stopped_early = e["best_state"], e.get("stopped_early", False)
+        m.progress.load(e)
+        m.progress.history = list(m.progress.history)
         m.error, m.last, m.final_state = e.get("error"), e, e["model"]
         for name, value in e["model"].items():
             target = pop.params if name in pop.params else pop.buffers
@@ -699,7 +658,7 @@ def fit_population(
                 m.last = _entry(pop, r, m, epoch, int(rows[r]["stage"]))
             _atomic_save({"members": [m.last for m in pop.members]}, ckpt_path)
         for i in reported:
-            report(i, dict(pop.members[i].history[-1]))  # type: ignore[misc]
+            report(i, dict(pop.members[i].progress.history[-1]))  # type: ignore[misc]
         keep = [r for r, i in enumerate(pop.active) if not pop.members[i].finished]
         if len(keep) < len(pop.active):
             pop.select(keep)
@@ -710,7 +669,8 @@ def fit_population(
     inputs = {}
     for m in pop.members:
         if m.error is None and evaluate:
-            state = m.best_state if m.best_state is not None else m.final_state
+            best = m.progress.best_state
+            state = best if best is not None else m.final_state
             inputs[m.index] = eval_inputs(pop.load_scratch(state), data, m.cfg)
     backend, probe_device = probe_backend()
     if backend == "torch" and inputs:  # every member's probes in one batch
@@ -724,15 +684,6 @@ def fit_population(
             continue
         analysis = (evaluate_inputs(inputs[m.index], data, pop.scratch.groups) if evaluate
                     else {"metrics": {}})
-        final = dict(analysis["metrics"])
-        final["epochs_run"] = float(len(m.history))
-        final["best_epoch"] = float(m.best_epoch)
-        final["stopped_early"] = float(m.stopped_early)
-        final["final_stage"] = float(m.history[-1]["stage"]) if m.history else 0.0
-        result = FitResult(m.cfg, m.history, final, m.stopped_early, m.best_epoch, analysis)
-        if out_dir is not None:
-            from trainer._outputs import write_run_outputs
-
-            write_run_outputs(result, Path(out_dir) / f"member_{m.index}")
-        results.append(result)
+        results.append(m.progress.result(
+            analysis, Path(out_dir) / f"member_{m.index}" if out_dir is not None else None))
     return results
