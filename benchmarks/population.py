@@ -1,0 +1,249 @@
+"""Trials per hour: population training (K members, one vectorised model) against solo
+trials run side by side, at equal final metrics.
+
+    python benchmarks/population.py                       # CPU: K = 1,2,4,8,16 vs 2 solo
+    python benchmarks/population.py --device cuda --solo-parallel 1,2,4 \\
+        --ks 1,2,4,8,16 --out benchmarks/out/population_gpu.json          # one GPU
+
+Settings are drawn from the sweep's own search space (random sampler, seed 0): stage
+lengths, penalty on/off and λ differ. Sizes (stated in the output): ``digits``, the
+sizes below, one seed. Every process runs one torch thread (on this 2-core machine two
+threads per process oversubscribe the cores and run several times slower). Solo trials
+run ``--solo-parallel`` processes at once (on a GPU they share it, as fractional
+``--gpus-per-trial`` does); populations run ``--pop-parallel`` processes at once, each
+training its own K settings (CPU default 2: both paths use both cores).
+
+Probe backends are those each path uses in a sweep: solo trials the scikit-learn
+reference, population trials the torch probes (batched over members). "Equal final
+metrics" is checked: each member's task accuracy and zay independence against its solo
+run of the same setting (max |difference| is printed).
+
+Results are appended to ``--out`` (JSON) as each row finishes; a rerun skips rows that
+are there (``--fresh`` starts over), so the run can be cut and continued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SIZES = dict(epochs=6, max_samples=400, image_size=8, hidden_dim=64, zy_dim=8, za_dim=8,
+             zay_dim=8, zx_dim=8, batch_size=64, eval_max_samples=500, write_plots=False)
+N_SETTINGS = 32
+COMPARED = ("task_accuracy", "zay_independence_score")
+
+
+def settings(device: str) -> list[dict]:
+    """16 flat configs: the base sizes plus parameters the sweep's space samples."""
+    import optuna
+
+    from search.space import SearchSpace
+
+    space = SearchSpace(epochs=SIZES["epochs"], stage1_epochs=(0, SIZES["epochs"]),
+                        stage2_epochs=(0, SIZES["epochs"]))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(N_SETTINGS):
+        params = space.sample(study.ask())
+        out.append({**SIZES, "device": device, "staged_training": True, **params})
+    return out
+
+
+def _configs(flat: list[dict]):
+    from trainer import RunConfig
+
+    return [RunConfig().replace(**f) for f in flat]
+
+
+def _solo_worker(flat: dict) -> dict:
+    import torch
+
+    from trainer import fit
+
+    torch.set_num_threads(1)
+    cfg = _configs([flat])[0]
+    if cfg.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = fit(cfg)
+    out = {"seconds": time.perf_counter() - t0,
+           "final": {k: result.final[k] for k in COMPARED if k in result.final}}
+    if cfg.device.startswith("cuda"):
+        out["max_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+class GpuSampler:
+    """Mean GPU utilisation and peak memory from nvidia-smi while a block runs."""
+
+    def __init__(self, device: str) -> None:
+        self.active = device.startswith("cuda")
+        self.util: list[float] = []
+        self.mem: list[float] = []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                line = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                     "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True, text=True, timeout=5).stdout.strip()
+                util, mem = (float(v) for v in line.split(","))
+                self.util.append(util)
+                self.mem.append(mem)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> GpuSampler:
+        if self.active:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            self._stop.set()
+            self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.util:
+            return {}
+        return {"gpu_util_mean": sum(self.util) / len(self.util),
+                "gpu_mem_peak_mb": max(self.mem)}
+
+
+def _pool(parallel: int) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+
+    return ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn"))
+
+
+def run_solo(flat: list[dict], parallel: int, device: str) -> dict:
+    with GpuSampler(device) as gpu:
+        t0 = time.perf_counter()
+        with _pool(parallel) as pool:
+            runs = list(pool.map(_solo_worker, flat))
+        wall = time.perf_counter() - t0
+    row = {"kind": "solo", "parallel": parallel, "trials": len(flat), "wall_s": wall,
+           "trials_per_hour": 3600 * len(flat) / wall,
+           "mean_trial_s": sum(r["seconds"] for r in runs) / len(runs),
+           "finals": [r["final"] for r in runs], **gpu.summary()}
+    if device.startswith("cuda"):
+        row["max_memory_mb_per_trial"] = max(r["max_memory_mb"] for r in runs)
+    return row
+
+
+def _population_worker(flat: list[dict]) -> dict:
+    import torch
+
+    from trainer import fit_population
+    from trainer._metrics import set_probe_backend
+
+    torch.set_num_threads(1)
+    device = flat[0]["device"]
+    set_probe_backend("torch", device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    results = fit_population(_configs(flat))
+    out = {"finals": [{k: r.final[k] for k in COMPARED if k in r.final}
+                      if not isinstance(r, Exception) else {"error": str(r)} for r in results]}
+    if device.startswith("cuda"):
+        out["max_memory_mb_per_member"] = torch.cuda.max_memory_allocated() / 2**20 / len(flat)
+    return out
+
+
+def run_population(flat: list[dict], k: int, parallel: int, device: str) -> dict:
+    chunks = [flat[i * k:(i + 1) * k] for i in range(parallel)]
+    with GpuSampler(device) as gpu:
+        t0 = time.perf_counter()
+        with _pool(parallel) as pool:
+            runs = list(pool.map(_population_worker, chunks))
+        wall = time.perf_counter() - t0
+    trials = sum(len(c) for c in chunks)
+    row = {"kind": "population", "k": k, "parallel": parallel, "trials": trials,
+           "wall_s": wall, "trials_per_hour": 3600 * trials / wall,
+           "finals": runs[0]["finals"], **gpu.summary()}
+    if device.startswith("cuda"):
+        row["max_memory_mb_per_member"] = max(r["max_memory_mb_per_member"] for r in runs)
+    return row
+
+
+def _table(rows: list[dict], device: str) -> str:
+    solo = [r for r in rows if r["kind"] == "solo"]
+    ref = solo[0] if solo else None
+    base = ref["trials_per_hour"] if ref else None
+    lines = ["| run | trials | wall (s) | trials/hour | vs first solo row | max abs Δ final "
+             f"({', '.join(COMPARED)}) vs solo |" + (" GPU util % | MB/trial |"
+                                                    if device.startswith("cuda") else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if device.startswith("cuda") else "")]
+    for r in rows:
+        name = (f"solo, {r['parallel']} at a time" if r["kind"] == "solo"
+                else f"population K={r['k']}, {r['parallel']} at a time")
+        diff = ""
+        if ref is not None and r["kind"] == "population":
+            deltas = [abs(a[k] - b[k]) for a, b in zip(r["finals"], ref["finals"], strict=False)
+                      for k in COMPARED if k in a and k in b]
+            diff = f"{max(deltas):.4f}" if deltas else "n/a"
+        speed = f"{r['trials_per_hour'] / base:.2f}x" if base else ""
+        line = (f"| {name} | {r['trials']} | {r['wall_s']:.1f} | {r['trials_per_hour']:.0f} | "
+                f"{speed} | {diff} |")
+        if device.startswith("cuda"):
+            mem = r.get("max_memory_mb_per_trial", r.get("max_memory_mb_per_member", 0.0))
+            line += f" {r.get('gpu_util_mean', float('nan')):.0f} | {mem:.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--ks", default="1,2,4,8,16")
+    p.add_argument("--solo-parallel", default="2", help="solo processes at once, e.g. 1,2,4")
+    p.add_argument("--solo-trials", type=int, default=16,
+                   help="how many of the settings the solo rows run")
+    p.add_argument("--pop-parallel", type=int, default=None,
+                   help="population processes at once (default: 2 on CPU, 1 on a GPU)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "population_cpu.json"))
+    p.add_argument("--fresh", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [] if args.fresh or not out.exists() else json.loads(out.read_text())["rows"]
+    flat = settings(args.device)
+    cpus = os.cpu_count() or 1
+
+    def save() -> None:
+        out.write_text(json.dumps({"sizes": SIZES, "device": args.device, "cpus": cpus,
+                                   "rows": rows}, indent=1))
+
+    for parallel in (int(v) for v in args.solo_parallel.split(",")):
+        if any(r["kind"] == "solo" and r["parallel"] == parallel for r in rows):
+            continue
+        rows.append(run_solo(flat[: args.solo_trials], parallel, args.device))
+        save()
+        print(_table(rows, args.device), flush=True)
+    pop_parallel = args.pop_parallel or (2 if args.device == "cpu" else 1)
+    for k in (int(v) for v in args.ks.split(",")):
+        if any(r["kind"] == "population" and r["k"] == k for r in rows):
+            continue
+        rows.append(run_population(flat, k, pop_parallel, args.device))
+        save()
+        print(_table(rows, args.device), flush=True)
+    print(f"\nsizes: {SIZES}; device {args.device}; {cpus} CPUs")
+    print(_table(rows, args.device))
+
+
+if __name__ == "__main__":
+    main()
