@@ -136,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.n_trials < 0:
         raise SpaceError(f"--n-trials must not be negative (got {args.n_trials})")
-    if args.smoke_test and "--n-trials" not in " ".join(sys.argv):
+    given = getattr(args, "argv", sys.argv[1:])
+    if args.smoke_test and not any(a == "--n-trials" or a.startswith("--n-trials=")
+                                   for a in given):
         args.n_trials = 4
     base = _base_config(args)
     epochs = RunConfig.from_dict(base).optim.epochs
