@@ -37,7 +37,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "kl_weight": {"zay_suppression": "kl_weight"},
 }
 SCORES = (
-    "disentanglement_score", "dci_disentanglement", "dci_completeness",
+    "disentanglement_score", "exclusivity_y", "exclusivity_a", "exclusivity_s",
+    "exclusivity_hue_residual", "dci_disentanglement", "dci_completeness",
     "dci_informativeness", "zay_independence_score", "zay_independence_score_published",
     "zay_nonlinear_independence", "zay_label_leakage", "zay_interaction_content",
     "zay_coinformation", "zay_kl", "zay_collapsed", "task_accuracy", "acc_y_test",
