@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from trainer import _metrics as mt
 from trainer._metrics import EvalInputs, evaluate_latents, set_probe_backend
 from trainer._probes_torch import fill_probe_cache, logistic_probes, ridge_probes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared
+    2-core machine two threads per process oversubscribe it several times over."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
