@@ -19,3 +19,25 @@ def tiny_config(**flat) -> RunConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and on a shared 2-core
+    machine two threads per process oversubscribe it several times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_probes():
+    """The evaluation's probes in torch for one test, then the reference again."""
+    from trainer._metrics import set_probe_backend
+
+    set_probe_backend("torch")
+    yield
+    set_probe_backend("sklearn")

@@ -23,7 +23,6 @@ from trainer import (
     load_dataset,
 )
 from trainer._fit import build_model
-from trainer._metrics import set_probe_backend
 from trainer._population import POPULATION_CHECKPOINT, load_population_checkpoint
 
 #: float32 unit roundoff
@@ -33,6 +32,9 @@ EXACT = ("epoch", "stage", "capacity", "beta_scale", "penalty_active", "lr", "ba
          "stopped_early")
 LOSSES = ("train_loss", "train_recon", "train_ce_y", "train_ce_a", "train_penalty",
           "train_kl_zy", "train_kl_za", "train_kl_zay", "train_kl_zx", "val_loss")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Interrupt(Exception):
@@ -106,26 +108,9 @@ def assert_same_run(pop: FitResult, solo: FitResult, tol: float) -> float:
     return worst
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared
-    2-core machine two threads per process oversubscribe it several times over."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def torch_probes():
-    """Both sides evaluate with the torch probes (faster; the sklearn agreement of the
-    probes themselves is tests/trainer/test_probes_torch.py's)."""
-    set_probe_backend("torch")
-    yield
-    set_probe_backend("sklearn")
-
-
 def test_population_reproduces_each_member_trained_alone(torch_probes):
+    # both sides evaluate with the torch probes (their agreement with scikit-learn
+    # is tests/trainer/test_probes_torch.py's)
     configs = [tiny_config(**m) for m in MEMBERS]
     rows: dict[int, list[dict[str, float]]] = {0: [], 1: [], 2: []}
     pop = fit_population(configs, report=lambda k, row: rows[k].append(row))

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from trainer import _metrics as mt
 from trainer._metrics import EvalInputs, evaluate_latents, set_probe_backend
 from trainer._probes_torch import fill_probe_cache, logistic_probes, ridge_probes
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from two, and on a shared
-    2-core machine two threads per process oversubscribe it several times over."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def torch_backend():
-    set_probe_backend("torch")
-    yield
-    set_probe_backend("sklearn")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_classes(rng, n: int, d: int, k: int, sep: float):
@@ -103,7 +87,7 @@ def synthetic_inputs(seed: int, n: int = 600) -> EvalInputs:
                       task={"acc_y_val": 0.9})
 
 
-def test_all_metrics_agree_with_the_sklearn_backend_within_001(torch_backend):
+def test_all_metrics_agree_with_the_sklearn_backend_within_001(torch_probes):
     batched = [synthetic_inputs(seed) for seed in (0, 1)]
     assert fill_probe_cache(batched) == 2 * 4 * 4  # members x groups x factors
     ours = [evaluate_latents(inp) for inp in batched]
