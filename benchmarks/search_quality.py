@@ -135,7 +135,8 @@ def summarise(storage: str, samplers: list[str], seeds: list[int], budgets: list
                     if (t.user_attrs.get("feasible", True) and v[0] >= d[0] and v[1] >= d[1]
                             and (v[0] > d[0] or v[1] > d[1])):
                         entry["dominating"].append(
-                            {"number": t.number, "params": t.params,
+                            {"study": f"{sampler}-seed{seed}", "number": t.number,
+                             "params": t.params,
                              "d_accuracy": v[0] - d[0], "d_independence": v[1] - d[1]})
             out["studies"][f"{sampler}-seed{seed}"] = entry
     out["default_point"] = default_point
@@ -145,8 +146,9 @@ def summarise(storage: str, samplers: list[str], seeds: list[int], budgets: list
 def table(summary: dict, samplers: list[str], seeds: list[int], budgets: list[int]) -> str:
     lines = ["| sampler | " + " | ".join(f"HV@{b} vs default (mean over seeds)"
                                         for b in budgets)
-             + " | " + " | ".join(f"HV@{b} vs (0,0)" for b in budgets) + " | seeds run |",
-             "|---|" + "---|" * (2 * len(budgets) + 1)]
+             + " | " + " | ".join(f"HV@{b} vs (0,0)" for b in budgets)
+             + " | trials per seed | settings dominating the default, per seed |",
+             "|---|" + "---|" * (2 * len(budgets) + 2)]
     for sampler in samplers:
         cells, cells0, ran = [], [], []
         for b in budgets:
@@ -156,12 +158,15 @@ def table(summary: dict, samplers: list[str], seeds: list[int], budgets: list[in
                    for s in seeds]
             got = [h for h in hv if h is not None]
             got0 = [h for h in hv0 if h is not None]
-            cells.append(f"{np.mean(got):.4f} (n={len(got)})" if got else "not run")
+            cells.append(f"{np.mean(got):.2e} (n={len(got)})" if got else "not run")
             cells0.append(f"{np.mean(got0):.4f}" if got0 else "not run")
+        dominating = []
         for s in seeds:
-            ran.append(str(summary["studies"][f"{sampler}-seed{s}"]["trials"]))
+            entry = summary["studies"][f"{sampler}-seed{s}"]
+            ran.append(str(entry["trials"]))
+            dominating.append(str(len(entry["dominating"])))
         lines.append(f"| {sampler} | " + " | ".join(cells) + " | " + " | ".join(cells0)
-                     + f" | trials per seed: {', '.join(ran)} |")
+                     + f" | {', '.join(ran)} | {', '.join(dominating)} |")
     return "\n".join(lines)
 
 
@@ -195,7 +200,8 @@ def main() -> None:
     best = max((d for e in summary["studies"].values() for d in e["dominating"]),
                key=lambda d: d["d_accuracy"] + d["d_independence"], default=None)
     if best:
-        print(f"largest improvement on the default: {best['params']} "
+        print(f"largest improvement on the default: {best['study']} trial "
+              f"{best['number']} {best['params']} "
               f"(+{best['d_accuracy']:.4f} accuracy, +{best['d_independence']:.4f} "
               f"independence)")
     else:
