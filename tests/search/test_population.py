@@ -49,3 +49,62 @@ def test_asha_with_population_is_refused_before_anything_is_stored(tmp_path):
     with pytest.raises(ValueError, match="--asha cannot be combined with --population"):
         run_sweep(tiny_options(url, "x", 4, tmp_path, population=4, asha=True))
     assert not (tmp_path / "study.db").exists()
+
+
+def _population_searcher(tmp_path, size: int, total: int | None = None):
+    from search.objective import Objective
+    from search.population import PopulationSearcher
+    from search.space import SearchSpace
+    from search.study import open_study
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    opened = open_study(url, "s", Objective(), sampler="random", seed=0)
+    return PopulationSearcher(opened.study, SearchSpace(epochs=6, stage1_epochs=(0, 6),
+                                                        stage2_epochs=(0, 6)),
+                              Objective(), base_config={}, trial_options={}, experiment="e",
+                              engine=opened.storage.engine, size=size, total=total)
+
+
+FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
+         "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
+
+
+def test_each_member_is_told_on_its_own(tmp_path):
+    import json
+
+    from search.trainable import failure_result
+    from trainer import DivergenceError
+
+    s = _population_searcher(tmp_path, size=3, total=5)
+    cfg = s.suggest("ray1")
+    assert [m["optuna_number"] for m in cfg["members"]] == [0, 1, 2]
+    for k in range(3):  # member k's rows go to member k's trial only
+        s.on_trial_result("ray1", {"epoch": 0.0, "stage": 1.0, "member": float(k),
+                                   "val_acc_y": 0.1 * k, "final": 0.0})
+    members = [FINAL | {"task_accuracy": 0.5},
+               failure_result(DivergenceError("training diverged: 3/3 batches"),
+                              {"phase": "training"}),
+               FINAL]
+    s.on_trial_complete("ray1", {"final": 1.0, "members_json": json.dumps(members)})
+    t = s.study.get_trials()
+    assert [x.state for x in t] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert t[0].values == [0.5, 0.95] and t[2].values == [0.9, 0.95]
+    assert t[1].user_attrs["fail_reason"].startswith("DivergenceError: training diverged")
+    engine = s._engine
+    assert [read_epochs(engine, x._trial_id)[0]["val_acc_y"] for x in t] == [0.0, 0.1, 0.2]
+    assert "member" not in read_epochs(engine, t[1]._trial_id)[0]
+    # the study's total (5) leaves room for a population of two, then none
+    assert len(s.suggest("ray2")["members"]) == 2
+    assert s.suggest("ray3") == "FINISHED"
+
+
+def test_a_lost_or_stopped_population_leaves_each_member_to_recover(tmp_path):
+    s = _population_searcher(tmp_path, size=2)
+    s.suggest("lost")
+    s.on_trial_complete("lost", None, error=True)  # the worker died on every retry
+    s.suggest("cut")
+    s.request_stop()
+    s.on_trial_complete("cut", {"epoch": 1.0, "stage": 1.0, "member": 0.0})
+    states = [t.state for t in s.study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
+    assert sorted(s.left_running) == [2, 3]  # the driver re-queues them one by one
