@@ -434,7 +434,12 @@ def discriminant_projection(
     for i in range(folds):
         held = parts[i]
         train = np.concatenate([parts[j] for j in range(folds) if j != i])
-        lda = LinearDiscriminantAnalysis(n_components=rank).fit(z_fit[train], labels_fit[train])
+        # a CV fold may miss a class, which lowers the rank LDA allows on it
+        fold_rank = min(rank, len(np.unique(labels_fit[train])) - 1)
+        if fold_rank < 1:
+            continue
+        lda = LinearDiscriminantAnalysis(n_components=fold_rank).fit(z_fit[train],
+                                                                     labels_fit[train])
         tr, he = lda.transform(z_fit[train]), lda.transform(z_fit[held])
         for k in ks:
             losses[k] += _nearest_mean_log_loss(tr[:, :k], labels_fit[train], he[:, :k],

@@ -105,6 +105,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.usefixtures("one_thread", "torch_probes")
 def test_staged_conv_run_end_to_end_and_its_resume_is_bitwise_equal(tmp_path):
     cfg = _conv_run(epochs=4, stage1_epochs=1, stage2_epochs=1)
     rows = []
