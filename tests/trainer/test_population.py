@@ -148,7 +148,10 @@ def test_stage1_gate_freezes_only_that_members_zay_encoder(tmp_path):
 
 
 def test_a_diverging_member_fails_alone_and_the_others_match_solo():
-    configs = [tiny_config(epochs=4, stage1_epochs=1, stage2_epochs=1),
+    # member 0 is clipped at every step and decays its weights: per-member clipping and
+    # weight decay must match the solo run's
+    configs = [tiny_config(epochs=4, stage1_epochs=1, stage2_epochs=1, grad_clip=0.05,
+                           weight_decay=1e-3),
                tiny_config(epochs=4, stage1_epochs=1, stage2_epochs=1, lr=1e30),
                tiny_config(epochs=5, stage1_epochs=1, stage2_epochs=1, lr=1e-9, patience=1)]
     pop = fit_population(configs, evaluate=False)
