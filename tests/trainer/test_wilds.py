@@ -86,6 +86,17 @@ def test_loader_reads_wilds_official_split(camelyon_root):
     assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
 
 
+def test_max_samples_draws_across_the_used_splits(camelyon_root):
+    cfg = DataConfig(dataset="camelyon17", data_root=str(camelyon_root), max_samples=40)
+    data = load_dataset(cfg, 0)
+    assert len(data.y) == 40
+    assert set(data.a[data.splits["test_domain"]].tolist()) == {2}
+    assert sum(len(v) for v in data.splits.values()) == 40
+    with pytest.raises(ConfigError, match="raise --max_samples"):
+        load_dataset(DataConfig(dataset="camelyon17", data_root=str(camelyon_root),
+                                max_samples=2), 0)
+
+
 def test_other_test_hospital_is_refused(camelyon_root):
     with pytest.raises(ConfigError, match="official split"):
         load_dataset(
