@@ -13,6 +13,10 @@ run ``--solo-parallel`` processes at once (on a GPU they share it, as fractional
 ``--gpus-per-trial`` does); populations run ``--pop-parallel`` processes at once, each
 training its own K settings (CPU default 2: both paths use both cores).
 
+Wall-clock rows depend on what else the machine runs; the CPU seconds each process
+spends inside ``fit``/``fit_population`` (``time.process_time``, one thread) are the
+steadier measure of work per trial, and exclude the one-time imports.
+
 Probe backends are those each path uses in a sweep: solo trials the scikit-learn
 reference, population trials the torch probes (batched over members). "Equal final
 metrics" is checked: each member's task accuracy and zay independence against its solo
@@ -74,9 +78,9 @@ def _solo_worker(flat: dict) -> dict:
     cfg = _configs([flat])[0]
     if cfg.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fit(cfg)
-    out = {"seconds": time.perf_counter() - t0,
+    out = {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
            "final": {k: result.final[k] for k in COMPARED if k in result.final}}
     if cfg.device.startswith("cuda"):
         out["max_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -139,6 +143,7 @@ def run_solo(flat: list[dict], parallel: int, device: str) -> dict:
     row = {"kind": "solo", "parallel": parallel, "trials": len(flat), "wall_s": wall,
            "trials_per_hour": 3600 * len(flat) / wall,
            "mean_trial_s": sum(r["seconds"] for r in runs) / len(runs),
+           "cpu_s_per_trial": sum(r["cpu_s"] for r in runs) / len(runs),
            "finals": [r["final"] for r in runs], **gpu.summary()}
     if device.startswith("cuda"):
         row["max_memory_mb_per_trial"] = max(r["max_memory_mb"] for r in runs)
@@ -156,8 +161,11 @@ def _population_worker(flat: list[dict]) -> dict:
     set_probe_backend("torch", device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    c0 = time.process_time()
     results = fit_population(_configs(flat))
-    out = {"finals": [{k: r.final[k] for k in COMPARED if k in r.final}
+    cpu_s = time.process_time() - c0
+    out = {"cpu_s": cpu_s,
+           "finals": [{k: r.final[k] for k in COMPARED if k in r.final}
                       if not isinstance(r, Exception) else {"error": str(r)} for r in results]}
     if device.startswith("cuda"):
         out["max_memory_mb_per_member"] = torch.cuda.max_memory_allocated() / 2**20 / len(flat)
@@ -174,6 +182,7 @@ def run_population(flat: list[dict], k: int, parallel: int, device: str) -> dict
     trials = sum(len(c) for c in chunks)
     row = {"kind": "population", "k": k, "parallel": parallel, "trials": trials,
            "wall_s": wall, "trials_per_hour": 3600 * trials / wall,
+           "cpu_s_per_trial": sum(r["cpu_s"] for r in runs) / trials,
            "finals": runs[0]["finals"], **gpu.summary()}
     if device.startswith("cuda"):
         row["max_memory_mb_per_member"] = max(r["max_memory_mb_per_member"] for r in runs)
@@ -184,10 +193,13 @@ def _table(rows: list[dict], device: str) -> str:
     solo = [r for r in rows if r["kind"] == "solo"]
     ref = solo[0] if solo else None
     base = ref["trials_per_hour"] if ref else None
-    lines = ["| run | trials | wall (s) | trials/hour | vs first solo row | max abs Δ final "
+    cpu_base = ref["cpu_s_per_trial"] if ref else None
+    lines = ["| run | trials | wall (s) | trials/hour | vs first solo row | CPU s per trial "
+             "(inside fit) | vs first solo row | max abs Δ final "
              f"({', '.join(COMPARED)}) vs solo |" + (" GPU util % | MB/trial |"
                                                     if device.startswith("cuda") else ""),
-             "|---|---|---|---|---|---|" + ("---|---|" if device.startswith("cuda") else "")]
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if device.startswith("cuda")
+                                                    else "")]
     for r in rows:
         name = (f"solo, {r['parallel']} at a time" if r["kind"] == "solo"
                 else f"population K={r['k']}, {r['parallel']} at a time")
@@ -197,8 +209,12 @@ def _table(rows: list[dict], device: str) -> str:
                       for k in COMPARED if k in a and k in b]
             diff = f"{max(deltas):.4f}" if deltas else "n/a"
         speed = f"{r['trials_per_hour'] / base:.2f}x" if base else ""
+        cpu = r.get("cpu_s_per_trial")
+        cpu_speed = f"{cpu_base / cpu:.2f}x" if cpu and cpu_base else ""
         line = (f"| {name} | {r['trials']} | {r['wall_s']:.1f} | {r['trials_per_hour']:.0f} | "
-                f"{speed} | {diff} |")
+                f"{speed} | {cpu:.2f} | {cpu_speed} | {diff} |" if cpu else
+                f"| {name} | {r['trials']} | {r['wall_s']:.1f} | {r['trials_per_hour']:.0f} | "
+                f"{speed} | | | {diff} |")
         if device.startswith("cuda"):
             mem = r.get("max_memory_mb_per_trial", r.get("max_memory_mb_per_member", 0.0))
             line += f" {r.get('gpu_util_mean', float('nan')):.0f} | {mem:.0f} |"
