@@ -65,10 +65,13 @@ def unbiased_hsic_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def unbiased_hsic_gram(k: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
     """Unbiased HSIC of two ``(n, n)`` Gram matrices in O(n^2)."""
+    off = ~torch.eye(k.shape[0], dtype=torch.bool, device=k.device)
+    return unbiased_hsic_hollow(k * off, ll * off)
+
+
+def unbiased_hsic_hollow(k: torch.Tensor, ll: torch.Tensor) -> torch.Tensor:
+    """``unbiased_hsic_gram`` of Gram matrices whose diagonals are already zero."""
     n = k.shape[0]
-    off = ~torch.eye(n, dtype=torch.bool, device=k.device)
-    k = k * off
-    ll = ll * off
     return ((k * ll).sum() + k.sum() * ll.sum() / ((n - 1) * (n - 2))
             - 2.0 / (n - 2) * (k.sum(0) @ ll.sum(1))) / (n * (n - 3))
 
@@ -90,12 +93,34 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                       unbiased_hsic_linear(b, b))
 
 
+def median_off_diagonal(sq: torch.Tensor) -> torch.Tensor:
+    """The median of an ``(n, n)`` matrix's n(n-1) off-diagonal entries, as numpy's
+    (the mean of the two middle values), without copying them out.
+
+    The diagonal is replaced by ceil(n/2) entries of -inf and the rest +inf, which puts
+    the lower middle off-diagonal value at the whole matrix's (lower) median.
+    """
+    n = sq.shape[0]
+    m = n * (n - 1)  # always even: two middle values
+    full = sq.detach().clone()
+    diag = torch.full((n,), float("inf"), dtype=sq.dtype, device=sq.device)
+    diag[: (n + 1) // 2] = float("-inf")
+    full.diagonal().copy_(diag)
+    flat = full.view(-1)
+    lo = flat.median()
+    # the upper middle: lo itself when it is repeated past the middle, else the next value
+    at_most = (flat <= lo).sum() - (n + 1) // 2
+    hi = torch.where(at_most >= m // 2 + 1, lo,
+                     torch.where(flat > lo, flat, flat.new_tensor(float("inf"))).min())
+    return (lo + hi) / 2
+
+
 def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
+    """exp(-|xi - xj|^2 / median off-diagonal squared distance)."""
     sq = torch.cdist(x, x).pow(2)
-    n = x.shape[0]
-    off_diag = sq[~torch.eye(n, dtype=torch.bool, device=x.device)]
     # Median heuristic; detached so the bandwidth is not itself optimised away.
-    bandwidth = off_diag.detach().median().clamp_min(_EPS) if n > 1 else sq.new_tensor(1.0)
+    bandwidth = (median_off_diagonal(sq).clamp_min(_EPS) if x.shape[0] > 1
+                 else sq.new_tensor(1.0))
     return torch.exp(-sq / bandwidth)
 
 

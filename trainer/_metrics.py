@@ -157,22 +157,6 @@ def unbiased_hsic_linear(x: np.ndarray, y: np.ndarray) -> float:
     )
 
 
-def unbiased_hsic_gram(k: np.ndarray, ll: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012) of two ``(n, n)`` Gram matrices, in O(n^2)."""
-    n = k.shape[0]
-    if n < 4:
-        raise ValueError(f"unbiased HSIC needs at least 4 samples (got {n})")
-    k = k.copy()
-    ll = ll.copy()
-    np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(ll, 0.0)
-    trace = float((k * ll).sum())
-    return (
-        trace + float(k.sum()) * float(ll.sum()) / ((n - 1) * (n - 2))
-        - 2.0 / (n - 2) * float(k.sum(0) @ ll.sum(1))
-    ) / (n * (n - 3))
-
-
 def _cka_from_hsic(hab: float, haa: float, hbb: float) -> float:
     if haa <= 1e-12 or hbb <= 1e-12:  # a constant group holds nothing: no dependence
         return 0.0
@@ -216,13 +200,33 @@ def mean_squared_canonical_correlation(
     return float(np.mean(np.clip(rho[: min(a.shape[1], b.shape[1])], 0.0, 1.0) ** 2))
 
 
-def _rbf_gram(x: np.ndarray) -> np.ndarray:
-    """exp(-|xi - xj|^2 / median off-diagonal squared distance)."""
-    sq = np.sum(x * x, 1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
-    off = d2[~np.eye(len(x), dtype=bool)]
-    bandwidth = float(np.median(off)) if off.size else 1.0
-    return np.exp(-d2 / max(bandwidth, 1e-12))
+def normalised_hsic_against(common: np.ndarray, others: list[np.ndarray]) -> list[float]:
+    """``normalised_hsic(other, common)`` for each of ``others``, sharing ``common``'s
+    Gram matrix and self-HSIC.
+
+    The penalty's torch functions (``trainer._independence``) in float64: RBF kernels
+    with median-heuristic bandwidths, the unbiased estimator on zero-diagonal Grams.
+    """
+    import torch
+
+    from trainer._independence import _rbf_gram, unbiased_hsic_hollow
+
+    def hollow_gram(x: np.ndarray) -> torch.Tensor:
+        if len(x) < 4:
+            raise ValueError(f"unbiased HSIC needs at least 4 samples (got {len(x)})")
+        k = _rbf_gram(torch.as_tensor(np.asarray(x, dtype=np.float64)))
+        return k.fill_diagonal_(0.0)
+
+    with torch.no_grad():
+        kc = hollow_gram(common)
+        hcc = float(unbiased_hsic_hollow(kc, kc))
+        out = []
+        for x in others:
+            ko = hollow_gram(x)
+            value = _cka_from_hsic(float(unbiased_hsic_hollow(ko, kc)),
+                                   float(unbiased_hsic_hollow(ko, ko)), hcc)
+            out.append(float(np.clip(value, 0.0, 1.0)))
+    return out
 
 
 def normalised_hsic(a: np.ndarray, b: np.ndarray) -> float:
@@ -231,10 +235,7 @@ def normalised_hsic(a: np.ndarray, b: np.ndarray) -> float:
     Median-heuristic bandwidths. The unbiased estimator's expectation is 0 for
     independent groups whatever their dimension (the biased one grows with it).
     """
-    ka, kb = _rbf_gram(a.astype(np.float64)), _rbf_gram(b.astype(np.float64))
-    value = _cka_from_hsic(unbiased_hsic_gram(ka, kb), unbiased_hsic_gram(ka, ka),
-                           unbiased_hsic_gram(kb, kb))
-    return float(np.clip(value, 0.0, 1.0))
+    return normalised_hsic_against(b, [a])[0]
 
 
 # -- activity -----------------------------------------------------------------------------
@@ -600,8 +601,7 @@ def nonlinear_dependence(inputs: EvalInputs) -> dict[str, float]:
     if "zay" not in z:
         return {}
     keep = _subsample(len(z["zay"]), HSIC_MAX_SAMPLES, inputs.seed)
-    zy_h = normalised_hsic(z["zy"][keep], z["zay"][keep])
-    za_h = normalised_hsic(z["za"][keep], z["zay"][keep])
+    zy_h, za_h = normalised_hsic_against(z["zay"][keep], [z["zy"][keep], z["za"][keep]])
     return {
         "zy_zay_hsic": zy_h,
         "za_zay_hsic": za_h,
