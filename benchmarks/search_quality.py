@@ -40,7 +40,7 @@ OBJECTIVES = ("task_accuracy", "zay_independence_score")
 INTERRUPTED = "interrupted"
 
 
-def _study(storage: str, sampler: str, seed: int):
+def _study(storage: str, sampler: str, seed: int, total: int | None = None):
     import optuna
 
     from search.study import make_sampler
@@ -48,7 +48,8 @@ def _study(storage: str, sampler: str, seed: int):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=f"{sampler}-seed{seed}",
                                 directions=["maximize", "maximize"],
-                                sampler=make_sampler(sampler, seed), load_if_exists=True)
+                                sampler=make_sampler(sampler, seed, n_trials=total),
+                                load_if_exists=True)
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -62,8 +63,10 @@ def _counted(study) -> list:
             and not t.user_attrs.get(INTERRUPTED)]
 
 
-def run_study(storage: str, sampler: str, seed: int, budget: int, population: int) -> None:
-    """Bring one study to ``budget`` counted trials, a population at a time."""
+def run_study(storage: str, sampler: str, seed: int, budget: int, population: int,
+              total: int) -> None:
+    """Bring one study to ``budget`` counted trials, a population at a time; ``total`` (the
+    largest budget) sizes the sampler as a sweep of that many trials would."""
     from optuna.trial import TrialState
 
     from search.objective import Objective
@@ -75,7 +78,7 @@ def run_study(storage: str, sampler: str, seed: int, budget: int, population: in
     objective = Objective(mode="pareto", disentanglement=OBJECTIVES[1])
     epochs = SIZES["epochs"]
     space = SearchSpace(epochs=epochs, stage1_epochs=(0, epochs), stage2_epochs=(0, epochs))
-    study = _study(storage, sampler, seed)
+    study = _study(storage, sampler, seed, total)
     if not study.trials:
         study.enqueue_trial(baseline_params(epochs), user_attrs={"baseline": True})
     base = RunConfig().replace(**SIZES)
@@ -192,7 +195,8 @@ def main() -> None:
         for budget in budgets:
             for seed in seeds:
                 for sampler in samplers:
-                    run_study(args.storage, sampler, seed, budget, args.population)
+                    run_study(args.storage, sampler, seed, budget, args.population,
+                              max(budgets))
     summary = summarise(args.storage, samplers, seeds, budgets)
     Path(args.out).write_text(json.dumps(summary, indent=1, default=str))
     print(f"sizes: {SIZES}; objectives {OBJECTIVES}; default point {summary['default_point']}")

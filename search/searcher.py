@@ -129,7 +129,8 @@ class StudySearcher(Searcher):
                 return None
             if self.sampler_name is not None:
                 self.study.sampler = make_sampler(self.sampler_name,
-                                                  trial_seed(self.seed, number))
+                                                  trial_seed(self.seed, number),
+                                                  n_trials=self.total)
             trial = self.study.ask()
             trial.set_user_attr("tune_trial_id", trial_id)
             trial.set_user_attr("tune_experiment", self.experiment)

@@ -45,7 +45,22 @@ def trial_seed(seed: int | None, number: int) -> int | None:
     return int(np.random.SeedSequence([int(seed) % 2**32, number]).generate_state(1)[0])
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def nsga2_population_size(n_trials: int | None) -> int:
+    """NSGA-II's generation size for a sweep of ``n_trials``.
+
+    Optuna's default (50) draws the whole first generation at random, so a sweep of fewer
+    than 50 trials would be random search. A quarter of the budget (4 to 50) leaves at
+    least four generations to evolve.
+    """
+    if n_trials is None:
+        return 50
+    return max(4, min(50, n_trials // 4))
+
+
+def make_sampler(name: str, seed: int | None, *,
+                 n_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """The named sampler, seeded; ``n_trials`` (the study's total) sizes NSGA-II's
+    generations."""
     if name == "tpe":
         # group=True is marked experimental; it is what makes TPE model the conditional λ
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -53,7 +68,8 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True,
                                           group=True, n_startup_trials=5)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=nsga2_population_size(n_trials))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise StudyError(f"unknown sampler {name!r}; choose tpe, nsga2 or random")

@@ -132,3 +132,32 @@ def test_a_crashed_driver_on_this_host_is_seen_at_once(searcher):
                           capture_output=True, text=True, check=True)
     beat(searcher._engine, "e", pid=int(dead.stdout))  # fresh beat, but no such process
     assert recover_orphans(searcher.study, searcher._engine) == [0]
+
+
+def test_nsga2_evolves_within_a_sweep_shorter_than_its_default_generation(tmp_path):
+    """A 16-trial NSGA-II sweep breeds from generation 0 instead of sampling at random.
+
+    Optuna's default generation (50 trials) is drawn at random, so a shorter sweep would be
+    random search; sized from the study's total, 16 trials make generations of 4.
+    """
+    from search.study import nsga2_population_size
+
+    assert nsga2_population_size(16) == 4 and nsga2_population_size(400) == 50
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    opened = open_study(url, "n", Objective(), sampler="nsga2", seed=0)
+    s = StudySearcher(opened.study, SearchSpace(epochs=6, stage1_epochs=(0, 6),
+                                                stage2_epochs=(0, 6)),
+                      Objective(), base_config={}, trial_options={}, experiment="e",
+                      engine=opened.storage.engine, total=16, sampler="nsga2", seed=0)
+    for i in range(16):
+        cfg = s.suggest(f"t{i}")
+        assert cfg is not None
+        # a front to evolve on: accuracy rises with stage 1, independence falls with it
+        s1 = cfg["params"]["stage1_epochs"]
+        s.on_trial_complete(f"t{i}", {**FINAL, "task_accuracy": 0.5 + 0.05 * s1,
+                                      "zay_independence_score": 1.0 - 0.04 * s1})
+    assert s.suggest("t16") == s.FINISHED  # the total holds
+    generations = [t.system_attrs.get("NSGAIISampler:generation")
+                   for t in opened.study.get_trials(deepcopy=False)]
+    assert generations[:4] == [0, 0, 0, 0]
+    assert max(g for g in generations if g is not None) >= 3
