@@ -318,8 +318,11 @@ def _fit_logistic(x_fit: np.ndarray, y_fit: np.ndarray, c: float = 1.0):
 
 def _cross_entropy(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
     """Mean -log p(y) in nats; labels unseen when fitting get the floor probability."""
-    col = {c: i for i, c in enumerate(classes)}
-    p = np.array([proba[i, col[t]] if t in col else 0.0 for i, t in enumerate(y)])
+    order = np.argsort(classes, kind="stable")
+    pos = np.clip(np.searchsorted(classes[order], y), 0, max(len(classes) - 1, 0))
+    col = order[pos]
+    seen = classes[col] == y
+    p = np.where(seen, proba[np.arange(len(y)), col], 0.0)
     return float(-np.log(np.clip(p, 1e-6, 1.0)).mean())
 
 
@@ -400,9 +403,13 @@ def _nearest_mean_log_loss(
     from their frequencies; an unseen held-out label gets the floor probability.
     """
     classes, inverse, counts = np.unique(lab_fit, return_inverse=True, return_counts=True)
-    means = np.stack([t_fit[inverse == c].mean(0) for c in range(len(classes))])
+    onehot = np.zeros((len(classes), len(inverse)))
+    onehot[inverse, np.arange(len(inverse))] = 1.0
+    means = onehot @ t_fit / counts[:, None]
     var = ((t_fit - means[inverse]) ** 2).mean(0) + 1e-9
-    d2 = (((t_held[:, None, :] - means[None]) ** 2) / var).sum(-1)
+    # |t - mu|^2 / var expanded: one matrix product instead of an (n, classes, k) array
+    d2 = ((t_held**2 / var).sum(1)[:, None] - 2.0 * (t_held / var) @ means.T
+          + (means**2 / var).sum(1)[None, :])
     logits = -0.5 * d2 + np.log(counts / counts.sum())
     logits -= logits.max(1, keepdims=True)
     proba = np.exp(logits)
