@@ -20,6 +20,8 @@ negative penalty would reward it.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -93,31 +95,35 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                       unbiased_hsic_linear(b, b))
 
 
-def median_off_diagonal(sq: torch.Tensor) -> torch.Tensor:
-    """The median of an ``(n, n)`` matrix's n(n-1) off-diagonal entries, as numpy's
-    (the mean of the two middle values), without copying them out.
+@functools.lru_cache(maxsize=4)
+def _upper_triangle(n: int, device: torch.device) -> torch.Tensor:
+    """Flat indices of an ``(n, n)`` matrix's entries above the diagonal."""
+    rows, cols = torch.triu_indices(n, n, 1, device=device)
+    return rows * n + cols
 
-    The diagonal is replaced by ceil(n/2) entries of -inf and the rest +inf, which puts
-    the lower middle off-diagonal value at the whole matrix's (lower) median.
+
+def median_off_diagonal(sq: torch.Tensor) -> torch.Tensor:
+    """The median of a *symmetric* ``(n, n)`` matrix's off-diagonal entries, as numpy's
+    (the mean of the two middle values).
+
+    Each value stands twice off the diagonal, so the median of the n(n-1)/2 entries
+    above it is the same number, found in half the time.
     """
-    n = sq.shape[0]
-    m = n * (n - 1)  # always even: two middle values
-    full = sq.detach().clone()
-    diag = torch.full((n,), float("inf"), dtype=sq.dtype, device=sq.device)
-    diag[: (n + 1) // 2] = float("-inf")
-    full.diagonal().copy_(diag)
-    flat = full.view(-1)
-    lo = flat.median()
+    upper = sq.detach().reshape(-1).index_select(0, _upper_triangle(sq.shape[0], sq.device))
+    lo = upper.median()  # the lower middle value
+    if upper.numel() % 2:
+        return lo
     # the upper middle: lo itself when it is repeated past the middle, else the next value
-    at_most = (flat <= lo).sum() - (n + 1) // 2
-    hi = torch.where(at_most >= m // 2 + 1, lo,
-                     torch.where(flat > lo, flat, flat.new_tensor(float("inf"))).min())
+    repeated = (upper <= lo).sum() >= upper.numel() // 2 + 1
+    hi = torch.where(repeated, lo,
+                     torch.where(upper > lo, upper, upper.new_tensor(float("inf"))).min())
     return (lo + hi) / 2
 
 
 def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
     """exp(-|xi - xj|^2 / median off-diagonal squared distance)."""
     sq = torch.cdist(x, x).pow(2)
+    sq = (sq + sq.T) / 2  # exactly symmetric (cdist's rounding need not be)
     # Median heuristic; detached so the bandwidth is not itself optimised away.
     bandwidth = (median_off_diagonal(sq).clamp_min(_EPS) if x.shape[0] > 1
                  else sq.new_tensor(1.0))
