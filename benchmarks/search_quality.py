@@ -179,10 +179,17 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--samplers", default="tpe,nsga2,random")
     p.add_argument("--population", type=int, default=8)
-    p.add_argument("--storage", default=f"sqlite:///{ROOT / 'benchmarks/out/search_quality.db'}")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/out/search_quality.json"))
+    p.add_argument("--epochs", type=int, default=SIZES["epochs"],
+                   help="epoch budget of every trial (the sweep's default is 30)")
+    p.add_argument("--storage", default=None,
+                   help="study database (default: benchmarks/out/search_quality[_eN].db)")
+    p.add_argument("--out", default=None, help="summary JSON (default: beside the database)")
     p.add_argument("--summary-only", action="store_true", help="report what is stored")
     args = p.parse_args()
+    SIZES["epochs"] = args.epochs
+    stem = "search_quality" + ("" if args.epochs == 6 else f"_e{args.epochs}")
+    args.storage = args.storage or f"sqlite:///{ROOT / 'benchmarks/out' / (stem + '.db')}"
+    args.out = args.out or str(ROOT / "benchmarks/out" / (stem + ".json"))
     import torch
 
     torch.set_num_threads(1)
