@@ -50,6 +50,8 @@ def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
 
     Floats get as many decimals as their column needs to keep distinct values distinct.
     """
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
     text = "trial #" + df["number"].astype(int).astype(str)
     for c in [*objectives, *HOVER_COLUMNS]:
         if c not in df.columns:
@@ -229,7 +231,7 @@ def _bins(values: pd.Series, param: str, *, most: int = 8) -> tuple[pd.Series, l
     if param == "use_independence_penalty":
         lab = values.map(lambda v: "on" if bool(v) else "off")
         return lab, [c for c in ("off", "on") if c in set(lab)]
-    if values.dtype == object or pd.api.types.is_bool_dtype(values):
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         lab = values.astype(str)
         return lab, sorted(set(lab))
     v = values.astype(float)

@@ -108,6 +108,23 @@ def _has_table(engine: sa.Engine, name: str) -> bool:
     return name in sa.inspect(engine).get_table_names()
 
 
+def _widen(seen: dict[str, Any] | None, spec: dict[str, Any]) -> dict[str, Any]:
+    """One distribution that holds every trial's value of a parameter.
+
+    A define-by-run space gives trials different bounds (stage 2's upper bound is what
+    stage 1 leaves of the budget), so the study-wide distribution is the union: the lowest
+    low and highest high of numeric ones, every choice of categorical ones.
+    """
+    if seen is None or seen.get("name") != spec.get("name"):
+        return seen or spec
+    a, b = seen["attributes"], spec["attributes"]
+    if "choices" in a:
+        extra = [c for c in b["choices"] if c not in a["choices"]]
+        return {**seen, "attributes": {**a, "choices": [*a["choices"], *extra]}}
+    return {**seen, "attributes": {**a, "low": min(a["low"], b["low"]),
+                                   "high": max(a["high"], b["high"])}}
+
+
 def _decode_param(value: float, distribution_json: str) -> Any:
     dist = json.loads(distribution_json)
     attrs = dist.get("attributes", {})
@@ -169,8 +186,7 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     distributions: dict[str, dict[str, Any]] = {}
     for tid, name, value, dist in params:
         columns.setdefault(name, {})[tid] = _decode_param(value, dist)
-        if name not in distributions:
-            distributions[name] = json.loads(dist)
+        distributions[name] = _widen(distributions.get(name), json.loads(dist))
     for tid, key, value_json in attrs:
         columns.setdefault(key, {})[tid] = json.loads(value_json)
     # objective values come from trial_values; same-named user attributes are copies
