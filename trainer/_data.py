@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from trainer._config import ConfigError, DataConfig
 
 SPLITS = ("train", "val", "test", "test_domain")
+#: the fewest validation and test samples the final evaluation can score (unbiased HSIC
+#: and debiased CKA need four)
+MIN_EVAL_SAMPLES = 4
 
 # Hue means of the interaction factor s = (y mod 2) XOR (a mod 2); hues are drawn around
 # them, so colour carries s (which neither y nor a predicts alone) plus sample noise.
@@ -118,6 +121,17 @@ def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
     if cfg.image_size is None:
         cfg = dataclasses.replace(cfg, image_size=_NATIVE_SIZE[cfg.dataset])
     return _REGISTRY[cfg.dataset](cfg, seed)
+
+
+def check_evaluable(data: DataBundle, dataset: str) -> None:
+    """Refuse, before any training, a data set whose validation or test split is too small
+    for the final evaluation (which would otherwise fail only after the last epoch)."""
+    small = {k: data.split_size(k) for k in ("val", "test")
+             if data.split_size(k) < MIN_EVAL_SAMPLES}
+    if small:
+        sizes = ", ".join(f"{n} {k}" for k, n in small.items())
+        raise ConfigError(f"dataset {dataset!r} leaves {sizes} sample(s); the evaluation needs "
+                          f"at least {MIN_EVAL_SAMPLES} in each: raise --max_samples")
 
 
 # -- transforms ---------------------------------------------------------------------------

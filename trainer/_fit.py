@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from trainer._config import ConfigError, RunConfig
-from trainer._data import DataBundle, load_dataset
+from trainer._data import DataBundle, check_evaluable, load_dataset
 from trainer._epoch_metrics import epoch_proxies
 from trainer._model import StagedVAE, resolve_arch, staged_loss
 from trainer._stages import beta_scale, penalty_active, stage_of, zay_capacity
@@ -331,6 +331,7 @@ def fit(
     random.seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.data, cfg.seed)
+    check_evaluable(data, cfg.data.dataset)
     data.to(device)
     model = build_model(cfg, data).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr,

@@ -38,7 +38,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from trainer._config import ConfigError, RunConfig
-from trainer._data import DataBundle, load_dataset
+from trainer._data import DataBundle, check_evaluable, load_dataset
 from trainer._fit import (
     DivergenceError,
     FitResult,
@@ -614,6 +614,7 @@ def fit_population(
     _seed_all(first.seed)
     if data is None:
         data = load_dataset(first.data, first.seed)
+    check_evaluable(data, first.data.dataset)
     data.to(device)
     pop = _Population(configs, data, device, _global_rng())
     ckpt_path = (Path(checkpoint_dir) / POPULATION_CHECKPOINT

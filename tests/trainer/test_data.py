@@ -128,3 +128,18 @@ def test_bad_data_inputs_name_the_problem(tmp_path):
         load_dataset(DataConfig(dataset="mnist", data_root=str(tmp_path)), 0)
     with pytest.raises(ConfigError, match="wilds|camelyon"):
         load_dataset(DataConfig(dataset="camelyon17", data_root=str(tmp_path)), 0)
+
+
+def test_splits_too_small_to_evaluate_are_refused_before_training(tmp_path, capsys):
+    """20 shapes leave 3 validation and 3 test images: unbiased HSIC needs 4, so the run
+    must stop at once with one line, not after its last epoch."""
+    from trainer.cli import main
+
+    data = load_dataset(DataConfig(dataset="shapes", max_samples=20), 0)
+    assert data.split_size("val") < 4 and data.split_size("test") < 4
+    out = tmp_path / "run"
+    code = main(["--dataset", "shapes", "--max_samples", "20", "--epochs", "1",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "raise --max_samples" in err[0]
+    assert not out.exists()
