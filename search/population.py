@@ -126,7 +126,12 @@ def run_population_config(config: dict[str, Any], report,
             report({**epoch_result(row, cfgs[k], objective), MEMBER: float(k)})
 
         t0, started_at = time.perf_counter(), time.time()
-        outcomes = fit_population([cfgs[k] for k in group], report=on_epoch)
+        try:
+            outcomes = fit_population([cfgs[k] for k in group], report=on_epoch)
+        except Exception as exc:  # this group's settings fail; other groups' results stand
+            for k in group:
+                results[k] = failure_result(exc, dict(where))
+            continue
         seconds = time.perf_counter() - t0
         for k, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, DivergenceError):

@@ -108,3 +108,26 @@ def test_a_lost_or_stopped_population_leaves_each_member_to_recover(tmp_path):
     states = [t.state for t in s.study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
     assert sorted(s.left_running) == [2, 3]  # the driver re-queues them one by one
+
+
+def test_a_failing_group_fails_only_its_own_members():
+    """Settings that cannot share a model train as separate groups, one after another; a
+    group that raises fails its own members and leaves the others' results intact."""
+    import json
+
+    from search.population import run_population_config
+    from tests.search.conftest import TINY_TRIAL
+    from trainer import RunConfig
+
+    base = RunConfig().replace(**{**TINY_TRIAL, "epochs": 2}).to_dict()
+    members = [{"params": {"stage1_epochs": 1, "stage2_epochs": 0}},
+               {"params": {"stage1_epochs": 0, "stage2_epochs": 1, "dataset": "nosuch"}},
+               {"params": {"stage1_epochs": 0, "stage2_epochs": 0}}]
+    config = {"base": base, "members": members,
+              "objective": {"mode": "pareto", "disentanglement": "zay_independence_score"}}
+    out = run_population_config(config, lambda row: None)
+    results = json.loads(out["members_json"])
+    assert [bool(r.get("trial_failed")) for r in results] == [False, True, False]
+    failure = json.loads(results[1]["failure_json"])
+    assert failure["type"] == "ConfigError" and "unknown dataset 'nosuch'" in failure["reason"]
+    assert all(0.0 <= results[k]["task_accuracy"] <= 1.0 for k in (0, 2))
