@@ -88,9 +88,22 @@ def _check_batch(a: torch.Tensor) -> None:
         raise ValueError(f"unbiased HSIC needs a batch of at least 4 samples (got {a.shape[0]})")
 
 
+def unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """Centre ``x`` and divide it by its root-mean-square row norm (a constant stays 0).
+
+    CKA is invariant to this, but its floor against division by zero is absolute: without
+    it, a group shrunk to a small scale (per-dimension std below ~5e-3 at d = 16) would
+    fall under the floor and escape the penalty.
+    """
+    x = x - x.mean(0, keepdim=True)
+    return x / x.pow(2).sum(1).mean().sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+
+
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Debiased linear CKA (raw: about 0 +- noise when independent, 1 for a linear copy)."""
+    """Debiased linear CKA (raw: about 0 +- noise when independent, 1 for a linear copy);
+    the same at any scale of either group."""
     _check_batch(a)
+    a, b = unit_scale(a), unit_scale(b)
     return _normalise(unbiased_hsic_linear(a, b), unbiased_hsic_linear(a, a),
                       unbiased_hsic_linear(b, b))
 

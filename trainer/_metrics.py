@@ -163,9 +163,17 @@ def _cka_from_hsic(hab: float, haa: float, hbb: float) -> float:
     return hab / math.sqrt(haa * hbb)
 
 
+def _unit_scale(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(0)
+    norm = math.sqrt(float((x * x).sum(1).mean()))
+    return x / norm if norm > 0 else x
+
+
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
-    """Debiased linear CKA of two groups (raw: about 0 +- noise when independent, 1 for a copy)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
+    """Debiased linear CKA of two groups (raw: about 0 +- noise when independent, 1 for a
+    copy), the same at any scale of either group (each is centred and scaled to unit
+    root-mean-square norm first, as ``trainer._independence.unit_scale`` does)."""
+    a, b = (_unit_scale(x.astype(np.float64)) for x in (a, b))
     return _cka_from_hsic(unbiased_hsic_linear(a, b), unbiased_hsic_linear(a, a),
                           unbiased_hsic_linear(b, b))
 

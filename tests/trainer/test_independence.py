@@ -134,3 +134,15 @@ def test_ragged_batch_gets_no_penalty_instead_of_an_error():
     value = independence_penalty("corr", zay, zy, za)
     assert float(value) == 0.0
     value.backward()  # still part of the graph
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-2, 1e-3, 1e-5])
+def test_a_shrunken_copy_cannot_escape_the_corr_penalty(scale):
+    """CKA is scale-invariant, so a copy of zy shrunk to any scale is still a full copy:
+    the penalty term stays near 1 on a batch of 128, d = 16 (float32, as in training)."""
+    from trainer._independence import linear_cka
+    from trainer._metrics import linear_cka as linear_cka_metric
+
+    zy = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
+    assert float(linear_cka(zy * scale, zy)) > 0.99
+    assert linear_cka_metric((zy * scale).numpy(), zy.numpy()) > 0.99
