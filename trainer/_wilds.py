@@ -3,17 +3,19 @@
 y = tumour in the patch's central region, a = hospital (WILDS numbering 0-4). The splits
 are WILDS' ``official`` scheme, read from the dataset object's ``split_array``:
 
-==============  ==========================================  ===============
-our split       WILDS split                                 hospitals
-==============  ==========================================  ===============
-train           ``train``                                   0, 3, 4
-val, test       ``id_val``, halved by seed (probe fit/score)  0, 3, 4
-test_domain     ``test`` (out of distribution)              2
-(not used)      ``val`` (the out-of-distribution val set)   1
-==============  ==========================================  ===============
+==============  ================================================  ===============
+our split       WILDS split                                       hospitals
+==============  ================================================  ===============
+train           ``train``                                         0, 3, 4
+val, test       ``id_val``: half of each hospital's slides each   0, 3, 4
+test_domain     ``test`` (out of distribution)                    2
+(not used)      ``val`` (the out-of-distribution val set)         1
+==============  ================================================  ===============
 
 So ``acc_y_test_domain`` is the out-of-distribution accuracy on WILDS' test hospital.
-Each patch is its own source instance; WILDS gives no factors beyond y and the hospital,
+A slide is a source instance (its patches look alike, so val and test never share one;
+WILDS' own ``id_val`` shares slides with ``train`` by design: it is in-distribution
+validation). WILDS gives no factors beyond y and the hospital,
 so ``factor_groups`` is empty (the label-only score applies).
 """
 
@@ -29,6 +31,21 @@ from trainer._data import DataBundle, register_dataset
 WILDS_TEST_HOSPITAL = 2  # wilds.datasets.camelyon17_dataset.TEST_CENTER
 _INSTALL_HINT = "pip install torch==2.13.0 'stagetune[mnist-wilds]'"
 _declared_ops: list[torch.library.Library] = []  # kept alive: the declarations live with it
+
+
+def _half_of_the_slides(slide: np.ndarray, hospital: np.ndarray, seed: int) -> np.ndarray:
+    """Which in-distribution patches go to validation: half of each hospital's slides.
+
+    Patches of one slide look alike, so val (where probes are fit) and test (where they
+    are scored) take whole slides; per hospital, so both see every training hospital. A
+    hospital with an odd number of slides gives the extra one to val and test in turn.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    val_slides: list[int] = []
+    for i, h in enumerate(np.unique(hospital)):
+        slides = rng.permutation(np.unique(slide[hospital == h]))
+        val_slides.extend(slides[: (len(slides) + (i % 2 == 0)) // 2].tolist())
+    return np.isin(slide, val_slides)
 
 
 def _declare_torchvision_detection_ops() -> None:
@@ -124,13 +141,13 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
         y[start : start + len(rows)] = torch.tensor(labels)
         a[start : start + len(rows)] = torch.tensor(hospitals)
     role = ours[pick]
+    slide = np.asarray(ds.metadata_array)[pick, ds.metadata_fields.index("slide")]
     in_dist = np.flatnonzero(role == 1)
-    in_dist = np.random.default_rng(seed + 7919).permutation(in_dist)
-    half = len(in_dist) // 2
+    val_mask = _half_of_the_slides(slide[in_dist], a.numpy()[in_dist], seed)
     splits = {
         "train": np.flatnonzero(role == 0),
-        "val": np.sort(in_dist[:half]),
-        "test": np.sort(in_dist[half:]),
+        "val": np.sort(in_dist[val_mask]),
+        "test": np.sort(in_dist[~val_mask]),
         "test_domain": np.flatnonzero(role == 2),
     }
     empty = [k for k, v in splits.items() if len(v) == 0]
@@ -146,5 +163,6 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
         n_classes=2,
         n_domains=n_hospitals,
         splits={k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()},
-        source=torch.arange(len(pick), dtype=torch.int64),
+        # a slide's patches are one source: the probes are fit and scored on other slides
+        source=torch.from_numpy(slide.astype(np.int64)),
     )

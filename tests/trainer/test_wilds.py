@@ -140,3 +140,18 @@ def test_two_epoch_staged_conv_run_reports_ood_accuracy(camelyon_root, tmp_path,
 
     wilds_acc = Accuracy().compute(pred, ds.y_array[test_idx])["acc_avg"]
     assert final["acc_y_test_domain"] == pytest.approx(wilds_acc, abs=1e-6)
+
+
+def test_validation_and_test_never_share_a_slide(camelyon_root):
+    """Probes are fit on val and scored on test: a slide on both sides would let them
+    recognise slides, so id_val is split by whole slides, half of each hospital's."""
+    from wilds import get_dataset
+
+    data = load_dataset(DataConfig(dataset="camelyon17", data_root=str(camelyon_root)), 0)
+    ds = get_dataset(dataset="camelyon17", root_dir=str(camelyon_root), download=False)
+    slides = {k: set(data.source[v].tolist()) for k, v in data.splits.items()}
+    assert slides["val"] and slides["test"] and not slides["val"] & slides["test"]
+    # the sources are WILDS' slide ids: every val patch's slide holds id_val patches
+    id_val = np.flatnonzero(ds.split_array == ds.split_dict["id_val"])
+    meta_slides = set(np.asarray(ds.metadata_array)[id_val, ds.metadata_fields.index("slide")])
+    assert slides["val"] | slides["test"] == meta_slides
