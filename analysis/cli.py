@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give twice: --study A --study B")
     c.add_argument("--storage-b", default=None,
                    help="database of the second study (None: the same --storage)")
-    d = add("dashboard", "serve optuna-dashboard on the database until stopped")
+    d = add("dashboard", "serve optuna-dashboard on the database until stopped (unlike the "
+            "other commands it can write: notes and trial states set in its page "
+            "are stored in the study)")
     d.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL of the database")
     d.add_argument("--port", type=int, default=8080, help="port to serve on")
     d.add_argument("--host", default="127.0.0.1", help="address to serve on")

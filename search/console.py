@@ -14,7 +14,7 @@ COMMANDS = {
     "train": "one staged training run (flags as the method's scripts know them)",
     "sweep": "run or continue a hyperparameter sweep (Ray Tune + Optuna)",
     "status": "trial counts and the Pareto front (or best trial) of a study",
-    "analyze": "rank, plot, report, importance, compare, dashboard (read only)",
+    "analyze": "rank, plot, report, importance, compare (read only); dashboard",
 }
 
 
