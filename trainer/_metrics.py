@@ -136,46 +136,24 @@ def published_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return abs(float(fa @ fb) / denom) if denom > 1e-12 else 0.0
 
 
-def unbiased_hsic_linear(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012) with linear kernels, from features in O(n d^2).
-
-    With K = x x^T and L = y y^T, both with zeroed diagonals:
-    ``[tr(KL) + 1'K1 1'L1 / ((n-1)(n-2)) - 2/(n-2) 1'KL1] / (n(n-3))``. Needs n >= 4.
-    """
-    n = x.shape[0]
-    if n < 4:
-        raise ValueError(f"unbiased HSIC needs at least 4 samples (got {n})")
-    x = x - x.mean(0)  # the estimator is shift-invariant; centring only helps rounding
-    y = y - y.mean(0)
-    kd, ld = (x * x).sum(1), (y * y).sum(1)
-    trace = float(((x.T @ y) ** 2).sum() - kd @ ld)
-    sx, sy = x.sum(0), y.sum(0)
-    k1, l1 = x @ sx - kd, y @ sy - ld
-    sum_k, sum_l = float(sx @ sx - kd.sum()), float(sy @ sy - ld.sum())
-    return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1)) / (
-        n * (n - 3)
-    )
-
-
 def _cka_from_hsic(hab: float, haa: float, hbb: float) -> float:
     if haa <= 1e-12 or hbb <= 1e-12:  # a constant group holds nothing: no dependence
         return 0.0
     return hab / math.sqrt(haa * hbb)
 
 
-def _unit_scale(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(0)
-    norm = math.sqrt(float((x * x).sum(1).mean()))
-    return x / norm if norm > 0 else x
-
-
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     """Debiased linear CKA of two groups (raw: about 0 +- noise when independent, 1 for a
-    copy), the same at any scale of either group (each is centred and scaled to unit
-    root-mean-square norm first, as ``trainer._independence.unit_scale`` does)."""
-    a, b = (_unit_scale(x.astype(np.float64)) for x in (a, b))
-    return _cka_from_hsic(unbiased_hsic_linear(a, b), unbiased_hsic_linear(a, a),
-                          unbiased_hsic_linear(b, b))
+    copy), at any scale of either group: the penalty's own function
+    (``trainer._independence.linear_cka``) in float64, so metric and penalty are one
+    estimator."""
+    import torch
+
+    from trainer._independence import linear_cka as torch_linear_cka
+
+    with torch.no_grad():
+        return float(torch_linear_cka(*(torch.as_tensor(np.asarray(x, dtype=np.float64))
+                                        for x in (a, b))))
 
 
 def linear_dependence(a: np.ndarray, b: np.ndarray) -> float:
