@@ -30,11 +30,16 @@ DISTS = {
 }
 
 
+def new_study(url: str, name: str, objective: Objective) -> optuna.Study:
+    """An empty study that records its objective as the sweep does."""
+    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
+    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    return study
+
+
 def make_study(url: str, name: str = "known", points=POINTS) -> None:
     objective = Objective()
-    study = optuna.create_study(storage=url, study_name=name,
-                                directions=objective.directions)
-    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    study = new_study(url, name, objective)
     trials = []
     for i, point in enumerate(points):
         on = i % 2 == 0
@@ -94,8 +99,7 @@ def make_scalar_study(url: str, name: str = "scalar", n: int = 30, *,
                       epochs: bool = True) -> None:
     """A scalar (one objective) study; ``epochs=False`` stores no per-epoch rows."""
     objective = Objective(mode="scalar")
-    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
-    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    study = new_study(url, name, objective)
     rng = np.random.default_rng(3)
     trials = []
     for _ in range(n):
@@ -122,8 +126,7 @@ def make_dominant_study(url: str, name: str = "dominant", n: int = 80) -> None:
     noise: ``stage1_epochs`` is the one important parameter, for each objective and for
     reaching the front."""
     objective = Objective()
-    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
-    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    study = new_study(url, name, objective)
     rng = np.random.default_rng(11)
     trials = []
     for _ in range(n):

@@ -8,16 +8,13 @@ from optuna.trial import TrialState, create_trial
 
 from analysis.cli import main
 from search.objective import Objective
-from search.study import OBJECTIVE_ATTR
+from tests.analysis.conftest import new_study
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _study(url: str, name: str):
-    objective = Objective()
-    study = optuna.create_study(storage=url, study_name=name, directions=objective.directions)
-    study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
-    return study
+    return new_study(url, name, Objective())
 
 
 def test_report_and_importance_take_per_trial_bounds_and_text_settings(tmp_path):

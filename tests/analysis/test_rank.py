@@ -60,17 +60,7 @@ def test_pareto_ranks_match_brute_force_on_random_points():
     for _ in range(30):
         v = rng.integers(0, 6, size=(rng.integers(1, 30), 2)).astype(float)
         dirs = ["maximize", "minimize"]
-        s = v * np.array([1, -1])
-        expected = np.zeros(len(v), dtype=int)
-        remaining = set(range(len(v)))
-        rank = 0
-        while remaining:
-            front = {i for i in remaining if not any(
-                (s[j] >= s[i]).all() and (s[j] > s[i]).any() for j in remaining)}
-            for i in front:
-                expected[i] = rank
-            remaining -= front
-            rank += 1
+        expected = _brute_force_ranks(v * np.array([1, -1]))
         assert (pareto_ranks(v, dirs) == expected).all()
         hv = hypervolume_history(v, dirs, [0, 10])
         assert hv[-1] == pytest.approx(hypervolume_2d(v, dirs, [0, 10]))

@@ -16,6 +16,23 @@ def tiny_config(**flat) -> RunConfig:
     return RunConfig().replace(**base)
 
 
+class Interrupt(Exception):
+    """Raised from a report callback to cut a run short, as a crash would."""
+
+
+def interrupted_then_resumed(cfg: RunConfig, folder, *, stop_epoch: int):
+    """Run ``cfg`` into ``folder`` until ``stop_epoch`` ends, then resume it to the end."""
+    from trainer import fit
+
+    def stop(row):
+        if row["epoch"] == stop_epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(cfg, checkpoint_dir=folder, report=stop)
+    return fit(cfg, checkpoint_dir=folder, resume=True)
+
+
 @pytest.fixture
 def tiny():
     return tiny_config

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from tests.trainer.conftest import tiny_config
+from tests.trainer.conftest import interrupted_then_resumed, tiny_config
 from trainer import ConfigError, ModelConfig, StagedVAE, fit
 from trainer._model import conv_sides, resolve_arch
 
@@ -101,10 +101,6 @@ def _conv_run(**flat):
     return tiny_config(arch="conv", conv_channels=4, image_size=16, **flat)
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.usefixtures("one_thread", "torch_probes")
 def test_staged_conv_run_end_to_end_and_its_resume_is_bitwise_equal(tmp_path):
     cfg = _conv_run(epochs=4, stage1_epochs=1, stage2_epochs=1)
@@ -117,13 +113,7 @@ def test_staged_conv_run_end_to_end_and_its_resume_is_bitwise_equal(tmp_path):
     assert 0.0 <= whole.final["acc_y_test"] <= 1.0
     assert "zay_independence_score" in whole.final
 
-    def stop_after_epoch_1(row):
-        if row["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(cfg, checkpoint_dir=tmp_path / "cut", report=stop_after_epoch_1)
-    resumed = fit(cfg, checkpoint_dir=tmp_path / "cut", resume=True)
+    resumed = interrupted_then_resumed(cfg, tmp_path / "cut", stop_epoch=1)
     timing = ("epoch_time_s", "samples_per_s")
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == [
         {k: v for k, v in r.items() if k not in timing} for r in whole.history

@@ -5,12 +5,8 @@ import math
 import pytest
 import torch
 
-from tests.trainer.conftest import tiny_config
+from tests.trainer.conftest import interrupted_then_resumed, tiny_config
 from trainer import ConfigError, DivergenceError, fit, load_dataset
-
-
-class Interrupt(Exception):
-    pass
 
 
 def test_report_gets_one_flat_float_dict_per_epoch():
@@ -39,13 +35,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = tiny_config()
     whole = fit(cfg, checkpoint_dir=tmp_path / "whole")
 
-    def stop_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit(cfg, checkpoint_dir=tmp_path / "cut", report=stop_after_epoch_2)
-    resumed = fit(cfg, checkpoint_dir=tmp_path / "cut", resume=True)
+    resumed = interrupted_then_resumed(cfg, tmp_path / "cut", stop_epoch=2)
     assert resumed.history == [
         {k: v for k, v in row.items() if k not in ("epoch_time_s", "samples_per_s")}
         | {k: r2[k] for k in ("epoch_time_s", "samples_per_s")}
