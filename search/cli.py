@@ -10,7 +10,7 @@ from pathlib import Path
 
 from search.objective import Objective, ObjectiveError
 from search.space import SpaceError, build_space
-from search.storage import DEFAULT_STORAGE, StorageError, redact
+from search.storage import DEFAULT_STORAGE, StorageError, check_url, redact
 from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, DISENTANGLEMENT_OBJECTIVES
 
 # small enough for seconds per trial on one CPU, big enough that zy learns the class
@@ -177,10 +177,12 @@ def resume_command(argv: list[str] | None) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import io
+
     import optuna
 
     from search.driver import print_summary, summarize
-    from search.study import OBJECTIVE_ATTR, open_storage_read_only
+    from search.study import open_storage_read_only, summary_objective
 
     # read only: status never creates, migrates or writes a database
     storage = open_storage_read_only(args.storage)
@@ -189,16 +191,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise StorageError(f"no study {args.study!r} in {redact(args.storage)}; studies "
                            f"there: {', '.join(sorted(names)) or 'none'}")
     study = optuna.load_study(study_name=args.study, storage=storage)
-    spec = study.user_attrs.get(OBJECTIVE_ATTR, {})
-    objective = Objective(mode=spec.get("mode", "pareto"),
-                          disentanglement=spec.get("disentanglement",
-                                                   DEFAULT_DISENTANGLEMENT_OBJECTIVE),
-                          weight=spec.get("weight", 0.5))
+    objective = summary_objective(study)  # refuses a study it cannot summarise
     summary = summarize(study, objective)
+    # the whole summary is rendered first: an error leaves no half of it printed
+    text = io.StringIO()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2), file=text)
     else:
-        print_summary(summary)
+        print_summary(summary, file=text)
+    sys.stdout.write(text.getvalue())
     return 0
 
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer import ConfigError
 
     try:
+        check_url(args.storage)  # a malformed URL: one line, before anything else happens
         return cmd_run(args) if args.command == "run" else cmd_status(args)
     except SweepInterrupted as stop:
         requeued = (f"trial{'s' if len(stop.stopped) != 1 else ''} "

@@ -21,14 +21,13 @@ from search._progress import (
 )
 from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace, baseline_params
-from search.storage import end_driver, redact, study_lock
+from search.storage import DRIVER_BEAT_S, beat, end_driver, redact
 from search.study import (
-    DRIVER_BEAT_S,
     count_finished,
     open_study,
     peek_study,
     recover_orphans,
-    requeue,
+    requeue_stopped,
 )
 
 log = logging.getLogger("stagetune.search")
@@ -236,20 +235,6 @@ class _SignalStop:
         return SignalStopper.register(experiment, self.event)
 
 
-def _mark_stopped(study, engine, experiment: str) -> list[int]:
-    """This driver's trials still RUNNING after a stop: FAIL "driver stopped", not counted
-    toward the total, their settings queued to run again."""
-    from optuna.trial import TrialState
-
-    stopped = []
-    with study_lock(engine, study.study_name):
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("tune_experiment") == experiment:
-                requeue(study, t, "driver stopped")
-                stopped.append(t.number)
-    return stopped
-
-
 def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict[str, int]:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -302,7 +287,7 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
         with stop.installed():
             tuner.fit()
             if stop.signum is not None:
-                stopped = _mark_stopped(study, engine, experiment)
+                stopped = requeue_stopped(study, engine, experiment)
                 raise SweepInterrupted(stop.signum, stopped)
     finally:
         from search.searcher import SignalStopper
@@ -331,8 +316,6 @@ class _Heartbeat:
                                         daemon=True)
 
     def _run(self) -> None:
-        from search.storage import beat
-
         while not self._stop.is_set():
             try:
                 beat(self.engine, self.experiment)
@@ -341,8 +324,6 @@ class _Heartbeat:
             self._stop.wait(DRIVER_BEAT_S)
 
     def start(self) -> None:
-        from search.storage import beat
-
         beat(self.engine, self.experiment)  # alive before its first trial is asked for
         self._thread.start()
 

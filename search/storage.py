@@ -1,5 +1,9 @@
 """The study database: an ordinary Optuna RDB database, plus our own tables.
 
+This is the database layer, below :mod:`search.study`: URLs, SQLAlchemy engines,
+reachability, the study lock, drivers' heartbeats and the project's own tables. It calls
+nothing above it (``search.study`` imports from here, never the reverse; a test checks).
+
 Optuna's schema cannot hold per-epoch curves of a multi-objective trial or a run's
 artifacts, so those live in ``stagetune_epoch_metrics`` and ``stagetune_artifacts`` in the
 same database, created idempotently. Passwords in URLs never reach output or logs.
@@ -31,6 +35,8 @@ _QUERY_PASSWORD = re.compile(
 )
 
 DEFAULT_STORAGE = "sqlite:///stagetune.db"
+DRIVER_BEAT_S = 20.0  # how often a driver records that it is alive
+DRIVER_STALE_S = 120.0  # after this long without a beat, its RUNNING trials are orphans
 
 metadata = sa.MetaData()
 epoch_metrics = sa.Table(
@@ -69,14 +75,55 @@ def redact(text: str) -> str:
     return _QUERY_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
+def _redact_unparsed(url: str) -> str:
+    """``url``, which SQLAlchemy could not parse, with whatever may be a password hidden.
+
+    Such text need not follow the URL grammar that :func:`redact` relies on (``user:pw@host``
+    without a scheme, ``postgres:/u:pw@host``), so everything from the first ``:`` of the
+    part before the last ``@`` up to that ``@`` is masked, after any ``scheme://``.
+    """
+    text = redact(url)
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text
+    scheme = head.find("://")
+    start = scheme + 3 if scheme >= 0 else 0
+    colon = head.find(":", start)
+    return f"{head[:colon + 1] if colon >= 0 else head[:start]}***@{tail}"
+
+
 def check_url(url: str) -> None:
-    """Refuse a malformed URL before anything is created."""
+    """Refuse a malformed URL before anything is created.
+
+    The one check of a ``--storage`` URL for every command (``sweep``, ``status`` and
+    ``analyze``).
+
+    Args:
+        url: a SQLAlchemy database URL, as the user gave it.
+
+    Raises:
+        StorageError: ``url`` is not a database URL; the message shows it without its
+            password.
+    """
     try:
         sa.engine.make_url(url)
     except Exception:
-        raise StorageError(f"malformed database URL {redact(url)!r}; expected a SQLAlchemy URL "
-                           "such as sqlite:///stagetune.db or "
+        raise StorageError(f"malformed database URL {_redact_unparsed(url)!r}; expected a "
+                           "SQLAlchemy URL such as sqlite:///stagetune.db or "
                            "postgresql://user@host/db") from None
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (``None`` for other databases and in-memory SQLite).
+
+    Raises:
+        StorageError: ``url`` is malformed.
+    """
+    check_url(url)
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return u.database.removeprefix("file:")
 
 
 def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
@@ -109,12 +156,41 @@ def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
 
 
 def ping(engine: sa.Engine, url: str) -> None:
+    """Raise :class:`StorageError` (password hidden) unless the database answers."""
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot reach database {redact(url)}: {redact(first)}") from None
+
+
+def existing_database(url: str) -> sa.Engine | None:
+    """A read-only engine on the database at ``url``, once it answered; ``None`` when
+    ``url`` names a SQLite file that does not exist (nothing is created).
+
+    Raises:
+        StorageError: the URL is malformed, or the database cannot be reached.
+    """
+    path = sqlite_file(url)
+    if path is not None and not os.path.isfile(path):
+        return None
+    engine = make_engine(url, read_only=True)
+    ping(engine, url)
+    return engine
+
+
+def has_study_tables(engine: sa.Engine, url: str) -> bool:
+    """Whether the database holds Optuna's schema (its ``studies`` table).
+
+    Raises:
+        StorageError: the database cannot be read (e.g. a file that is not SQLite).
+    """
+    try:
+        return sa.inspect(engine).has_table("studies")
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(f"cannot read {redact(url)}: "
+                           f"{redact(str(exc).strip().splitlines()[0])}") from None
 
 
 @contextmanager

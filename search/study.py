@@ -1,4 +1,9 @@
-"""Opening, checking and repairing the Optuna study that a sweep writes to."""
+"""Opening, checking and repairing the Optuna study that a sweep writes to.
+
+The study layer, above :mod:`search.storage`: Optuna's storage and study, the objective
+a study was made for, orphaned trials and their re-queueing. It calls the database layer
+for URLs, engines, the study lock and drivers' heartbeats; that layer never calls back.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,20 @@ from optuna.trial import TrialState
 
 from search.objective import Objective
 from search.storage import (
+    DRIVER_STALE_S,
     StorageError,
     create_tables,
+    existing_database,
+    has_study_tables,
     live_experiments,
     make_engine,
     ping,
     redact,
     remove_dead_drivers,
+    sqlite_file,
     study_lock,
 )
+from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE
 
 log = logging.getLogger("stagetune.search")
 OBJECTIVE_ATTR = "stagetune_objective"
@@ -100,32 +110,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
-def sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL (``None`` for other databases and in-memory SQLite)."""
-    import sqlalchemy as sa
-
-    u = sa.engine.make_url(url)
-    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
-        return None
-    return u.database.removeprefix("file:")
-
-
 def open_storage_read_only(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage on an existing study database, opened so that nothing can be
     created, migrated or written (what ``status`` uses)."""
-    import os
-
-    path = sqlite_file(url)
-    if path is not None and not os.path.isfile(path):
-        raise StorageError(f"no study database at {path} (nothing was created); check "
-                           "--storage")
-    engine = make_engine(url, read_only=True)
-    ping(engine, url)
-    import sqlalchemy as sa
-
+    engine = existing_database(url)
+    if engine is None:
+        raise StorageError(f"no study database at {sqlite_file(url)} (nothing was created); "
+                           "check --storage")
     try:
-        is_study_db = sa.inspect(engine).has_table("studies")
-    except sa.exc.SQLAlchemyError:
+        is_study_db = has_study_tables(engine, url)
+    except StorageError:
         is_study_db = False
     if not is_study_db:
         engine.dispose()
@@ -148,21 +142,12 @@ def open_storage_read_only(url: str) -> optuna.storages.RDBStorage:
 def peek_study(url: str, name: str, objective: Objective) -> int | None:
     """Read-only look before a sweep starts anything: ``None`` if the study does not exist
     yet, else its finished trials (orphans excluded); refuses another objective."""
-    import os
-
-    import sqlalchemy as sa
-
-    path = sqlite_file(url)
-    if path is not None and not os.path.isfile(path):
+    engine = existing_database(url)
+    if engine is None:
         return None
-    engine = make_engine(url, read_only=True)
-    ping(engine, url)
     try:
-        if not sa.inspect(engine).has_table("studies"):
+        if not has_study_tables(engine, url):
             return None
-    except sa.exc.SQLAlchemyError as exc:
-        raise StorageError(f"cannot read {redact(url)}: "
-                           f"{redact(str(exc).strip().splitlines()[0])}") from None
     finally:
         engine.dispose()
     storage = open_storage_read_only(url)
@@ -228,6 +213,33 @@ def _load_existing(storage, name: str, objective: Objective, sampler: str,
                              sampler=make_sampler(sampler, seed))
 
 
+def summary_objective(study: optuna.Study) -> Objective:
+    """The objective to summarise ``study`` by (``status``): the one it was swept for, or,
+    for a study plain Optuna made, scalar for one objective and pareto for two.
+
+    Raises:
+        StudyError: the study's objectives are not ones a summary can name (e.g. a study
+            of three objectives); nothing has been printed.
+    """
+    directions = [d.name.lower() for d in study.directions]
+    spec = study.user_attrs.get(OBJECTIVE_ATTR)
+    if isinstance(spec, dict):
+        objective = Objective(mode=spec.get("mode", "pareto"),
+                              disentanglement=spec.get("disentanglement",
+                                                       DEFAULT_DISENTANGLEMENT_OBJECTIVE),
+                              weight=spec.get("weight", 0.5))
+    else:
+        objective = Objective(mode="scalar" if len(directions) == 1 else "pareto")
+    if len(directions) != len(objective.names):
+        raise StudyError(
+            f"cannot summarise study {study.study_name!r}: it has {len(directions)} "
+            f"objective{'s' if len(directions) != 1 else ''} ({_show(directions)}), not "
+            f"the {len(objective.names)} of a {objective.mode} sweep "
+            f"({_show(objective.names)}); 'stagetune analyze rank' reads a study of any "
+            "objectives")
+    return objective
+
+
 def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed: int | None,
                create: bool = True) -> OpenedStudy:
     """Load a study, or create it; refuse one made for another objective.
@@ -255,10 +267,6 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
     return OpenedStudy(study, storage, created=True)
 
 
-DRIVER_BEAT_S = 20.0  # how often a driver records that it is alive
-DRIVER_STALE_S = 120.0  # after this long without a beat, its RUNNING trials are orphans
-
-
 def study_engine(study: optuna.Study):
     """The SQLAlchemy engine under a study's (possibly cached) RDB storage."""
     storage = study._storage
@@ -273,6 +281,19 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -
     storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
+
+
+def requeue_stopped(study: optuna.Study, engine, experiment: str) -> list[int]:
+    """The trials of the driver ``experiment`` still RUNNING after it was stopped: FAIL
+    "driver stopped", not counted toward the total, their settings queued to run again.
+    Returns their numbers."""
+    stopped = []
+    with study_lock(engine, study.study_name):
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("tune_experiment") == experiment:
+                requeue(study, t, "driver stopped")
+                stopped.append(t.number)
+    return stopped
 
 
 def recover_orphans(study: optuna.Study, engine=None, *,

@@ -68,3 +68,85 @@ def test_status_lists_studies_when_the_name_is_unknown(existing, capsys):
     assert code == 2 and "no study 'nope'" in err and "studies there: s" in err
     code, out, _ = _run(capsys, "status", "--storage", f"sqlite:///{existing}", "--study", "s")
     assert code == 0 and "0 complete" in out and "1 waiting" in out
+
+
+def _console(capsys, *argv):
+    """``stagetune ARGV`` through the installed entry point, in this process."""
+    from search.console import main as stagetune
+
+    code = stagetune(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("notaurl:/x", "'notaurl:/x'"),
+        ("postgres:/stagetune:Hunter2Secret@db/sweeps", "'postgres:***@db/sweeps'"),
+        ("stagetune:Hunter2Secret@db/sweeps", "'stagetune:***@db/sweeps'"),
+    ],
+)
+def test_a_malformed_storage_url_is_one_line_from_every_command(tmp_path, capsys,
+                                                                 monkeypatch, url, shown):
+    monkeypatch.chdir(tmp_path)  # nothing may appear here (no database, no work dir)
+    lines = {}
+    for argv in (["sweep", "--storage", url, "--smoke-test"],
+                 ["status", "--storage", url],
+                 ["analyze", "rank", "--storage", url, "--out", str(tmp_path / "out")]):
+        code, out, err = _console(capsys, *argv)
+        assert code == 2 and out == "", (argv, out)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+        assert "Hunter2Secret" not in err
+        lines[argv[0]] = err
+    # one check for all three commands: the same line, naming the URL and what is wrong
+    assert len(set(lines.values())) == 1
+    line = lines["sweep"]
+    assert line.startswith(f"error: malformed database URL {shown}; expected a SQLAlchemy "
+                           "URL such as sqlite:///stagetune.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def three_objectives(tmp_path):
+    """A study plain Optuna made with three objectives, three trials complete."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = tmp_path / "three.db"
+    study = optuna.create_study(directions=["maximize", "minimize", "maximize"],
+                                storage=f"sqlite:///{db}", study_name="three")
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0, 2.0), n_trials=3)
+    return db
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_status_refuses_a_study_it_cannot_summarise_before_printing(three_objectives, capsys,
+                                                                     json_flag):
+    before = checksum(three_objectives)
+    code, out, err = _console(capsys, "status", "--storage", f"sqlite:///{three_objectives}",
+                              "--study", "three", *json_flag)
+    assert code == 2
+    assert out == ""  # not a line of the summary: no counts, no front
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot summarise study 'three': "
+                                                   "it has 3 objectives "
+                                                   "(maximize/minimize/maximize)")
+    assert "stagetune analyze rank" in lines[0]
+    assert checksum(three_objectives) == before
+
+
+def test_status_summarises_a_single_objective_study_plain_optuna_made(tmp_path, capsys):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = tmp_path / "one.db"
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name="one")
+    study.optimize(lambda t: t.suggest_float("x", 0.5, 1.0), n_trials=3)
+    best = study.best_trial.number
+    code, out, err = _console(capsys, "status", "--storage", f"sqlite:///{db}", "--study",
+                              "one")
+    assert code == 0 and err == ""
+    assert out.splitlines()[:2] == ["study 'one': 3 complete, 0 pruned, 0 failed, 0 running, "
+                                    "0 waiting", "best scalar_score:"]
+    assert out.splitlines()[2].startswith(f"  #{best:<4d} scalar_score=")

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from search.objective import Objective, ObjectiveError
 from search.storage import (
     StorageError,
+    check_url,
     create_tables,
     make_engine,
     ping,
     read_epochs,
     redact,
+    sqlite_file,
     write_epoch,
 )
 
@@ -84,3 +89,73 @@ def test_concurrent_opens_of_a_new_database_all_succeed(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     with mp.get_context("spawn").Pool(4) as pool:
         assert pool.map(_open, [url] * 4) == ["ok"] * 4
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("notaurl:/x", "'notaurl:/x'"),
+        ("alice:Hunter2@db/x", "'alice:***@db/x'"),
+        ("postgres:/alice:Hunter2@db/x", "'postgres:***@db/x'"),
+        ("postgresql//alice:Hunter2@db/x", "'postgresql//alice:***@db/x'"),
+        ("Hunter2@db/x", "'***@db/x'"),
+        ("postgresql://alice:Hunter2@db:port/x", "'postgresql://alice:***@db:port/x'"),
+    ],
+)
+def test_check_url_names_a_malformed_url_without_its_password(url, shown):
+    with pytest.raises(StorageError) as err:
+        check_url(url)
+    assert str(err.value).startswith(f"malformed database URL {shown}; ")
+    assert "Hunter2" not in str(err.value)
+    with pytest.raises(StorageError) as err:  # what sweep, status and analyze go through
+        sqlite_file(url)
+    assert "Hunter2" not in str(err.value)
+
+
+def _imported_modules(tree: ast.AST, package: str) -> set[str]:
+    """Every module an import statement anywhere in ``tree`` names (inside functions,
+    classes and conditionals too), absolute; ``package`` resolves relative imports."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and node.args \
+                and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) \
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
+                    "import_module", "__import__"):
+            names.add(node.args[0].value)
+    return names
+
+
+def _imports_study(names: set[str]) -> bool:
+    return any(n == "search.study" or n.startswith("search.study.") for n in names)
+
+
+def test_the_database_layer_never_imports_the_study_layer():
+    import search.storage
+
+    tree = ast.parse(Path(search.storage.__file__).read_text(), search.storage.__file__)
+    assert not _imports_study(_imported_modules(tree, "search")), (
+        "search/storage.py imports search.study: the database layer must only be called "
+        "by the study layer, never call it")
+    # the check sees imports at any depth, in every spelling
+    for source in ("import search.study",
+                   "from search.study import open_study",
+                   "from search import study",
+                   "def f():\n    if True:\n        from search.study import requeue\n",
+                   "class C:\n    def m(self):\n        from .study import requeue\n",
+                   "from . import study",
+                   "import importlib\nimportlib.import_module('search.study')"):
+        assert _imports_study(_imported_modules(ast.parse(source), "search")), source
+    study_tree = ast.parse(Path(search.storage.__file__).with_name("study.py").read_text())
+    assert "search.storage" in _imported_modules(study_tree, "search")  # and it calls down
