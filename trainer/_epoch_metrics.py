@@ -14,7 +14,11 @@ each final metric the search can select has a proxy here that costs milliseconds
 
 Probes here are closed-form ridge regressions on standardised features (one-hot targets
 for discrete factors, argmax as the prediction), fit on one half of the validation
-sources and scored on the other half, so no source image is on both sides.
+sources and scored on the other half, so no source image is on both sides. Like the
+final metrics they read what the decoder receives: one posterior draw per input to fit,
+``PROXY_DRAWS`` draws per input to score (their scores averaged), from a generator of
+their own so that training's random stream is untouched; zay counts as collapsed when its
+information rate (``information_rate``) is below ``COLLAPSE_RATE_PER_DIM``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from trainer._independence import hsic, linear_cka
 
 PROXY_HSIC_SAMPLES = 512
 PROXY_RIDGE_ALPHA = 1.0
-_ACTIVE_RELATIVE_VARIANCE = 1e-8  # as trainer._metrics.ACTIVE_RELATIVE_VARIANCE
+#: posterior draws per scored input (the fit uses one)
+PROXY_DRAWS = 4
+PROXY_SEED = 0
+#: a group transmitting less than this many nats per dimension (``information_rate``) is
+#: collapsed, whatever its means do
+COLLAPSE_RATE_PER_DIM = 0.01
 
 
 def ridge_readout(
@@ -58,11 +67,30 @@ def ridge_readout(
     return (1.0 - resid / total).clamp(0.0, 1.0)
 
 
+def information_rate(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per dimension, an upper bound (nats) on what z = mu(x) + sigma(x) eps tells of x.
+
+    I(x; z_j) = h(z_j) - h(z_j | x) <= 1/2 log(2 pi e Var z_j) - E_x[1/2 log(2 pi e sigma_j^2)]
+    (a Gaussian has the largest entropy for its variance), and Var z_j = Var mu_j +
+    E sigma_j^2: so 1/2 [log(Var mu_j + E sigma_j^2) - E log sigma_j^2]. Equal to the
+    Gaussian channel's 1/2 log(1 + SNR) when sigma does not depend on x. Summed over a
+    group's dimensions it bounds I(x; z) (the noise is independent across dimensions).
+    Unlike KL(q(z|x) || p(z|y, a)), it does not fall to 0 when a learned conditional
+    prior follows the posterior: a zay that carries s through its prior keeps its rate.
+    Computed in float64.
+    """
+    mu, var2 = mu.double(), (std.double() ** 2).clamp_min(torch.finfo(torch.float64).tiny)
+    rate = 0.5 * ((mu.var(0, unbiased=False) + var2.mean(0)).log() - var2.log().mean(0))
+    return rate.clamp_min(0.0)
+
+
 def epoch_proxies(
     latents: dict[str, torch.Tensor],
     factors: dict[str, tuple[torch.Tensor, int | None]],
     factor_groups: dict[str, str],
     half: torch.Tensor,
+    *,
+    std: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The per-epoch proxies of every selectable disentanglement metric (device tensors).
 
@@ -72,6 +100,9 @@ def epoch_proxies(
             must include ``y`` and ``a``.
         factor_groups: factor -> its intended group ({} = labels only: y -> zy, a -> za).
         half: boolean ``(n,)``, True for the samples the probes are fit on.
+        std: group -> posterior standard deviations ``(n, d)``; the probes then read
+            posterior samples and collapse is judged by the information rate. None:
+            deterministic latents (the probes read the means).
     """
     if "zay" not in latents:
         return {}
@@ -85,13 +116,31 @@ def epoch_proxies(
         hsic(zy[keep], zay[keep]).clamp(0, 1) + hsic(za[keep], zay[keep]).clamp(0, 1)) / 2
 
     fit, score = half, ~half
+    draws = PROXY_DRAWS if std is not None else 1
+    gen = torch.Generator(device=zay.device).manual_seed(PROXY_SEED) if std else None
     cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def received(group: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One posterior draw of the fit half; ``draws`` stacked draws of the score half."""
+        mu = latents[group].double()
+        if std is None:
+            return mu[fit], mu[score]
+        sd = std[group].double()
+        eps = torch.randn((1 + draws, *mu.shape), generator=gen, device=mu.device,
+                          dtype=mu.dtype)
+        z = mu + sd * eps
+        return z[0][fit], z[1:][:, score].reshape(-1, mu.shape[1])
+
+    samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def readout(group: str, factor: str) -> torch.Tensor:
         if (group, factor) not in cache:
-            z = latents[group].double()
+            if group not in samples:
+                samples[group] = received(group)
+            z_fit, z_score = samples[group]
             values, n_classes = factors[factor]
-            cache[group, factor] = ridge_readout(z[fit], values[fit], z[score], values[score],
+            cache[group, factor] = ridge_readout(z_fit, values[fit], z_score,
+                                                 values[score].repeat(draws),
                                                  n_classes=n_classes)
         return cache[group, factor]
 
@@ -104,8 +153,12 @@ def epoch_proxies(
         others = torch.stack([readout(g, f) for g in groups if g != own])
         exclusivity.append((readout(own, f) - others.max()).clamp_min(0.0))
     score_value = torch.stack(exclusivity).mean()
-    var, scale = zay.var(0), (zay * zay).mean(0)
-    active = ((var > _ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
-    out["val_disentanglement_score"] = torch.where(active, score_value,
+    if std is not None:
+        rate = information_rate(zay, std["zay"]).sum()
+        alive = rate >= COLLAPSE_RATE_PER_DIM * zay.shape[1]
+    else:  # deterministic latents: collapsed only when no dimension varies
+        var, scale = zay.var(0), (zay * zay).mean(0)
+        alive = ((var > 1e-8 * scale) & (var > 0)).any()
+    out["val_disentanglement_score"] = torch.where(alive, score_value,
                                                    torch.zeros_like(score_value))
     return out

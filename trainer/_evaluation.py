@@ -1,6 +1,8 @@
-"""End-of-run evaluation: encoder means of held-out splits, then the metrics.
+"""End-of-run evaluation: posteriors of held-out splits, then the metrics.
 
-Probes are fit on the validation split and scored on the test split; splits are by
+The metrics read the encoder means and posterior scales of every group (the probes read
+posterior samples drawn from them: what the decoder receives). Probes are fit on the
+validation split and scored on the test split; splits are by
 source instance (``trainer._data.make_splits``), so no source image is on both sides.
 Task accuracy is reported on validation, test and, when a domain is held out, on that
 unseen domain as its own metric ``acc_y_test_domain``. Where the data set names its
@@ -16,7 +18,12 @@ import torch
 
 from trainer._config import RunConfig
 from trainer._data import DataBundle
-from trainer._metrics import EvalInputs, correlation_matrices, evaluate_latents
+from trainer._metrics import (
+    EvalInputs,
+    correlation_matrices,
+    evaluate_latents,
+    probe_backend,
+)
 from trainer._model import StagedVAE, gaussian_kl
 
 FIT_SPLIT, SCORE_SPLIT = "val", "test"
@@ -25,58 +32,75 @@ FIT_SPLIT, SCORE_SPLIT = "val", "test"
 @torch.no_grad()
 def _split_arrays(
     model: StagedVAE, data: DataBundle, split: str, max_samples: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float], float]:
-    """Latent means, factors, mean KL per group and head accuracy of one split."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray],
+           dict[str, float], float]:
+    """Posterior means and scales, factors, mean KL per group and head accuracy of a split."""
     model.eval()
     idx = data.splits[split][:max_samples]
     x, y, a = data.x[idx], data.y[idx], data.a[idx]
     latents: dict[str, np.ndarray] = {}
+    stds: dict[str, np.ndarray] = {}
     kl: dict[str, float] = {}
     for g in model.groups:
         mu, logvar = model.encode(x, g)
         mu_p, logvar_p = model.prior_params(g, y, a)
         kl[g] = float(gaussian_kl(mu, logvar, mu_p, logvar_p).mean())
         latents[g] = mu.cpu().numpy().astype(np.float64)
+        stds[g] = (0.5 * logvar).exp().cpu().numpy().astype(np.float64)
     acc = float((model.predict_y(x) == y).float().mean())
     idx_np = idx.cpu().numpy()
     factors = {"y": y.cpu().numpy(), "a": a.cpu().numpy()}
     for name, values in data.factors.items():  # discrete and continuous ground truth
         factors[name] = values[idx_np]
-    return latents, factors, kl, acc
+    return latents, stds, factors, kl, acc
 
 
 def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, Any]:
     """All final metrics of a trained model, plus the tables the plots draw."""
-    return evaluate_inputs(eval_inputs(model, data, cfg), data, model.groups)
+    inputs = eval_inputs(model, data, cfg)
+    prepare_probes([inputs])
+    return evaluate_inputs(inputs, data, model.groups)
+
+
+def prepare_probes(inputs: list[EvalInputs]) -> None:
+    """Fit every probe of several models' inputs at once, with the chosen backend.
+
+    With the torch backend (every trial's) the probes of all models are fit in one batch
+    (``trainer._probes_torch.fill_probe_cache``); the scikit-learn reference fits each
+    probe when a metric first asks for it.
+    """
+    backend, device = probe_backend()
+    if backend == "torch" and inputs:
+        from trainer._probes_torch import fill_probe_cache
+
+        fill_probe_cache(inputs, device=device)
 
 
 def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInputs:
-    """What the metrics read of a trained model: latents and factors of the two splits.
+    """What the metrics read of a trained model: posteriors and factors of the two splits.
 
     Separate from ``evaluate_inputs`` so that several models' probes can be fit in one
-    batch (``trainer._probes_torch.fill_probe_cache``) before their metrics are computed.
+    batch (``prepare_probes``) before their metrics are computed.
     """
     n = cfg.eval_max_samples
-    fit_latents, fit_factors, _, acc_val = _split_arrays(model, data, FIT_SPLIT, n)
-    score_latents, score_factors, kl, acc_test = _split_arrays(model, data, SCORE_SPLIT, n)
+    fit_latents, fit_std, fit_factors, _, acc_val = _split_arrays(model, data, FIT_SPLIT, n)
+    score_latents, score_std, score_factors, kl, acc_test = _split_arrays(
+        model, data, SCORE_SPLIT, n)
     task = {"acc_y_val": acc_val, "acc_y_test": acc_test}
     if data.split_size("test_domain"):
-        task["acc_y_test_domain"] = _split_arrays(model, data, "test_domain", n)[3]
-    inputs = EvalInputs(
+        task["acc_y_test_domain"] = _split_arrays(model, data, "test_domain", n)[4]
+    return EvalInputs(
         fit_latents=fit_latents, fit_factors=fit_factors,
         score_latents=score_latents, score_factors=score_factors,
         interaction_factor=data.interaction_factor, factor_groups=dict(data.factor_groups),
-        kl=kl, task=task, seed=cfg.seed,
+        kl=kl, task=task, seed=cfg.seed, fit_std=fit_std, score_std=score_std,
     )
-    return inputs
 
 
 def evaluate_inputs(inputs: EvalInputs, data: DataBundle, groups: tuple[str, ...]
                     ) -> dict[str, Any]:
     """The metrics and tables of ``evaluate`` from its inputs."""
     metrics = evaluate_latents(inputs)
-    for g, value in inputs.kl.items():
-        metrics[f"kl_{g}"] = value
     score_latents = inputs.score_latents
     fit_factors, score_factors = inputs.fit_factors, inputs.score_factors
     factors = ["y", "a"] + ([data.interaction_factor] if data.interaction_factor else [])

@@ -161,7 +161,8 @@ def validate_epoch(
     model: StagedVAE, data: DataBundle, cfg: RunConfig, *, capacity: float, beta: float,
     chunk: int = 4096,
 ) -> dict[str, torch.Tensor]:
-    """Validation loss (at posterior means), accuracies and disentanglement proxies.
+    """Validation loss (at posterior means), accuracies and disentanglement proxies (on
+    posterior samples).
 
     All device tensors (read back once per epoch by the caller). The proxies
     (``trainer._epoch_metrics``) are the per-epoch stand-ins of every disentanglement
@@ -171,6 +172,7 @@ def validate_epoch(
     idx = data.splits["val"]
     sums = {"val_loss": 0.0, "val_acc_y": 0.0, "val_acc_a": 0.0}
     means: dict[str, list[torch.Tensor]] = {g: [] for g in model.groups}
+    stds: dict[str, list[torch.Tensor]] = {g: [] for g in model.groups}
     gate = capacity if cfg.stages.zay_suppression == "gate" else 1.0
     for start in range(0, idx.numel(), chunk):
         b = idx[start : start + chunk]
@@ -183,6 +185,7 @@ def validate_epoch(
         sums["val_acc_a"] = sums["val_acc_a"] + (out["a_logits"].argmax(-1) == a).sum()
         for g, p in out["posteriors"].items():
             means[g].append(p.mu)
+            stds[g].append((0.5 * p.logvar).exp())
     n_val = idx.numel()
     result = {k: v / n_val for k, v in sums.items()}
     if "zay" in means and n_val >= 8:
@@ -199,7 +202,8 @@ def validate_epoch(
         by_position = torch.arange(n_val, device=idx.device) % 2 == 0
         half = torch.where(one_sided, by_position, half)
         latents = {g: torch.cat(v) for g, v in means.items()}
-        result.update(epoch_proxies(latents, factors, data.factor_groups, half))
+        scales = {g: torch.cat(v) for g, v in stds.items()}
+        result.update(epoch_proxies(latents, factors, data.factor_groups, half, std=scales))
     return result
 
 

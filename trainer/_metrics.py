@@ -25,34 +25,77 @@ ridge probe for continuous ones, both clipped to [0, 1]); ``exclusivity_<f>`` is
 much better f is read from its own group than from the best other group; their mean is
 ``disentanglement_score``. Group-level DCI (Eastwood & Williams, ICLR 2018) is reported
 beside it.
+
+**What the decoder receives.** Every probe (the factor matrix, exclusivity, DCI,
+specificity, leakage, interaction content, co-information) reads posterior samples
+z = mu + sigma * eps, never the encoder means alone: a mean that varies far below its
+posterior noise carries nothing the decoder can use, yet a probe on standardised means
+reads it perfectly. A probe is fit on one draw per input of the fit split and scored on
+``POSTERIOR_DRAWS`` draws per input of the score split; the draws' scores are averaged
+(averaging the draws themselves would shrink the noise the decoder sees). The means-based
+entries stay as ``*_means`` diagnostics. Activity and collapse are judged by information,
+not by the spread of the means: ``<g>_rate`` bounds what group g transmits about x
+(``information_rate``), a dimension is active when its signal stands above its posterior
+noise (``ACTIVE_SNR``), and a group transmitting less than ``COLLAPSE_RATE_PER_DIM``
+nats per dimension is collapsed. Latents given without posterior scales are taken as
+deterministic (the samples are the means). Dependence between groups (CKA, HSIC) is
+measured on the means.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-#: a dimension is active when its encoder mean varies over the data by more than this
-#: fraction of its mean square (relative std 1e-4, ~1000x float32 rounding): scale-free
+from trainer._epoch_metrics import COLLAPSE_RATE_PER_DIM
+from trainer._epoch_metrics import information_rate as _epoch_information_rate
+
+#: a dimension is active when the variance of its encoder mean over the data exceeds this
+#: fraction of its mean posterior variance (Burda et al.'s active units, 2016, threshold
+#: 0.01 on Cov_x(E[z|x]) against a unit prior, measured against the posterior noise)
+ACTIVE_SNR = 0.01
+#: latents without posterior scales (deterministic): a dimension is active when its value
+#: varies over the data by more than this fraction of its mean square (scale-free)
 ACTIVE_RELATIVE_VARIANCE = 1e-8
-#: KL(zay) per dimension (nats) below which a zay without active dimensions is collapsed
-COLLAPSE_KL_PER_DIM = 0.01
-HSIC_MAX_SAMPLES = 2000
+#: posterior draws per scored input: see ``EvalInputs`` for why 16
+POSTERIOR_DRAWS = 16
+#: samples for the RBF HSIC metric: at 1,000 its sd over subsamples is 0.0008 on independent
+#: groups and 0.004 on weakly dependent ones (0.0001 and 0.0015 at 2,000), far below the
+#: seed-to-seed spread of the scores (about 0.08), for a quarter of the Gram arithmetic
+HSIC_MAX_SAMPLES = 1000
 #: ridge penalty of the continuous-factor probe (on standardised features)
 RIDGE_ALPHA = 1.0
+
+
+SPLITS = ("fit", "score")
+#: what a probe reads: the posterior samples the decoder receives, or the encoder means
+PROBE_SOURCES = ("samples", "means")
 
 
 @dataclass
 class EvalInputs:
     """Latents (group -> (n, d)) and factors (name -> (n,)) of two held-out splits.
 
-    Factors with an integer dtype are discrete, float ones continuous. ``factor_groups``
-    maps each ground-truth factor (y and a included) to the group meant to hold it;
-    empty means the data set has no ground truth beyond its labels.
+    ``*_latents`` are the encoder means and ``*_std`` the posterior standard deviations of
+    the same inputs (empty: deterministic latents, the samples are the means). Factors
+    with an integer dtype are discrete, float ones continuous. ``factor_groups`` maps each
+    ground-truth factor (y and a included) to the group meant to hold it; empty means the
+    data set has no ground truth beyond its labels.
+
+    Why ``draws`` = 16 scored draws per input: averaged over R draws, a probe's accuracy
+    on n scored inputs has the variance of the inputs (which no number of draws removes)
+    plus a draw term mean_i p_i (1 - p_i) / (n R), where p_i is the chance that input i
+    is read right. At R = 1 the draw term alone can be the whole binomial variance
+    p(1 - p) / n; R = 16 cuts its sd to a quarter: at most 0.0056 of chance-corrected
+    accuracy for a balanced binary factor on 2,000 scored inputs, below the 0.01 to which
+    the two probe backends agree, for the price of scoring (fitting is done once, on one
+    draw per fit input). ``tests/trainer/test_metrics.py`` checks the draw term against
+    this formula.
     """
 
     fit_latents: dict[str, np.ndarray]
@@ -64,8 +107,24 @@ class EvalInputs:
     kl: dict[str, float] = field(default_factory=dict)  # mean KL per group, score split
     task: dict[str, float] = field(default_factory=dict)  # accuracies of the model's heads
     seed: int = 0
-    _probe_cache: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    fit_std: dict[str, np.ndarray] = field(default_factory=dict)
+    score_std: dict[str, np.ndarray] = field(default_factory=dict)
+    draws: int = POSTERIOR_DRAWS
+    _probe_cache: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
     _metric_cache: dict[str, dict[str, float]] = field(default_factory=dict)
+    _sample_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.fit_std) != bool(self.score_std):
+            raise ValueError("give posterior scales for both splits or for neither")
+        for split, std in (("fit", self.fit_std), ("score", self.score_std)):
+            means = self.fit_latents if split == "fit" else self.score_latents
+            for g, s in std.items():
+                if g not in means or np.shape(s) != np.shape(means[g]):
+                    raise ValueError(f"posterior scales of {g!r} ({split} split) must have "
+                                     f"the shape of its means")
+        if self.draws < 1:
+            raise ValueError(f"draws must be at least 1 (got {self.draws})")
 
     def result(self, metric: str) -> dict[str, float]:
         """A registered metric's values on these inputs, computed once."""
@@ -77,17 +136,69 @@ class EvalInputs:
     def groups(self) -> list[str]:
         return list(self.score_latents)
 
-    def probe(self, group: str, factor: str) -> dict[str, float]:
+    @property
+    def stochastic(self) -> bool:
+        """Whether the latents have posterior scales (else they are deterministic)."""
+        return bool(self.score_std)
+
+    @property
+    def score_draws(self) -> int:
+        """Draws per scored input: ``draws``, or 1 for deterministic latents."""
+        return self.draws if self.stochastic else 1
+
+    def received(self, group: str, split: str) -> np.ndarray:
+        """What the decoder receives from ``group`` on a split: z = mu + sigma * eps.
+
+        ``fit``: one draw per input, ``(n, d)``. ``score``: ``score_draws`` draws per
+        input stacked draw after draw, ``(score_draws * n, d)``, aligned with
+        ``targets(factor, "score")``. Seeded by ``seed``, the group and the split, so the
+        same inputs always give the same draws.
+        """
+        key = (group, split)
+        if key not in self._sample_cache:
+            means = (self.fit_latents if split == "fit" else self.score_latents)[group]
+            std = (self.fit_std if split == "fit" else self.score_std).get(group)
+            if std is None:
+                self._sample_cache[key] = np.asarray(means)
+            else:
+                draws = 1 if split == "fit" else self.draws
+                rng = np.random.default_rng(
+                    [self.seed, zlib.crc32(group.encode()), SPLITS.index(split)])
+                eps = rng.standard_normal((draws, *means.shape))
+                z = np.asarray(means, np.float64) + np.asarray(std, np.float64) * eps
+                self._sample_cache[key] = z.reshape(-1, means.shape[1])
+        return self._sample_cache[key]
+
+    def targets(self, factor: str, split: str, on: str = "samples") -> np.ndarray:
+        """A factor's values aligned with ``received`` (``on="samples"``) or the means."""
+        if split == "fit":
+            return self.fit_factors[factor]
+        values = self.score_factors[factor]
+        return np.tile(values, self.score_draws) if on == "samples" else values
+
+    def probe_problem(self, group: str, factor: str, on: str
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x_fit, t_fit, x_score, t_score)`` of one probe, on samples or on means."""
+        if on not in PROBE_SOURCES:
+            raise ValueError(f"unknown probe source {on!r}; choose one of {PROBE_SOURCES}")
+        if on == "means":
+            return (self.fit_latents[group], self.fit_factors[factor],
+                    self.score_latents[group], self.score_factors[factor])
+        return (self.received(group, "fit"), self.targets(factor, "fit"),
+                self.received(group, "score"), self.targets(factor, "score"))
+
+    def probe(self, group: str, factor: str, on: str = "samples") -> dict[str, float]:
         """Scores of a probe predicting ``factor`` from ``group`` (fit on fit, scored on score).
 
+        ``on="samples"`` (the ruler): posterior samples, each scored draw's score
+        averaged; ``on="means"``: the encoder means (the ``*_means`` diagnostics).
         Discrete factors: accuracy, chance, chance-corrected accuracy and cross-entropy.
         Continuous factors: R^2. Either way ``readout`` is the [0, 1] entry of the factor
         matrix.
         """
-        key = (group, factor)
+        key = (on, group, factor)
         if key not in self._probe_cache:
-            args = (self.fit_latents[group], self.fit_factors[factor],
-                    self.score_latents[group], self.score_factors[factor])
+            args = self.probe_problem(group, factor, on)
             if is_discrete(self.fit_factors[factor]):
                 res = probe_scores(*args)
                 res["readout"] = float(np.clip(res["acc_cc"], 0.0, 1.0))
@@ -96,6 +207,11 @@ class EvalInputs:
                 res["readout"] = float(np.clip(res["r2"], 0.0, 1.0))
             self._probe_cache[key] = res
         return self._probe_cache[key]
+
+    def probed_factors(self) -> list[str]:
+        """Every factor some metric probes: y, a, the interaction and the ground truth."""
+        names = ["y", "a", self.interaction_factor, *self.factor_groups]
+        return [f for f in dict.fromkeys(names) if f and f in self.fit_factors]
 
 
 def is_discrete(values: np.ndarray) -> bool:
@@ -227,26 +343,45 @@ def normalised_hsic(a: np.ndarray, b: np.ndarray) -> float:
 # -- activity -----------------------------------------------------------------------------
 
 
-def active_dims(latent: np.ndarray, threshold: float = ACTIVE_RELATIVE_VARIANCE) -> int:
-    """Dimensions whose encoder mean varies over the data, relative to its own size.
+def posterior_snr(mu: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per dimension: variance of the encoder mean over the data / mean posterior variance."""
+    noise = (np.asarray(std, np.float64) ** 2).mean(0)
+    return np.asarray(mu, np.float64).var(0) / np.maximum(noise, np.finfo(np.float64).tiny)
 
-    A dimension is active when ``var(mu) > threshold * mean(mu^2)``: unit-free, so an
-    untrained encoder (means varying by 1e-4 around a bias) is active and a constant
-    or all-zero one is not.
+
+def information_rate(mu: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per dimension, an upper bound (nats) on what z = mu(x) + sigma(x) eps tells of x:
+    the per-epoch proxies' own function (``trainer._epoch_metrics.information_rate``,
+    which derives it), so the final flag and the proxy are one estimator."""
+    import torch
+
+    return _epoch_information_rate(torch.as_tensor(np.asarray(mu, np.float64)),
+                                   torch.as_tensor(np.asarray(std, np.float64))).numpy()
+
+
+def active_dims(latent: np.ndarray, std: np.ndarray | None = None) -> int:
+    """Dimensions whose signal stands above their posterior noise.
+
+    With posterior scales: ``var(mu) > ACTIVE_SNR * mean(sigma^2)``. Without (a
+    deterministic latent): ``var > ACTIVE_RELATIVE_VARIANCE * mean(z^2)``, unit-free, so
+    a constant or all-zero dimension is inactive at any scale.
     """
-    var = latent.var(0)
+    var = np.asarray(latent, np.float64).var(0)
+    if std is not None:
+        return int((posterior_snr(latent, std) > ACTIVE_SNR).sum())
     scale = (latent * latent).mean(0)
-    return int(((var > threshold * scale) & (var > 0)).sum())
+    return int(((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).sum())
 
 
-def is_collapsed(n_active: int, kl: float | None, dim: int) -> bool:
-    """A zay is collapsed when no dimension is active and KL(zay) is below 0.01 nats/dim.
+def is_collapsed(n_active: int, rate: float | None, dim: int) -> bool:
+    """Collapsed: transmits less than ``COLLAPSE_RATE_PER_DIM`` nats per dimension.
 
-    Both are needed: constant encoder means alone could still be pulled away from the
-    prior (KL above the floor: zay is being trained), and a small KL alone is what any
-    untrained encoder has while its means still vary with the input.
+    ``rate`` is the group's ``information_rate`` (None for a deterministic latent, which
+    is collapsed only when no dimension varies).
     """
-    return n_active == 0 and (kl is None or kl < COLLAPSE_KL_PER_DIM * dim)
+    if rate is None:
+        return n_active == 0
+    return rate < COLLAPSE_RATE_PER_DIM * dim
 
 
 # -- probes (one function per probe type, so a backend switch is one place) ----------------
@@ -262,10 +397,11 @@ def chance_corrected(acc: float, chance: float) -> float:
     return (acc - chance) / (1.0 - chance) if chance < 1.0 else 0.0
 
 
-#: implementations of the probes: "sklearn" (the reference) or "torch" (batched, on a
-#: device; ``trainer._probes_torch``, agreeing with the reference within 0.01)
+#: implementations of the probes: "torch" (``trainer._probes_torch``, batched, on a
+#: device; every trial's evaluation, solo or population) or "sklearn" (the reference it
+#: agrees with within 0.01, kept for tests and comparisons)
 PROBE_BACKENDS = ("sklearn", "torch")
-_probe_backend: dict[str, str] = {"name": "sklearn", "device": "cpu"}
+_probe_backend: dict[str, str] = {"name": "torch", "device": "cpu"}
 
 
 def set_probe_backend(name: str, device: str = "cpu") -> None:
@@ -631,20 +767,29 @@ def probe_accuracy(inputs: EvalInputs) -> dict[str, float]:
     return out
 
 
-@register_metric("zay_activity")
-def zay_activity(inputs: EvalInputs) -> dict[str, float]:
-    if "zay" not in inputs.score_latents:
-        return {}
-    zay = inputs.score_latents["zay"]
-    n_active = active_dims(zay)
-    kl = inputs.kl.get("zay")
-    out = {
-        "zay_active_dims": float(n_active),
-        "zay_active_fraction": n_active / zay.shape[1],
-        "zay_collapsed": float(is_collapsed(n_active, kl, zay.shape[1])),
-    }
-    if kl is not None:
-        out["zay_kl"] = kl
+@register_metric("activity")
+def activity(inputs: EvalInputs) -> dict[str, float]:
+    """Per group: active dimensions, information rate, KL to its prior, collapse (score split).
+
+    ``<g>_rate`` (nats) bounds what the group transmits about the input
+    (``information_rate``); ``<g>_kl`` is the mean KL of its posterior to its prior (what
+    the loss pays, which a learned conditional prior can drive to 0 while the group still
+    carries its factor). A group is collapsed when its rate is below
+    ``COLLAPSE_RATE_PER_DIM`` nats per dimension, whatever its means do.
+    """
+    out: dict[str, float] = {}
+    for g, mu in inputs.score_latents.items():
+        std = inputs.score_std.get(g)
+        n_active = active_dims(mu, std)
+        rate = float(information_rate(mu, std).sum()) if std is not None else None
+        out[f"{g}_active_dims"] = float(n_active)
+        if rate is not None:
+            out[f"{g}_rate"] = rate
+        if g in inputs.kl:
+            out[f"{g}_kl"] = float(inputs.kl[g])
+        out[f"{g}_collapsed"] = float(is_collapsed(n_active, rate, mu.shape[1]))
+    if "zay" in inputs.score_latents:
+        out["zay_active_fraction"] = out["zay_active_dims"] / inputs.score_latents["zay"].shape[1]
     return out
 
 
@@ -668,38 +813,47 @@ def zay_interaction(inputs: EvalInputs) -> dict[str, float]:
 
 @register_metric("coinformation")
 def zay_coinformation(inputs: EvalInputs) -> dict[str, float]:
-    """I(zay;y;a) and its parts (nats); negative means synergy."""
+    """I(zay;y;a) and its parts (nats) on posterior samples of zay; negative means synergy."""
     if "zay" not in inputs.score_latents:
         return {}
     with warnings.catch_warnings():  # many joint (y, a) classes on a small split
         warnings.filterwarnings("ignore", message="The number of unique classes")
         ci = coinformation(
-            inputs.fit_latents["zay"], inputs.fit_factors["y"], inputs.fit_factors["a"],
-            inputs.score_latents["zay"], inputs.score_factors["y"], inputs.score_factors["a"],
-            seed=inputs.seed,
+            inputs.received("zay", "fit"), inputs.targets("y", "fit"),
+            inputs.targets("a", "fit"), inputs.received("zay", "score"),
+            inputs.targets("y", "score"), inputs.targets("a", "score"), seed=inputs.seed,
         )
     return {"zay_coinformation": ci["coinformation"], "zay_mi_y": ci["mi_z_y"],
             "zay_mi_y_given_a": ci["mi_z_y_given_a"], "zay_h_y_given_a": ci["h_y_given_a"]}
 
 
-@register_metric("factor_matrix")
-def factor_matrix(inputs: EvalInputs) -> dict[str, float]:
-    """The factor x group matrix, per-factor exclusivity and group-level DCI.
-
-    Only where the data set names its factors' groups (``factor_groups``).
-    """
-    fg = {f: g for f, g in inputs.factor_groups.items()
-          if g in inputs.score_latents and f in inputs.score_factors}
-    if not fg:
-        return {}
+def _matrix_scores(inputs: EvalInputs, fg: dict[str, str], on: str) -> dict[str, float]:
     factors, groups = list(fg), inputs.groups
-    matrix = np.array([[inputs.probe(g, f)["readout"] for g in groups] for f in factors])
+    matrix = np.array([[inputs.probe(g, f, on)["readout"] for g in groups] for f in factors])
     out = {f"factor_{f}_from_{g}": float(matrix[i, j])
            for i, f in enumerate(factors) for j, g in enumerate(groups)}
     excl = exclusivity_scores(matrix, factors, groups, fg)
     out.update({f"exclusivity_{f}": v for f, v in excl.items()})
     out["factor_exclusivity"] = float(np.mean(list(excl.values())))
     out.update(group_dci(matrix, factors, groups, fg))
+    return out
+
+
+@register_metric("factor_matrix")
+def factor_matrix(inputs: EvalInputs) -> dict[str, float]:
+    """The factor x group matrix, per-factor exclusivity and group-level DCI.
+
+    Read from posterior samples; the same names with ``_means`` appended read the encoder
+    means (a diagnostic: what the ruler said before it measured what the decoder
+    receives). Only where the data set names its factors' groups (``factor_groups``).
+    """
+    fg = {f: g for f, g in inputs.factor_groups.items()
+          if g in inputs.score_latents and f in inputs.score_factors}
+    if not fg:
+        return {}
+    out = _matrix_scores(inputs, fg, "samples")
+    if inputs.stochastic:
+        out.update({f"{k}_means": v for k, v in _matrix_scores(inputs, fg, "means").items()})
     return out
 
 
@@ -731,13 +885,13 @@ def disentanglement_score(inputs: EvalInputs) -> dict[str, float]:
     only ask that each factor sit in *some single* group; they cannot tell a model that
     put s in zay from one that put s in zx. Exclusivity compares each factor's own group
     (the one the method intends) with the best other group, so it names the group, and
-    a factor readable everywhere (an untrained encoder reads colour from every latent)
-    scores 0. It is 0 for a collapsed zay.
+    a factor readable everywhere (an untrained encoder's means hold colour in every
+    latent) scores 0. It is 0 for a collapsed zay. Read from posterior samples.
     """
     if "zay" not in inputs.score_latents:
         return {}
     values: dict[str, float] = {}
-    for name in ("specificity", "zay_activity", "zay_interaction", "nonlinear_dependence"):
+    for name in ("specificity", "activity", "zay_interaction", "nonlinear_dependence"):
         values.update(inputs.result(name))
     out = {"disentanglement_score_label_only": combined_score(values)}
     collapsed = values.get("zay_collapsed", 0.0) >= 1.0

@@ -664,8 +664,8 @@ def fit_population(
         if len(keep) < len(pop.active):
             pop.select(keep)
 
-    from trainer._evaluation import eval_inputs, evaluate_inputs  # pulls in scikit-learn
-    from trainer._metrics import probe_backend
+    # pulls in scikit-learn
+    from trainer._evaluation import eval_inputs, evaluate_inputs, prepare_probes
 
     inputs = {}
     for m in pop.members:
@@ -673,11 +673,7 @@ def fit_population(
             best = m.progress.best_state
             state = best if best is not None else m.final_state
             inputs[m.index] = eval_inputs(pop.load_scratch(state), data, m.cfg)
-    backend, probe_device = probe_backend()
-    if backend == "torch" and inputs:  # every member's probes in one batch
-        from trainer._probes_torch import fill_probe_cache
-
-        fill_probe_cache(list(inputs.values()), device=probe_device)
+    prepare_probes(list(inputs.values()))  # every member's probes in one batch
     results: list[FitResult | DivergenceError] = []
     for m in pop.members:
         if m.error is not None:

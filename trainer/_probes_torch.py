@@ -160,44 +160,46 @@ def ridge_probes(
 
 def fill_probe_cache(inputs: Sequence[Any], *, c: float = 1.0, alpha: float | None = None,
                      device: torch.device | str = "cpu") -> int:
-    """Fit every (group, factor) probe of several ``EvalInputs`` in two batched solves.
+    """Fit every probe of several ``EvalInputs`` in two batched solves.
 
-    Fills each ``inputs[i]``'s probe cache with what ``EvalInputs.probe`` would compute
-    (probes with a constant target or latent are left to it). Returns how many probes
-    were fit.
+    The probes are every (group, factor) pair on posterior samples and, for the factor
+    matrix's ``*_means`` diagnostics, every (group, ground-truth factor) pair on the
+    means. Fills each ``inputs[i]``'s probe cache with what ``EvalInputs.probe`` would
+    compute (probes with a constant target or latent are left to it). Returns how many
+    probes were fit.
     """
     from trainer import _metrics as mt
 
     alpha = mt.RIDGE_ALPHA if alpha is None else alpha
     logistic, ridge = [], []
     for inp in inputs:
-        factors = ["y", "a"] + [f for f in [inp.interaction_factor, *inp.factor_groups]
-                                if f and f not in ("y", "a")]
+        wanted = [("samples", f) for f in inp.probed_factors()]
+        if inp.stochastic:
+            wanted += [("means", f) for f in inp.factor_groups if f in inp.fit_factors]
         for g in inp.groups:
-            for f in dict.fromkeys(factors):
-                if f not in inp.fit_factors or (g, f) in inp._probe_cache:
+            for on, f in wanted:
+                if (on, g, f) in inp._probe_cache:
                     continue
-                xf, tf = inp.fit_latents[g], inp.fit_factors[f]
-                xs, ts = inp.score_latents[g], inp.score_factors[f]
+                xf, tf, xs, ts = inp.probe_problem(g, f, on)
                 if mt.is_discrete(tf):
                     if not mt._uninformative(xf, tf):
-                        logistic.append((inp, g, f, (xf, tf, xs), ts))
+                        logistic.append((inp, (on, g, f), (xf, tf, xs), ts))
                 elif xf.shape[1] and not np.all(xf.std(0) < 1e-12) and float(
                         ((ts - ts.mean()) ** 2).sum()) > 1e-12:
-                    ridge.append((inp, g, f, (xf, tf.astype(np.float64), xs),
+                    ridge.append((inp, (on, g, f), (xf, tf.astype(np.float64), xs),
                                   ts.astype(np.float64)))
     fitted = logistic_probes([p for *_, p, _ in logistic], c=c, device=device)
-    for (inp, g, f, _, ts), (proba, classes) in zip(logistic, fitted, strict=True):
+    for (inp, key, _, ts), (proba, classes) in zip(logistic, fitted, strict=True):
         chance = mt.chance_level(ts)
         acc = float((classes[proba.argmax(1)] == ts).mean())
         acc_cc = mt.chance_corrected(acc, chance)
-        inp._probe_cache[(g, f)] = {
+        inp._probe_cache[key] = {
             "acc": acc, "chance": chance, "acc_cc": acc_cc,
             "ce": mt._cross_entropy(proba, classes, ts),
             "readout": float(np.clip(acc_cc, 0.0, 1.0)),
         }
     preds = ridge_probes([p for *_, p, _ in ridge], alpha=alpha, device=device)
-    for (inp, g, f, _, ts), pred in zip(ridge, preds, strict=True):
+    for (inp, key, _, ts), pred in zip(ridge, preds, strict=True):
         r2 = 1.0 - float(((ts - pred) ** 2).sum()) / float(((ts - ts.mean()) ** 2).sum())
-        inp._probe_cache[(g, f)] = {"r2": r2, "readout": float(np.clip(r2, 0.0, 1.0))}
+        inp._probe_cache[key] = {"r2": r2, "readout": float(np.clip(r2, 0.0, 1.0))}
     return len(logistic) + len(ridge)

@@ -51,14 +51,20 @@ _SPECS = [
     MetricSpec("za_a_specificity_cc", "maximize",
                "chance-corrected za_a_specificity, each accuracy clipped to [0, 1] first"),
     MetricSpec("zay_active_dims", "maximize",
-               "zay dims whose encoder mean varies (variance > 1e-8 x mean square)"),
+               "zay dims whose signal stands above their posterior noise "
+               "(var over inputs of the mean > 0.01 x mean posterior variance)"),
+    MetricSpec("zay_rate", "maximize",
+               "upper bound on I(x; zay), nats: sum over dims of "
+               "1/2 [log(Var mu + E sigma^2) - E log sigma^2]"),
     MetricSpec("zay_kl", "maximize", "mean KL(q(zay|x) || p(zay|y,a)), nats"),
     MetricSpec("zay_collapsed", "minimize",
-               "1 when no zay dimension is active and KL(zay) < 0.01 nats per dimension"),
+               "1 when zay_rate < 0.01 nats per dimension: zay transmits (almost) nothing"),
     MetricSpec("zay_label_leakage", "minimize",
-               "max over y and a of the chance-corrected probe accuracy from zay"),
+               "max over y and a of the chance-corrected probe accuracy from posterior "
+               "samples of zay"),
     MetricSpec("zay_interaction_content", "maximize",
-               "chance-corrected probe accuracy of the interaction factor from zay"),
+               "chance-corrected probe accuracy of the interaction factor from posterior "
+               "samples of zay"),
     MetricSpec("zay_coinformation", "minimize",
                "I(zay;y;a) = I(zay;y) - I(zay;y|a), nats; negative means synergy"),
     MetricSpec("dci_disentanglement", "maximize",
@@ -70,8 +76,9 @@ _SPECS = [
                "geometric mean of specificities, non-leakage, independence and interaction "
                "content; 0 for a collapsed zay"),
     MetricSpec("disentanglement_score", "maximize",
-               "with ground truth: mean over factors of exclusivity (read from its own group "
-               "minus the best other group); else the label-only score; 0 for a collapsed zay"),
+               "with ground truth: mean over factors of exclusivity (read from posterior "
+               "samples of its own group minus the best other group); else the label-only "
+               "score; 0 for a collapsed zay"),
 ]
 
 METRICS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}

@@ -52,9 +52,10 @@ def one_thread():
 
 @pytest.fixture
 def torch_probes():
-    """The evaluation's probes in torch for one test, then the reference again."""
-    from trainer._metrics import set_probe_backend
+    """The evaluation's probes in torch (every trial's) for one test, then as before."""
+    from trainer._metrics import probe_backend, set_probe_backend
 
+    before = probe_backend()
     set_probe_backend("torch")
     yield
-    set_probe_backend("sklearn")
+    set_probe_backend(*before)
