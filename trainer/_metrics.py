@@ -31,7 +31,8 @@ specificity, leakage, interaction content, co-information) reads posterior sampl
 z = mu + sigma * eps, never the encoder means alone: a mean that varies far below its
 posterior noise carries nothing the decoder can use, yet a probe on standardised means
 reads it perfectly. A probe is fit on one draw per input of the fit split and scored on
-``POSTERIOR_DRAWS`` draws per input of the score split; the draws' scores are averaged
+several draws per input of the score split (``EvalInputs.score_draws``); the draws'
+scores are averaged
 (averaging the draws themselves would shrink the noise the decoder sees). The means-based
 entries stay as ``*_means`` diagnostics. Activity and collapse are judged by information,
 not by the spread of the means: ``<g>_rate`` bounds what group g transmits about x
@@ -62,8 +63,10 @@ ACTIVE_SNR = 0.01
 #: latents without posterior scales (deterministic): a dimension is active when its value
 #: varies over the data by more than this fraction of its mean square (scale-free)
 ACTIVE_RELATIVE_VARIANCE = 1e-8
-#: posterior draws per scored input: see ``EvalInputs`` for why 16
-POSTERIOR_DRAWS = 16
+#: posterior draws scored per split: each input gets ceil(SCORED_DRAWS / n) of them (at
+#: most MAX_DRAWS_PER_INPUT); see ``EvalInputs`` for why
+SCORED_DRAWS = 40_000
+MAX_DRAWS_PER_INPUT = 64
 #: samples for the RBF HSIC metric: at 1,000 its sd over subsamples is 0.0008 on independent
 #: groups and 0.004 on weakly dependent ones (0.0001 and 0.0015 at 2,000), far below the
 #: seed-to-seed spread of the scores (about 0.08), for a quarter of the Gram arithmetic
@@ -87,15 +90,16 @@ class EvalInputs:
     ground-truth factor (y and a included) to the group meant to hold it; empty means the
     data set has no ground truth beyond its labels.
 
-    Why ``draws`` = 16 scored draws per input: averaged over R draws, a probe's accuracy
-    on n scored inputs has the variance of the inputs (which no number of draws removes)
-    plus a draw term mean_i p_i (1 - p_i) / (n R), where p_i is the chance that input i
-    is read right. At R = 1 the draw term alone can be the whole binomial variance
-    p(1 - p) / n; R = 16 cuts its sd to a quarter: at most 0.0056 of chance-corrected
-    accuracy for a balanced binary factor on 2,000 scored inputs, below the 0.01 to which
-    the two probe backends agree, for the price of scoring (fitting is done once, on one
-    draw per fit input). ``tests/trainer/test_metrics.py`` checks the draw term against
-    this formula.
+    How many draws: averaged over R draws, a probe's accuracy on n scored inputs has the
+    variance of the inputs (which no number of draws removes) plus a draw term
+    mean_i p_i (1 - p_i) / (n R), where p_i is the chance that input i is read right. Its
+    worst case is a balanced binary factor with every p_i = 1/2: the sd of the
+    chance-corrected accuracy is then 1 / sqrt(n R). ``draws`` (default: ceil(40,000 / n),
+    at most 64) keeps n R >= 40,000 and so that sd <= 0.005, half the 0.01 to which the
+    two probe backends agree: 8 draws at the evaluation's 5,000 inputs, 19 at 2,160. Only
+    scoring grows with R (the probe is fit once, on one draw per fit input), and scoring
+    40,000 rows costs about as much as the fit. ``tests/trainer/test_metrics.py`` checks
+    the draw term against this formula.
     """
 
     fit_latents: dict[str, np.ndarray]
@@ -109,7 +113,7 @@ class EvalInputs:
     seed: int = 0
     fit_std: dict[str, np.ndarray] = field(default_factory=dict)
     score_std: dict[str, np.ndarray] = field(default_factory=dict)
-    draws: int = POSTERIOR_DRAWS
+    draws: int | None = None
     _probe_cache: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
     _metric_cache: dict[str, dict[str, float]] = field(default_factory=dict)
     _sample_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
@@ -123,7 +127,7 @@ class EvalInputs:
                 if g not in means or np.shape(s) != np.shape(means[g]):
                     raise ValueError(f"posterior scales of {g!r} ({split} split) must have "
                                      f"the shape of its means")
-        if self.draws < 1:
+        if self.draws is not None and self.draws < 1:
             raise ValueError(f"draws must be at least 1 (got {self.draws})")
 
     def result(self, metric: str) -> dict[str, float]:
@@ -143,8 +147,14 @@ class EvalInputs:
 
     @property
     def score_draws(self) -> int:
-        """Draws per scored input: ``draws``, or 1 for deterministic latents."""
-        return self.draws if self.stochastic else 1
+        """Draws per scored input: ``draws`` (by default ceil(``SCORED_DRAWS`` / n), at most
+        ``MAX_DRAWS_PER_INPUT``), or 1 for deterministic latents."""
+        if not self.stochastic:
+            return 1
+        if self.draws is not None:
+            return self.draws
+        n = len(next(iter(self.score_factors.values())))
+        return min(MAX_DRAWS_PER_INPUT, max(1, -(-SCORED_DRAWS // max(n, 1))))
 
     def received(self, group: str, split: str) -> np.ndarray:
         """What the decoder receives from ``group`` on a split: z = mu + sigma * eps.
@@ -161,7 +171,7 @@ class EvalInputs:
             if std is None:
                 self._sample_cache[key] = np.asarray(means)
             else:
-                draws = 1 if split == "fit" else self.draws
+                draws = 1 if split == "fit" else self.score_draws
                 rng = np.random.default_rng(
                     [self.seed, zlib.crc32(group.encode()), SPLITS.index(split)])
                 eps = rng.standard_normal((draws, *means.shape))
@@ -416,16 +426,18 @@ def probe_backend() -> tuple[str, str]:
     return _probe_backend["name"], _probe_backend["device"]
 
 
-def _logistic_proba(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, c: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities of ``x_score`` and the classes, from the chosen backend."""
+def _logistic_scores(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray,
+                     y_score: np.ndarray, c: float) -> tuple[float, float]:
+    """Accuracy and cross-entropy (nats) of a logistic probe, from the chosen backend."""
     if _probe_backend["name"] == "torch":
-        from trainer._probes_torch import logistic_probes
+        from trainer._probes_torch import logistic_scores
 
-        return logistic_probes([(x_fit, y_fit, x_score)], c=c,
+        return logistic_scores([(x_fit, y_fit, x_score, y_score)], c=c,
                                device=_probe_backend["device"])[0]
     model = _fit_logistic(x_fit, y_fit, c)
-    return model.predict_proba(x_score), model.classes_
+    proba, classes = model.predict_proba(x_score), model.classes_
+    return (float((classes[proba.argmax(1)] == y_score).mean()),
+            _cross_entropy(proba, classes, y_score))
 
 
 def _fit_logistic(x_fit: np.ndarray, y_fit: np.ndarray, c: float = 1.0):
@@ -471,9 +483,7 @@ def probe_scores(
         acc = float((pred == y_score).mean())
         ce = _cross_entropy(proba, classes, y_score)
     else:
-        proba, classes = _logistic_proba(x_fit, y_fit, x_score, c)
-        acc = float((classes[proba.argmax(1)] == y_score).mean())
-        ce = _cross_entropy(proba, classes, y_score)
+        acc, ce = _logistic_scores(x_fit, y_fit, x_score, y_score, c)
     return {"acc": acc, "chance": chance, "acc_cc": chance_corrected(acc, chance), "ce": ce}
 
 

@@ -26,20 +26,32 @@ import torch
 _STD_FLOOR = 1e-12
 
 
-def _standardise(x_fit: torch.Tensor, x_score: torch.Tensor, fit_mask: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale by the fit split's mean and (population) std over its real samples."""
+def _standardise(x_fit: torch.Tensor, fit_mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fit split scaled by its mean and (population) std over its real samples, and
+    that mean and std, ``(P, 1, d)`` each (scored inputs are not scaled: the fitted
+    weights are mapped back instead, ``_unstandardised``)."""
     w = fit_mask.unsqueeze(-1).to(x_fit.dtype)
     n = w.sum(1, keepdim=True).clamp_min(1.0)
     mean = (x_fit * w).sum(1, keepdim=True) / n
     var = (((x_fit - mean) ** 2) * w).sum(1, keepdim=True) / n
     std = var.sqrt()
     std = torch.where(std > _STD_FLOOR, std, torch.ones_like(std))
-    return (x_fit - mean) / std * w, (x_score - mean) / std
+    return (x_fit - mean) / std * w, mean, std
+
+
+def _unstandardised(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                    std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(P, d, k)`` and bias ``(P, k)`` that give on raw x what the fitted ones
+    give on (x - mean) / std: the many scored draws are never rescaled."""
+    scaled = weight / std.transpose(1, 2)
+    return scaled, bias - (mean @ scaled).squeeze(1)
 
 
 def _pad(arrays: Sequence[np.ndarray], shape: tuple[int, ...], dtype: torch.dtype,
          device: torch.device | str, fill: float = 0.0) -> torch.Tensor:
+    if len(arrays) == 1 and np.shape(arrays[0]) == shape:  # one problem: nothing to pad
+        return torch.as_tensor(np.asarray(arrays[0])).to(device=device, dtype=dtype)[None]
     out = torch.full((len(arrays), *shape), fill, dtype=dtype)
     for i, a in enumerate(arrays):
         t = torch.as_tensor(np.asarray(a))
@@ -66,6 +78,54 @@ def logistic_probes(
     ``batched`` (default: on any device but a CPU) solves all problems in one padded
     L-BFGS run; otherwise one run per problem.
     """
+    out = []
+    for logits, classes in _solve_logistic(problems, c=c, device=device, max_iter=max_iter,
+                                           batched=batched):
+        out.append((torch.softmax(logits, -1).cpu().numpy(), classes))
+    return out
+
+
+def logistic_scores(
+    problems: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    c: float = 1.0,
+    device: torch.device | str = "cpu",
+    max_iter: int = 1000,
+    batched: bool | None = None,
+) -> list[tuple[float, float]]:
+    """``logistic_probes`` on ``(x_fit, y_fit, x_score, y_score)``, scored on the device.
+
+    Returns, per problem, the accuracy on ``y_score`` and the mean cross-entropy in nats,
+    with ``trainer._metrics``' conventions: probabilities clipped to [1e-6, 1], and a
+    label not seen when fitting gets the floor probability. Nothing of size
+    ``len(x_score)`` x classes leaves the device (the posterior-sample probes score many
+    draws per input).
+    """
+    solved = _solve_logistic([p[:3] for p in problems], c=c, device=device,
+                             max_iter=max_iter, batched=batched)
+    out = []
+    for (logits, classes), (*_, y_score) in zip(solved, problems, strict=True):
+        pos = np.clip(np.searchsorted(classes, y_score), 0, len(classes) - 1)
+        seen = torch.as_tensor(classes[pos] == y_score, device=logits.device)
+        label = torch.as_tensor(pos, device=logits.device)
+        log_p = logits.gather(-1, label[:, None]).squeeze(-1) - logits.logsumexp(-1)
+        floor = float(np.log(1e-6))
+        log_p = torch.where(seen, log_p.clamp(floor, 0.0), torch.full_like(log_p, floor))
+        correct = (logits.argmax(-1) == label) & seen
+        out.append((float(correct.double().mean()), float(-log_p.mean())))
+    return out
+
+
+def _solve_logistic(
+    problems: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    c: float,
+    device: torch.device | str,
+    max_iter: int,
+    batched: bool | None,
+) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """The fitted probes' logits on each problem's ``x_score`` (on the device), and the
+    sorted classes of its ``y_fit``."""
     if not problems:
         return []
     if batched is None:
@@ -73,7 +133,7 @@ def logistic_probes(
         # at its own convergence instead of running all to the slowest one's.
         batched = torch.device(device).type != "cpu"
     if not batched and len(problems) > 1:
-        return [logistic_probes([p], c=c, device=device, max_iter=max_iter)[0]
+        return [_solve_logistic([p], c=c, device=device, max_iter=max_iter, batched=False)[0]
                 for p in problems]
     classes = [np.unique(y) for _, y, _ in problems]
     encoded = [np.searchsorted(cl, y) for cl, (_, y, _) in zip(classes, problems, strict=True)]
@@ -86,7 +146,7 @@ def logistic_probes(
     x_score = _pad([xs for _, _, xs in problems], (n_score, d), f64, device)
     y = _pad(encoded, (n_fit,), torch.long, device)
     fit_mask = _pad([np.ones(len(e)) for e in encoded], (n_fit,), torch.bool, device)
-    x_fit, x_score = _standardise(x_fit, x_score, fit_mask)
+    x_fit, mean, std = _standardise(x_fit, fit_mask)
     n_real = fit_mask.sum(1).to(f64)
     n_classes = torch.tensor([len(cl) for cl in classes], device=device)
     class_ok = torch.arange(k, device=device)[None, :] < n_classes[:, None]  # (P, K)
@@ -98,7 +158,8 @@ def logistic_probes(
     neg_inf = torch.tensor(float("-inf"), dtype=f64, device=device)
     padded_classes = not bool(class_ok.all())
 
-    def logits_of(x: torch.Tensor) -> torch.Tensor:
+    def logits_of(x: torch.Tensor, weight: torch.Tensor = weight,
+                  bias: torch.Tensor = bias) -> torch.Tensor:
         logits = torch.baddbmm(bias[:, None, :], x, weight)
         return torch.where(class_ok[:, None, :], logits, neg_inf) if padded_classes else logits
 
@@ -125,8 +186,8 @@ def logistic_probes(
                             line_search_fn="strong_wolfe")
     opt.step(closure)
     with torch.no_grad():
-        proba = torch.softmax(logits_of(x_score), -1).cpu().numpy()
-    return [(proba[i, : len(xs), : len(cl)], cl)
+        logits = logits_of(x_score, *_unstandardised(weight, bias, mean, std))
+    return [(logits[i, : len(xs), : len(cl)], cl)
             for i, ((_, _, xs), cl) in enumerate(zip(problems, classes, strict=True))]
 
 
@@ -148,12 +209,13 @@ def ridge_probes(
     x_score = _pad([xs for _, _, xs in problems], (n_score, d), f64, device)
     t = _pad([t for _, t, _ in problems], (n_fit,), f64, device)
     fit_mask = _pad([np.ones(len(t)) for _, t, _ in problems], (n_fit,), torch.bool, device)
-    x_fit, x_score = _standardise(x_fit, x_score, fit_mask)
+    x_fit, mean, std = _standardise(x_fit, fit_mask)
     m = fit_mask.to(f64)
     t_mean = (t * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)
     gram = x_fit.transpose(1, 2) @ x_fit + alpha * torch.eye(d, dtype=f64, device=device)
     w = torch.linalg.solve(gram, x_fit.transpose(1, 2) @ ((t - t_mean) * m)[..., None])
-    pred = (x_score @ w).squeeze(-1) + t_mean
+    w, b = _unstandardised(w, t_mean, mean, std)
+    pred = (x_score @ w).squeeze(-1) + b
     pred = pred.cpu().numpy()
     return [pred[i, : len(xs)] for i, (_, _, xs) in enumerate(problems)]
 
@@ -188,16 +250,12 @@ def fill_probe_cache(inputs: Sequence[Any], *, c: float = 1.0, alpha: float | No
                         ((ts - ts.mean()) ** 2).sum()) > 1e-12:
                     ridge.append((inp, (on, g, f), (xf, tf.astype(np.float64), xs),
                                   ts.astype(np.float64)))
-    fitted = logistic_probes([p for *_, p, _ in logistic], c=c, device=device)
-    for (inp, key, _, ts), (proba, classes) in zip(logistic, fitted, strict=True):
+    fitted = logistic_scores([(*p, ts) for *_, p, ts in logistic], c=c, device=device)
+    for (inp, key, _, ts), (acc, ce) in zip(logistic, fitted, strict=True):
         chance = mt.chance_level(ts)
-        acc = float((classes[proba.argmax(1)] == ts).mean())
         acc_cc = mt.chance_corrected(acc, chance)
-        inp._probe_cache[key] = {
-            "acc": acc, "chance": chance, "acc_cc": acc_cc,
-            "ce": mt._cross_entropy(proba, classes, ts),
-            "readout": float(np.clip(acc_cc, 0.0, 1.0)),
-        }
+        inp._probe_cache[key] = {"acc": acc, "chance": chance, "acc_cc": acc_cc, "ce": ce,
+                                 "readout": float(np.clip(acc_cc, 0.0, 1.0))}
     preds = ridge_probes([p for *_, p, _ in ridge], alpha=alpha, device=device)
     for (inp, key, _, ts), pred in zip(ridge, preds, strict=True):
         r2 = 1.0 - float(((ts - pred) ** 2).sum()) / float(((ts - ts.mean()) ** 2).sum())

@@ -50,8 +50,9 @@ def label_prediction_figure(probe_accuracy: dict[str, dict[str, float]]) -> go.F
         for f in factors
     ])
     fig.update_layout(barmode="group", yaxis_range=[0, 1], width=800, height=480,
-                      title="Label prediction accuracy from each latent (probe fit on val, "
-                            "scored on test)", yaxis_title="accuracy", xaxis_title="latent")
+                      title="Label prediction accuracy from each latent's posterior samples "
+                            "(probe fit on val, scored on test)",
+                      yaxis_title="accuracy", xaxis_title="latent")
     return fig
 
 
