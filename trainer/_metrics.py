@@ -131,9 +131,17 @@ class EvalInputs:
             raise ValueError(f"draws must be at least 1 (got {self.draws})")
 
     def result(self, metric: str) -> dict[str, float]:
-        """A registered metric's values on these inputs, computed once."""
+        """A registered metric's values on these inputs, computed once.
+
+        On one BLAS thread: the metrics' matrices are small (d <= 64 columns), where a
+        second thread gains nothing and, on a busy machine, costs up to 60x (an SVD of
+        3,333 x 16 took 232 ms on two OpenBLAS threads under load, 3.7 ms on one).
+        """
         if metric not in self._metric_cache:
-            self._metric_cache[metric] = _METRICS[metric](self)
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1, user_api="blas"):
+                self._metric_cache[metric] = _METRICS[metric](self)
         return self._metric_cache[metric]
 
     @property
