@@ -1,5 +1,5 @@
 """Faults without Ray: concurrent drivers, failure reasons, resume checks, bad input,
-checkpoints, driver liveness. Each test names a row of the README's fault table."""
+checkpoints, driver liveness. Each test names a row of the fault table in docs/faults.md."""
 
 from __future__ import annotations
 
