@@ -1,6 +1,6 @@
 """Faults in real sweeps (local Ray, tiny configs): deterministic errors, pre-launch
-checks, ASHA's last epoch, graceful stops, concurrent drivers. Rows of the README's
-fault table name these tests."""
+checks, ASHA's last epoch, graceful stops, concurrent drivers. Rows of the fault table
+in docs/faults.md name these tests."""
 
 from __future__ import annotations
 
