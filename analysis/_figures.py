@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from analysis._format import float_formatter
+from trainer import params as registry  # plain Python: no torch
 
 #: above this many trials, clouds of points become 2-D histograms (the front stays on top)
 DENSITY_ABOVE = 2_000
@@ -25,17 +26,42 @@ DENSITY_ABOVE = 2_000
 BOX_POINTS_UP_TO = 1_000
 STAGE_DASH = {1: "dot", 2: "dash", 3: "solid"}
 TRIAL_COLOURS = qualitative.Dark24
-_PARAM_LABELS = {"stage1_epochs": "stage 1 epochs", "stage2_epochs": "stage 2 epochs",
-                 "independence_penalty": "λ (independence penalty)",
-                 "use_independence_penalty": "penalty", "zay_suppression": "zay suppression",
-                 "penalty_measure": "penalty measure"}
-HOVER_COLUMNS = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
-                 "independence_penalty", "zay_suppression", "penalty_measure")
 FRONT_COLOUR = "#d62728"
 
 
 def label(param: str) -> str:
-    return _PARAM_LABELS.get(param, param)
+    """A parameter's axis label, from the registry (``trainer.params``)."""
+    return registry.label(param)
+
+
+def method_default_name() -> str:
+    """The legend entry of the baseline trial, e.g. ``method default (thirds, λ=10)``."""
+    return f"method default ({registry.method_default_text()})"
+
+
+def _entry(param: str) -> registry.Param | None:
+    """The registry entry of ``param``; ``None`` for a column the registry does not know."""
+    try:
+        return registry.get(param)
+    except KeyError:
+        return None
+
+
+def _is_switch(param: str) -> bool:
+    p = _entry(param)
+    return p is not None and p.kind is bool
+
+
+def _is_log(param: str) -> bool:
+    p = _entry(param)
+    return p is not None and isinstance(p.search, registry.Range) and p.search.log
+
+
+def _log_title(param: str) -> str:
+    """``λ, penalty on (log bins)``: the symbol and the switches it needs on."""
+    p = registry.get(param)
+    needs = [f"{registry.label(parent)} on" for parent, value in p.when if value is True]
+    return ", ".join([p.symbol or p.title, *needs]) + " (log bins)"
 
 
 def integer_ticks(lo: float, hi: float, *, most: int = 10) -> dict[str, Any]:
@@ -53,7 +79,7 @@ def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
     text = "trial #" + df["number"].astype(int).astype(str)
-    for c in [*objectives, *HOVER_COLUMNS]:
+    for c in [*objectives, *registry.searched_names()]:
         if c not in df.columns:
             continue
         col = df[c]
@@ -126,7 +152,7 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
     base = ranked[ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked.iloc[:0]
     if len(base):
         fig.add_trace(go.Scatter(x=base[x_name], y=base[y_name], mode="markers+text",
-                                 name="method default (thirds, λ=10)",
+                                 name=method_default_name(),
                                  text=[f"#{int(n)} default" for n in base["number"]],
                                  textposition="bottom left",
                                  marker={"symbol": "star", "size": 18, "color": "#ffbf00",
@@ -228,7 +254,7 @@ def learning_curves_figure(curves: dict[int, list[dict[str, float]]], *,
 
 def _bins(values: pd.Series, param: str, *, most: int = 8) -> tuple[pd.Series, list[str]]:
     """Each trial's bin label for ``param`` and the labels in axis order."""
-    if param == "use_independence_penalty":
+    if _is_switch(param):
         lab = values.map(lambda v: "on" if bool(v) else "off")
         return lab, [c for c in ("off", "on") if c in set(lab)]
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -236,7 +262,7 @@ def _bins(values: pd.Series, param: str, *, most: int = 8) -> tuple[pd.Series, l
         return lab, sorted(set(lab))
     v = values.astype(float)
     distinct = np.unique(v.dropna())
-    if param == "independence_penalty":
+    if _is_log(param):
         lo, hi = math.floor(np.log10(v.min()) * 2) / 2, math.ceil(np.log10(v.max()) * 2) / 2
         edges = np.arange(lo, hi + 0.5, 0.5) if hi > lo else np.array([lo, lo + 0.5])
         idx = np.clip(np.digitize(np.log10(v), edges) - 1, 0, len(edges) - 2)
@@ -290,8 +316,7 @@ def box_statistics(bins: pd.Series, values: pd.Series, order: list[str]
 
 def effect_params(df: pd.DataFrame) -> list[str]:
     """The searched settings that vary among the trials, in a fixed order."""
-    return [p for p in ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
-                        "independence_penalty", "zay_suppression", "penalty_measure")
+    return [p for p in registry.searched_names()
             if p in df.columns and df[p].dropna().astype(str).nunique() > 1]
 
 
@@ -303,7 +328,7 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
     most ``BOX_POINTS_UP_TO`` trials; beyond that the boxes are summarised (quartiles and
     fences) and only their outliers are drawn, each hovering with its trial.
     """
-    params = effect_params(df) or ["stage1_epochs"]
+    params = effect_params(df) or list(registry.searched_names()[:1])
     rows, cols = len(objectives), len(params)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06,
                         vertical_spacing=0.14 if rows > 1 else 0.1)
@@ -343,7 +368,7 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
             fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
                              row=i, col=j)
             if i == rows:
-                title = "λ, penalty on (log bins)" if p == "independence_penalty" else label(p)
+                title = _log_title(p) if _is_log(p) else label(p)
                 fig.update_xaxes(title_text=title, row=i, col=j)
             if j == 1:
                 fig.update_yaxes(title_text=obj, row=i, col=j)
@@ -363,13 +388,15 @@ def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
                                 colour_by: str | None = None) -> go.Figure:
     """Settings and objectives of every trial.
 
-    Penalty on/off (and other choices) are categorical axes. λ has a split axis: a
-    log scale for penalty-on trials and a separate "off" tick below it. Integer
-    settings get integer ticks; the colour bar names its objective.
+    The searched parameters of the registry, by kind: integer settings get integer
+    ticks; penalty on/off (and other choices) are categorical axes; λ (any log-scale
+    setting) has a split axis: a log scale for penalty-on trials and a separate "off"
+    tick below it. The colour bar names its objective.
     """
     dims: list[dict[str, Any]] = []
-    for p in ("stage1_epochs", "stage2_epochs"):
-        if p in df.columns and df[p].notna().any():
+    shown_params = [p for p in registry.searched() if p.name in df.columns]
+    for p in (p.name for p in shown_params if p.kind is int):
+        if df[p].notna().any():
             v = df[p].astype(float)
             lo, hi = float(v.min()), float(v.max())
             step = integer_ticks(lo, hi, most=8)["dtick"]
@@ -377,10 +404,10 @@ def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
             dims.append({"label": label(p), "values": v.fillna(lo),
                          "tickvals": ticks, "ticktext": [str(t) for t in ticks],
                          "range": [lo, hi] if hi > lo else [lo - 1, hi + 1]})
-    for p in ("use_independence_penalty", "zay_suppression", "penalty_measure"):
-        if p not in df.columns or df[p].dropna().astype(str).nunique() < 1:
+    for p in (p.name for p in shown_params if p.kind in (bool, str)):
+        if df[p].dropna().astype(str).nunique() < 1:
             continue
-        if p == "use_independence_penalty":
+        if _is_switch(p):
             shown = df[p].map(lambda v: "on" if bool(v) else "off")
             choices = ["off", "on"]
         else:
@@ -391,16 +418,21 @@ def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
         codes = shown.map({c: k for k, c in enumerate(choices)}).astype(float)
         dims.append({"label": label(p), "values": codes, "tickvals": list(range(len(choices))),
                      "ticktext": choices, "range": [-0.2, len(choices) - 0.8]})
-    if "independence_penalty" in df.columns:
-        lam = df["independence_penalty"].astype(float)
-        on = lam.where(lam > 0)
+    for param in (p for p in shown_params if p.kind is float):
+        values = df[param.name].astype(float)
+        if not _is_log(param.name):
+            if values.notna().any():
+                dims.append({"label": label(param.name), "values": values})
+            continue
+        on = values.where(values > 0)  # a log axis, trials without a value ("off") below
         if on.notna().any():
             log = np.log10(on)
             lo, hi = math.floor(log.min()), math.ceil(log.max())
             hi = hi if hi > lo else lo + 1
             off_at = lo - 0.6
             decades = list(range(lo, hi + 1))
-            dims.append({"label": "λ (log; off below)", "values": log.fillna(off_at),
+            dims.append({"label": f"{param.symbol or param.title} (log; off below)",
+                         "values": log.fillna(off_at),
                          "tickvals": [off_at, *decades],
                          "ticktext": ["off", *[f"{10.0 ** d:g}" for d in decades]],
                          "range": [off_at - 0.1, hi]})

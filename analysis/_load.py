@@ -15,13 +15,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from search.storage import redact  # sqlalchemy only: no torch, no ray
+from trainer import params as registry  # plain Python: no torch
 from trainer.objectives import COLLAPSE_FLAG
 
 OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "trial_params",
                  "trial_user_attributes", "study_user_attributes"}
 OBJECTIVE_ATTR = "stagetune_objective"
-SEARCHED_PARAMS = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
-                   "independence_penalty", "zay_suppression", "penalty_measure")
+#: the registry's searched parameters, in its order
+SEARCHED_PARAMS = registry.searched_names()
 
 
 class AnalysisError(RuntimeError):
@@ -193,9 +194,11 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     extra = pd.DataFrame({k: v for k, v in columns.items() if k not in trials.columns},
                          index=trials.index)
     trials = pd.concat([trials, extra], axis=1)
-    if "use_independence_penalty" in trials and "independence_penalty" in trials:
-        off = trials["use_independence_penalty"].eq(False)
-        trials.loc[off, "independence_penalty"] = np.nan  # lambda means nothing when off
+    for param in registry.searched():  # e.g. lambda means nothing when the penalty is off
+        for parent, wanted in param.when:
+            if param.name in trials and parent in trials:
+                unmet = trials[parent].notna() & trials[parent].ne(wanted)
+                trials.loc[unmet, param.name] = np.nan
     collapsed = trials.get(COLLAPSE_FLAG, pd.Series(0.0, index=trials.index)).fillna(0.0)
     trials["feasible"] = trials.get("feasible", pd.Series(True, index=trials.index)
                                     ).fillna(True).astype(bool) & (collapsed < 1.0)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from search.objective import Objective, ObjectiveError
-from search.space import SpaceError, build_space
+from search.space import SpaceError, build_space, parameter_help
 from search.storage import DEFAULT_STORAGE, StorageError, check_url, redact
 from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, DISENTANGLEMENT_OBJECTIVES
 
@@ -18,7 +18,17 @@ SMOKE = {"epochs": 6, "max_samples": 200, "hidden_dim": 64, "eval_max_samples": 
          "batch_size": 64, "lr": 2e-3}
 
 
-HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter):
+    """Options with their defaults; a text of several lines (the search parameters) is
+    kept as written, any other is wrapped."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+HELP_FORMAT = HelpFormat
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -37,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", prog="stagetune sweep", formatter_class=HELP_FORMAT,
                          help="run a sweep, or continue it to --n-trials",
                          description="Run a sweep, or continue a stored one until the "
-                                     "study holds --n-trials finished trials.")
+                                     "study holds --n-trials finished trials.",
+                         epilog=parameter_help())
     _common(run)
     run.add_argument("--n-trials", type=int, default=20,
                      help="the study's total: a resumed sweep runs only what is missing "
@@ -61,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
                                                  "parameters")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="fix a parameter, e.g. --set lambda=10 --set penalty=on")
+                   help="fix a parameter, e.g. --set lambda=10 --set penalty=on (the search "
+                        "parameters are listed below)")
     s.add_argument("--range", action="append", default=[], metavar="NAME=LO:HI",
                    help="narrow a range or list choices, e.g. --range stage1_epochs=5:15 "
                         "--range zay_suppression=gate,kl_weight")
@@ -114,11 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _base_config(args: argparse.Namespace) -> dict:
-    from trainer import RunConfig
+    from trainer import RunConfig, params
 
     base = (RunConfig.from_dict(json.loads(Path(args.base_config).read_text()))
             if args.base_config else RunConfig(write_plots=False))
-    flat: dict = {"staged_training": True, "write_plots": False, "device": "auto"}
+    # the registry's unsearched parameters at the method's default (staged training on)
+    flat: dict = {**params.pinned(), "write_plots": False, "device": "auto"}
     if args.smoke_test:
         flat.update(SMOKE)
     for name in ("epochs", "dataset", "data_root", "max_samples", "batch_size", "lr"):

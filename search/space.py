@@ -1,138 +1,196 @@
-"""The search space, in one file: defaults, ranges and the define-by-run sampler.
+"""The search space: the registry's searched parameters, their ranges and the
+define-by-run sampler.
 
-Stage lengths are sampled so that stage1 + stage2 never exceeds the epoch budget: stage 2's
-upper bound is computed from the sampled stage 1 (no invalid configuration is ever
-sampled). λ is only sampled when the penalty is on. A user narrows or fixes any
-parameter from the command line (``--set lambda=10 --range stage1_epochs=5:20``) or a
-YAML/JSON file, without editing code.
+Which parameters are searched, their default ranges or choices, log scales, aliases and
+conditions all come from the registry (``trainer.params``); this module holds no list of
+its own. Stage lengths are sampled so that stage1 + stage2 never exceeds the epoch
+budget: stage 2's upper bound is computed from the sampled stage 1 (no invalid
+configuration is ever sampled). λ is only sampled when the penalty is on. A user
+narrows or fixes any parameter from the command line (``--set lambda=10 --range
+stage1_epochs=5:20``) or a YAML/JSON file, without editing code.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trainer._config import PENALTY_MEASURES, ZAY_SUPPRESSION_MODES
+from trainer import params as registry
+from trainer.params import Choices, Param, Range
 
 
 class SpaceError(ValueError):
     """A search space that cannot be sampled; the message says why."""
 
 
-# The method's own setting: thirds, lambda = 10, penalty on. Enqueued first in a new study.
 def baseline_params(epochs: int) -> dict[str, Any]:
-    return {
-        "stage1_epochs": epochs // 3,
-        "stage2_epochs": epochs // 3,
-        "use_independence_penalty": True,
-        "independence_penalty": 10.0,
-    }
+    """The method's own setting (thirds, lambda = 10, penalty on), from the registry.
+
+    Enqueued first in a new study.
+    """
+    return registry.baseline(epochs)
 
 
-@dataclass(frozen=True)
+def default_bounds(p: Param, epochs: int) -> tuple[Any, ...]:
+    """A searched parameter's default range ``(lo, hi)`` or choices for ``epochs``."""
+    if isinstance(p.search, Range):
+        return p.search.bounds(epochs)
+    assert isinstance(p.search, Choices), p.name
+    return tuple(p.search.values)
+
+
+@dataclass(frozen=True, init=False)
 class SearchSpace:
-    """Ranges of the searched parameters; ``fixed`` pins any of them to one value."""
+    """Ranges of the searched parameters; ``fixed`` pins any of them to one value.
+
+    Built as ``SearchSpace(epochs=30, stage1_epochs=(5, 20), zay_suppression=("gate",
+    "kl_weight"))``: each searched parameter of the registry is a keyword (a range
+    ``(lo, hi)``, both inclusive, or a tuple of choices) and an attribute
+    (``space.stage1_epochs``); those not given take the registry's default (epoch
+    counts: ``(0, epochs)``, clipped to the budget when sampled).
+
+    Attributes:
+        epochs: The epoch budget of every trial.
+        bounds: Each searched parameter's range or choices, in registry order.
+        fixed: Parameters pinned to one value.
+    """
 
     epochs: int = 30
-    stage1_epochs: tuple[int, int] = (0, 30)  # inclusive; clipped to the budget
-    stage2_epochs: tuple[int, int] = (0, 30)
-    independence_penalty: tuple[float, float] = (0.1, 100.0)  # log-uniform
-    use_independence_penalty: tuple[bool, ...] = (True, False)
-    zay_suppression: tuple[str, ...] = ("gate",)  # add modes to search them
-    penalty_measure: tuple[str, ...] = ("corr",)
+    bounds: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
 
-    SEARCHED = ("stage1_epochs", "stage2_epochs", "use_independence_penalty",
-                "independence_penalty", "zay_suppression", "penalty_measure")
-
-    def __post_init__(self) -> None:
+    def __init__(self, epochs: int = 30, *, bounds: Mapping[str, Any] | None = None,
+                 fixed: dict[str, Any] | None = None, **ranges: Any) -> None:
+        searched = registry.searched_names()
+        given = {**(bounds or {}), **ranges}
+        unknown = sorted(set(given) - set(searched))
+        if unknown:
+            raise TypeError(f"SearchSpace got unexpected keyword argument(s) "
+                            f"{', '.join(unknown)}; searched parameters are "
+                            f"{', '.join(searched)}")
+        merged = {p.name: tuple(given[p.name]) if p.name in given else default_bounds(p, epochs)
+                  for p in registry.searched()}
+        object.__setattr__(self, "epochs", epochs)
+        object.__setattr__(self, "bounds", merged)
+        object.__setattr__(self, "fixed", {} if fixed is None else fixed)
         self.check()
+
+    def __getattr__(self, name: str) -> Any:
+        bounds = self.__dict__.get("bounds")
+        if bounds is not None and not name.startswith("__") and name in bounds:
+            return bounds[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def check(self) -> None:
         """Raise SpaceError if no valid configuration can be sampled."""
         e = self.epochs
         if e < 1:
             raise SpaceError(f"epochs must be at least 1 (got {e})")
-        unknown = set(self.fixed) - set(self.SEARCHED)
+        searched = registry.searched()
+        names = [p.name for p in searched]
+        unknown = set(self.fixed) - set(names)
         if unknown:
             raise SpaceError(f"cannot fix {', '.join(sorted(unknown))}: searched parameters "
-                             f"are {', '.join(self.SEARCHED)}")
-        s1_lo, s1_hi = self._range("stage1_epochs")
-        s2_lo, s2_hi = self._range("stage2_epochs")
-        for name, (lo, hi) in (("stage1_epochs", (s1_lo, s1_hi)),
-                               ("stage2_epochs", (s2_lo, s2_hi))):
+                             f"are {', '.join(names)}")
+        budget = [p for p in searched if p.budget]
+        for p in budget:
+            lo, hi = self._range(p.name)
             if lo < 0 or hi < lo:
-                raise SpaceError(f"{name} range {lo}:{hi} is empty or negative")
-        if s1_lo + s2_lo > e:
+                raise SpaceError(f"{p.name} range {lo}:{hi} is empty or negative")
+        lows = [self._range(p.name)[0] for p in budget]
+        if sum(lows) > e:
             raise SpaceError(
-                f"no valid configuration: the shortest stages ({s1_lo} + {s2_lo} epochs) "
-                f"exceed the budget of {e} epochs"
+                f"no valid configuration: the shortest stages ({' + '.join(map(str, lows))} "
+                f"epochs) exceed the budget of {e} epochs"
             )
-        lam_lo, lam_hi = self._range("independence_penalty")
-        if not 0 < lam_lo <= lam_hi:
-            raise SpaceError(f"independence_penalty range {lam_lo}:{lam_hi} must be positive "
-                             "and ordered (it is sampled log-uniformly)")
-        for name, allowed in (("zay_suppression", ZAY_SUPPRESSION_MODES),
-                              ("penalty_measure", PENALTY_MEASURES)):
-            bad = [v for v in self._choices(name) if v not in allowed]
-            if bad or not self._choices(name):
-                raise SpaceError(f"{name} choices {list(self._choices(name))} must be "
-                                 f"non-empty and among {', '.join(allowed)}")
-        if not self._choices("use_independence_penalty"):
-            raise SpaceError("use_independence_penalty needs at least one choice")
+        for p in searched:
+            if not isinstance(p.search, Range) or p.budget:
+                continue
+            lo, hi = self._range(p.name)
+            if p.search.log and not 0 < lo <= hi:
+                raise SpaceError(f"{p.name} range {lo}:{hi} must be positive and ordered "
+                                 "(it is sampled log-uniformly)")
+            if hi < lo:
+                raise SpaceError(f"{p.name} range {lo}:{hi} is empty")
+        for p in searched:
+            if not isinstance(p.search, Choices):
+                continue
+            choices = self._choices(p.name)
+            if p.allowed:
+                bad = [v for v in choices if v not in p.allowed]
+                if bad or not choices:
+                    raise SpaceError(f"{p.name} choices {list(choices)} must be "
+                                     f"non-empty and among {', '.join(p.allowed)}")
+            elif not choices:
+                raise SpaceError(f"{p.name} needs at least one choice")
 
     def _range(self, name: str) -> tuple[Any, Any]:
         if name in self.fixed:
             return self.fixed[name], self.fixed[name]
-        return getattr(self, name)
+        return self.bounds[name]
 
     def _choices(self, name: str) -> tuple[Any, ...]:
-        return (self.fixed[name],) if name in self.fixed else tuple(getattr(self, name))
+        return (self.fixed[name],) if name in self.fixed else tuple(self.bounds[name])
 
     def sample(self, trial: Any) -> dict[str, Any]:
-        """Sample one configuration with an Optuna trial (define-by-run)."""
-        e = self.epochs
-        s1_lo, s1_hi = self._range("stage1_epochs")
-        s2_lo, s2_hi = self._range("stage2_epochs")
+        """Sample one configuration with an Optuna trial (define-by-run).
+
+        Parameters are suggested in registry order, each only where its conditions hold;
+        an epoch count leaves room for the shortest of the epoch counts after it.
+        """
+        searched = registry.searched()
         params: dict[str, Any] = {}
-        # stage 1 leaves room for the shortest stage 2; stage 2 gets what stage 1 left
-        s1_hi = min(s1_hi, e - s2_lo)
-        params["stage1_epochs"] = _int(trial, "stage1_epochs", s1_lo, s1_hi)
-        s2_hi = min(s2_hi, e - params["stage1_epochs"])
-        params["stage2_epochs"] = _int(trial, "stage2_epochs", s2_lo, s2_hi)
-        params["use_independence_penalty"] = _cat(
-            trial, "use_independence_penalty", self._choices("use_independence_penalty"))
-        if params["use_independence_penalty"]:
-            lam_lo, lam_hi = self._range("independence_penalty")
-            params["independence_penalty"] = (
-                float(lam_lo) if lam_lo == lam_hi
-                else trial.suggest_float("independence_penalty", lam_lo, lam_hi, log=True)
-            )
-            params["penalty_measure"] = _cat(trial, "penalty_measure",
-                                             self._choices("penalty_measure"))
-        params["zay_suppression"] = _cat(trial, "zay_suppression",
-                                         self._choices("zay_suppression"))
+        skipped: set[str] = set()
+        # epochs not yet taken, less the shortest lengths of the counts still to come
+        left = self.epochs - sum(self._range(p.name)[0] for p in searched if p.budget)
+        for p in searched:
+            if not p.applies(params, skipped):
+                skipped.add(p.name)
+                if p.budget:
+                    left += self._range(p.name)[0]
+                continue
+            if isinstance(p.search, Choices):
+                params[p.name] = _cat(trial, p.name, self._choices(p.name))
+                continue
+            lo, hi = self._range(p.name)
+            if p.budget:
+                left += lo
+                hi = min(hi, left)
+            if p.kind is int:
+                params[p.name] = _int(trial, p.name, lo, hi)
+            else:
+                params[p.name] = (float(lo) if lo == hi else
+                                  trial.suggest_float(p.name, lo, hi, log=p.search.log))
+            if p.budget:
+                left -= params[p.name]
         return params
 
     def admits(self, params: dict[str, Any]) -> bool:
-        """Whether a configuration (e.g. the method's default) lies inside this space."""
-        def within(name: str) -> bool:
-            lo, hi = self._range(name)
-            return lo <= params[name] <= hi
+        """Whether a configuration (e.g. the method's default) lies inside this space.
 
-        if params["stage1_epochs"] + params["stage2_epochs"] > self.epochs:
+        Parameters missing from ``params`` are not checked (the baseline leaves some to
+        the space); those whose conditions fail are ignored.
+        """
+        searched = registry.searched()
+        if sum(params.get(p.name, 0) for p in searched if p.budget) > self.epochs:
             return False
-        if not (within("stage1_epochs") and within("stage2_epochs")):
-            return False
-        on = params["use_independence_penalty"]
-        if on not in self._choices("use_independence_penalty"):
-            return False
-        return not on or within("independence_penalty")
+        for p in searched:
+            if p.name not in params or not p.applies(params):
+                continue
+            if isinstance(p.search, Range):
+                lo, hi = self._range(p.name)
+                if not lo <= params[p.name] <= hi:
+                    return False
+            elif params[p.name] not in self._choices(p.name):
+                return False
+        return True
 
     def describe(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"epochs": self.epochs, **self.bounds, "fixed": self.fixed}
 
 
 def _int(trial: Any, name: str, lo: int, hi: int) -> int:
@@ -144,19 +202,21 @@ def _cat(trial: Any, name: str, choices: tuple[Any, ...]) -> Any:
 
 
 def _parse_value(name: str, text: str) -> Any:
-    if name == "use_independence_penalty":
+    """A command-line value of ``name``, parsed by the registry's kind of it."""
+    kind = registry.get(name).kind
+    if kind is bool:
         low = text.lower()
         if low in ("true", "on", "1", "yes"):
             return True
         if low in ("false", "off", "0", "no"):
             return False
         raise SpaceError(f"{name} must be true or false (got {text!r})")
-    if name in ("stage1_epochs", "stage2_epochs"):
+    if kind is int:
         try:
             return int(text)
         except ValueError:
             raise SpaceError(f"{name} must be an integer (got {text!r})") from None
-    if name == "independence_penalty":
+    if kind is float:
         try:
             return float(text)
         except ValueError:
@@ -164,7 +224,8 @@ def _parse_value(name: str, text: str) -> Any:
     return text
 
 
-_RANGES = ("stage1_epochs", "stage2_epochs", "independence_penalty")
+def _is_range(name: str) -> bool:
+    return isinstance(registry.get(name).search, Range)
 
 
 def _read_space_file(path: Path) -> dict[str, Any]:
@@ -193,19 +254,49 @@ def _read_space_file(path: Path) -> dict[str, Any]:
 def _file_entry(path: Path, key: str, name: str, value: Any) -> tuple[Any, ...]:
     """A range ``[lo, hi]`` or a list of choices from a space file, checked for shape."""
     if not isinstance(value, list | tuple):
-        kind = "a range [lo, hi]" if name in _RANGES else "a list of choices"
+        kind = "a range [lo, hi]" if _is_range(name) else "a list of choices"
         raise SpaceError(f"{path}: {key} must be {kind} (got {value!r}); to fix one value "
                          f"write it under 'fixed:' ({key}: {value!r})")
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    if name in _RANGES and (len(value) != 2 or not numbers):
+    if _is_range(name) and (len(value) != 2 or not numbers):
         raise SpaceError(f"{path}: {key} must be a range of two numbers [lo, hi] "
                              f"(got {value!r})")
     return tuple(value)
 
 
-ALIASES = {"lambda": "independence_penalty", "penalty": "use_independence_penalty",
-           "stage1": "stage1_epochs", "stage2": "stage2_epochs",
-           "suppression": "zay_suppression", "measure": "penalty_measure"}
+def parameter_help() -> str:
+    """The searched parameters for ``--help``: name (aliases), what it is, its default
+    range or choices, when it applies and the method's default; one entry a line."""
+    searched = registry.searched_names()
+    lines = ["search parameters (NAME or an alias, for --set, --range and --space):"]
+    for p in registry.searched():
+        head = p.name + (f" ({', '.join(p.aliases)})" if p.aliases else "")
+        if isinstance(p.search, Range):
+            hi = "EPOCHS" if p.search.high is None else f"{p.search.high:g}"
+            domain = f"{p.search.low:g}:{hi}" + (", log scale" if p.search.log else "")
+            others = [q.name for q in registry.searched() if q.budget and q is not p]
+            if p.budget and others:
+                domain += f", with {' + '.join(others)} at most EPOCHS"
+        else:
+            assert isinstance(p.search, Choices)
+            domain = ",".join(_text(v) for v in p.search.values)
+            if p.allowed:
+                domain += f" (any of {','.join(map(_text, p.allowed))})"
+        conds = [f"{parent} is {_text(value)}" for parent, value in p.when
+                 if parent in searched]
+        default = f"epochs // {p.share}" if p.share and p.default is None else _text(p.default)
+        text = (f"{head}: {p.help}; searched {domain}"
+                + (f", only when {' and '.join(conds)}" if conds else "")
+                + f"; method default {default}")
+        lines.append(textwrap.fill(text, width=78, initial_indent="  ",
+                                   subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def build_space(
@@ -216,7 +307,8 @@ def build_space(
     ranges: list[str] = (),  # type: ignore[assignment]
 ) -> SearchSpace:
     """A space from defaults, then a YAML/JSON file, then ``--set``/``--range`` strings."""
-    space = SearchSpace(epochs=epochs, stage1_epochs=(0, epochs), stage2_epochs=(0, epochs))
+    space = SearchSpace(epochs=epochs)  # the registry's ranges; epoch counts (0, epochs)
+    searched = registry.searched_names()
     updates: dict[str, Any] = {}
     fixed: dict[str, Any] = {}
     if file is not None:
@@ -229,14 +321,14 @@ def build_space(
             raise SpaceError(f"{path}: 'fixed' must map parameter names to values")
         fixed.update(fixed_part)
         for key, value in raw.items():
-            name = ALIASES.get(key, key)
-            if name not in SearchSpace.SEARCHED:
+            name = registry.canonical(key)
+            if name not in searched:
                 raise SpaceError(f"{path}: unknown parameter {key!r}")
             updates[name] = _file_entry(path, key, name, value)
     for item in ranges:
         name, _, bounds = item.partition("=")
-        name = ALIASES.get(name, name)
-        if name not in SearchSpace.SEARCHED or not bounds:
+        name = registry.canonical(name)
+        if name not in searched or not bounds:
             raise SpaceError(f"bad --range {item!r}; use NAME=LO:HI or NAME=A,B,C")
         if ":" in bounds:
             lo, _, hi = bounds.partition(":")
@@ -245,13 +337,13 @@ def build_space(
             updates[name] = tuple(_parse_value(name, v) for v in bounds.split(","))
     for item in fixes:
         name, _, value = item.partition("=")
-        name = ALIASES.get(name, name)
-        if name not in SearchSpace.SEARCHED or not value:
+        name = registry.canonical(name)
+        if name not in searched or not value:
             raise SpaceError(f"bad --set {item!r}; use NAME=VALUE with NAME one of "
-                             f"{', '.join(SearchSpace.SEARCHED)}")
+                             f"{', '.join(searched)}")
         fixed[name] = _parse_value(name, value)
     for name in list(fixed):
-        fixed[ALIASES.get(name, name)] = fixed.pop(name)
+        fixed[registry.canonical(name)] = fixed.pop(name)
     try:
         return replace(space, **updates, fixed=fixed)
     except TypeError as exc:  # e.g. a fixed epoch count that is not a number

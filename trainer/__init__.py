@@ -1,9 +1,10 @@
 """The staged trainer: a four-latent VAE trained in three stages.
 
 Public surface: ``fit`` (the one seam with the search), the configuration classes,
-``stage_of`` / ``zay_capacity``, the data registry and the metric registry.
-Attributes are imported on first use, so ``import trainer.objectives`` (plain Python,
-what ``analysis`` reads) does not pull in torch.
+``stage_of`` / ``zay_capacity``, the data registry, the metric registry and the parameter
+registry ``trainer.params`` (each tunable parameter declared once).
+Attributes are imported on first use, so ``import trainer.objectives`` or
+``trainer.params`` (plain Python, what ``analysis`` reads) does not pull in torch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ _EXPORTS = {
     "EvalInputs": "trainer._metrics",
     "register_metric": "trainer._metrics",
     "METRICS": "trainer.objectives",
+    "Param": "trainer.params",
+    "PARAMS": "trainer.params",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,9 @@
 """Frozen run configuration: one object is the whole truth of a run.
 
-Each part has its defaults beside it. ``RunConfig.to_dict`` / ``RunConfig.from_dict``
-round-trip through plain JSON, which is what checkpoints and the study database store.
+Each part has its defaults beside it; those of the tunable parameters are read from the
+registry (``trainer.params``), which declares each of them once. ``RunConfig.to_dict`` /
+``RunConfig.from_dict`` round-trip through plain JSON, which is what checkpoints and the
+study database store.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from trainer import params
+from trainer.params import PENALTY_MEASURES as PENALTY_MEASURES  # re-exported
+from trainer.params import ZAY_SUPPRESSION_MODES as ZAY_SUPPRESSION_MODES  # re-exported
+from trainer.params import default
+
 ZaySuppression = Literal["gate", "kl_weight", "kl_target"]
 PenaltyMeasure = Literal["corr", "hsic", "hsic_labels"]
-
-ZAY_SUPPRESSION_MODES: tuple[str, ...] = ("gate", "kl_weight", "kl_target")
-PENALTY_MEASURES: tuple[str, ...] = ("corr", "hsic", "hsic_labels")
 MODEL_VARIANTS: tuple[str, ...] = ("staged", "diva")
 MODEL_ARCHS: tuple[str, ...] = ("auto", "mlp", "conv")  # auto: the data set's default
 
@@ -50,16 +54,16 @@ class ModelConfig:
 class StageConfig:
     """The three-stage schedule, the zay suppression mode and the independence penalty."""
 
-    staged_training: bool = True
-    stage1_epochs: int | None = None  # None: epochs // 3
-    stage2_epochs: int | None = None  # None: epochs // 3
-    zay_suppression: str = "gate"
+    staged_training: bool = default("staged_training")
+    stage1_epochs: int | None = default("stage1_epochs")  # None: epochs // 3
+    stage2_epochs: int | None = default("stage2_epochs")  # None: epochs // 3
+    zay_suppression: str = default("zay_suppression")
     stage1_capacity: float = 0.01  # c in stage 1 for kl_weight/kl_target (gate uses exactly 0)
     kl_target_gamma: float = 10.0  # gamma of the Burgess-style target gamma*|KL - c*C_max|
     kl_target_max: float = 10.0  # C_max, nats per sample
-    use_independence_penalty: bool = True
-    independence_penalty: float = 10.0  # lambda
-    penalty_measure: str = "corr"
+    use_independence_penalty: bool = default("use_independence_penalty")
+    independence_penalty: float = default("independence_penalty")  # lambda
+    penalty_measure: str = default("penalty_measure")
     penalty_in_stage3: bool = False
 
 
@@ -115,15 +119,13 @@ class RunConfig:
     def stage1_epochs(self) -> int:
         if not self.stages.staged_training:
             return 0
-        s1 = self.stages.stage1_epochs
-        return self.optim.epochs // 3 if s1 is None else s1
+        return params.get("stage1_epochs").resolve(self.stages.stage1_epochs, self.optim.epochs)
 
     @property
     def stage2_epochs(self) -> int:
         if not self.stages.staged_training:
             return 0
-        s2 = self.stages.stage2_epochs
-        return self.optim.epochs // 3 if s2 is None else s2
+        return params.get("stage2_epochs").resolve(self.stages.stage2_epochs, self.optim.epochs)
 
     @property
     def stage3_start(self) -> int:
@@ -220,16 +222,14 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"independence_penalty must not be negative (got {s.independence_penalty})"
         )
-    if s.zay_suppression not in ZAY_SUPPRESSION_MODES:
-        raise ConfigError(
-            f"unknown zay_suppression {s.zay_suppression!r}; "
-            f"choose one of {', '.join(ZAY_SUPPRESSION_MODES)}"
-        )
-    if s.penalty_measure not in PENALTY_MEASURES:
-        raise ConfigError(
-            f"unknown penalty_measure {s.penalty_measure!r}; "
-            f"choose one of {', '.join(PENALTY_MEASURES)}"
-        )
+    index = flat_field_index()
+    for p in params.PARAMS:  # the registry's choice parameters: zay_suppression, ...
+        if p.allowed:
+            value = getattr(getattr(cfg, index[p.name]) if index[p.name] else cfg, p.name)
+            if value not in p.allowed:
+                raise ConfigError(
+                    f"unknown {p.name} {value!r}; choose one of {', '.join(p.allowed)}"
+                )
     if m.variant not in MODEL_VARIANTS:
         raise ConfigError(
             f"unknown model variant {m.variant!r}; choose one of {', '.join(MODEL_VARIANTS)}"

@@ -13,18 +13,21 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from trainer import params
 from trainer._config import (
     MODEL_ARCHS,
-    PENALTY_MEASURES,
-    ZAY_SUPPRESSION_MODES,
     ConfigError,
     DataConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
-    StageConfig,
+    flat_field_index,
 )
+
+#: the configuration the flags change when no --config file is given: staged training off
+CLI_BASE = {"staged_training": False}
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -35,32 +38,43 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*names, dest=name, **kwargs)
 
 
+def _param_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per registry entry (``trainer.params``), with its help and default.
+
+    A bool gets ``--NAME`` (and its ``off_flag``), unset meaning the config's setting; a
+    choice parameter lists its allowed values (``RunConfig`` refuses others in one line).
+    """
+    for param in params.PARAMS:
+        text = param.help.replace("%", "%%")
+        if param.kind is bool:
+            base = CLI_BASE.get(param.name, param.default)
+            on = f" (None: the --config file's setting, else {'on' if base else 'off'})"
+            group = p.add_mutually_exclusive_group() if param.off_flag else p
+            _flag(group, param.name, action="store_true", default=None, help=text + on)
+            if param.off_flag:
+                off, off_help = param.off_flag
+                _flag(group, off, action="store_true", default=None,
+                      help=off_help.replace("%", "%%"))
+            continue
+        if param.share:
+            text += f" (None: epochs // {param.share})"
+        if param.allowed:
+            text += f": {', '.join(map(str, param.allowed))}"
+        kind = {int: int, float: float}.get(param.kind)
+        _flag(p, param.name, **({"type": kind} if kind else {}), default=param.default,
+              help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stagetune train",
         description="Staged training of a four-latent VAE (zy, za, zay, zx).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _flag(p, "staged_training", action="store_true",
-          help="train in three stages (default without the flag: all latents from epoch 0)")
     _flag(p, "epochs", type=int, default=OptimConfig.epochs, help="epoch budget of the run")
-    _flag(p, "stage1_epochs", type=int, default=None,
-          help="length of stage 1, zay kept out (None: epochs // 3)")
-    _flag(p, "stage2_epochs", type=int, default=None,
-          help="length of stage 2, zay ramped in (None: epochs // 3)")
-    _flag(p, "independence_penalty", type=float, default=StageConfig.independence_penalty,
-          help="weight lambda of the stage-2 independence penalty")
-    pen = p.add_mutually_exclusive_group()
-    _flag(pen, "use_independence_penalty", action="store_true", default=None,
-          help="turn the stage-2 independence penalty on (None: the config's setting)")
-    _flag(pen, "no_independence_penalty", action="store_true", default=None,
-          help="turn the stage-2 independence penalty off")
-    _flag(p, "penalty_measure", choices=PENALTY_MEASURES, default=StageConfig.penalty_measure,
-          help="dependence measure of the independence penalty")
+    _param_flags(p)
     _flag(p, "penalty_in_stage3", action="store_true",
           help="keep the independence penalty on in stage 3")
-    _flag(p, "zay_suppression", default=StageConfig.zay_suppression,
-          help=f"how stage 1 keeps zay out: {', '.join(ZAY_SUPPRESSION_MODES)}")
     _flag(p, "beta_annealing", action="store_true", help="anneal the KL weights from 0")
     _flag(p, "variant", default=ModelConfig.variant, help="staged (zy, za, zay, zx) or diva")
     _flag(p, "arch", choices=MODEL_ARCHS, default=ModelConfig.arch,
@@ -87,28 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flat_value(cfg: RunConfig, name: str) -> Any:
+    section = flat_field_index()[name]
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
 def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
     """A RunConfig from the flags (and an optional base config file)."""
     base = RunConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config \
-        else RunConfig(stages=StageConfig(staged_training=False))
-    penalty_on = base.stages.use_independence_penalty
-    if args.no_independence_penalty:
-        penalty_on = False
-    elif args.use_independence_penalty:
-        penalty_on = True
+        else RunConfig().replace(**CLI_BASE)
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     flat = {
-        "staged_training": args.staged_training or base.stages.staged_training,
-        "use_independence_penalty": penalty_on,
         "penalty_in_stage3": args.penalty_in_stage3 or base.stages.penalty_in_stage3,
         "beta_annealing": args.beta_annealing or base.optim.beta_annealing,
         "write_plots": not args.no_plots and base.write_plots,
     }
-    for name in ("epochs", "stage1_epochs", "stage2_epochs", "independence_penalty",
-                 "penalty_measure", "zay_suppression", "variant", "arch", "conv_channels",
-                 "image_size", "dataset", "data_root",
-                 "test_domain", "max_samples", "seed", "lr", "batch_size", "patience",
-                 "device"):
+    names = ["epochs"]
+    for param in params.PARAMS:
+        if param.kind is not bool:
+            names.append(param.name)
+            continue
+        value = _flat_value(base, param.name)
+        if param.off_flag and getattr(args, param.off_flag[0]):
+            value = False
+        elif getattr(args, param.name):
+            value = True
+        flat[param.name] = value
+    for name in (*names, "variant", "arch", "conv_channels", "image_size", "dataset",
+                 "data_root", "test_domain", "max_samples", "seed", "lr", "batch_size",
+                 "patience", "device"):
         if not args.config or name in given:
             flat[name] = getattr(args, name)
     return base.replace(**flat)

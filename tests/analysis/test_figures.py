@@ -156,6 +156,39 @@ def test_parallel_coordinates_use_categorical_and_split_axes(study_db):
     assert all(float(v).is_integer() for v in stage.tickvals)
 
 
+def test_the_default_legend_and_labels_come_from_the_registry(monkeypatch):
+    import dataclasses
+
+    from analysis._figures import effect_params, label, method_default_name
+    from trainer import params
+
+    objectives = ["task_accuracy", "zay_independence_score"]
+    ranked = _random_ranked(9)
+    assert method_default_name() == f"method default ({params.method_default_text()})"
+    assert method_default_name() in _traces(pareto_figure(ranked, objectives))
+    # another method default, another label, one more searched parameter: the figures follow
+    lam = dataclasses.replace(params.get("independence_penalty"), default=3.0, symbol="μ",
+                              label="μ (penalty weight)")
+    gamma = params.Param("kl_target_gamma", float, 10.0, "gamma of the KL target",
+                         search=params.Range(1.0, 100.0, log=True), label="KL γ", symbol="γ")
+    monkeypatch.setattr(params, "PARAMS", (*(lam if p.name == lam.name else p
+                                             for p in params.PARAMS), gamma))
+    traces = _traces(pareto_figure(ranked, objectives))
+    default = traces["method default (thirds, μ=3, γ=10)"]  # the new entry joins it
+    assert list(default.text) == ["#0 default"]
+    assert label("independence_penalty") == "μ (penalty weight)" and label("other") == "other"
+    df = ranked.assign(kl_target_gamma=np.geomspace(1, 100, len(ranked)),
+                       use_independence_penalty=[True, False] * 4 + [True],
+                       independence_penalty=np.geomspace(0.1, 100, len(ranked)))
+    assert effect_params(df) == ["use_independence_penalty", "independence_penalty",
+                                 "kl_target_gamma"]
+    fig = effects_figure(df, objectives[:1])
+    titles = [fig.layout[k].title.text for k in ("xaxis", "xaxis2", "xaxis3")]
+    assert titles == ["penalty", "μ, penalty on (log bins)", "γ (log bins)"]
+    dims = [d.label for d in parallel_coordinates_figure(df, objectives).data[0].dimensions]
+    assert dims[:3] == ["penalty", "μ (log; off below)", "γ (log; off below)"]
+
+
 def test_values_keep_enough_digits_to_differ():
     assert decimals_needed([0.91231, 0.91234]) == 5  # both 0.9123 at 4 decimals
     fmt = float_formatter([0.99996, 0.5])

@@ -104,3 +104,50 @@ def test_resume_a_finished_run_is_a_no_op_on_training(tmp_path):
     first = json.loads((out / "final_metrics.json").read_text())
     assert main([*base, "--resume"]) == 0
     assert json.loads((out / "final_metrics.json").read_text()) == first
+
+
+def test_the_methods_flags_reach_the_config(tmp_path):
+    from trainer.cli import build_parser, config_from_args
+
+    argv = ["--staged_training", "--epochs", "60", "--stage1_epochs", "30", "--stage2_epochs",
+            "15", "--independence_penalty", "10.0", "--no_independence_penalty",
+            "--beta_annealing", "--out", str(tmp_path)]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    st = cfg.stages
+    assert (st.staged_training, cfg.optim.epochs, cfg.stage1_epochs, cfg.stage2_epochs) == (
+        True, 60, 30, 15)
+    assert (st.independence_penalty, st.use_independence_penalty) == (10.0, False)
+    assert cfg.optim.beta_annealing is True
+    # without the flags: all latents from epoch 0, the penalty as the config has it
+    plain = config_from_args(build_parser().parse_args([]), [])
+    assert plain.stages.staged_training is False and plain.stages.use_independence_penalty
+    dashed = ["--staged-training", "--use-independence-penalty", "--penalty-measure", "hsic"]
+    cfg = config_from_args(build_parser().parse_args(dashed), dashed)
+    assert cfg.stages.staged_training and cfg.stages.penalty_measure == "hsic"
+    with pytest.raises(SystemExit):  # on and off at once
+        build_parser().parse_args(["--use_independence_penalty", "--no_independence_penalty"])
+
+
+def test_flags_given_override_a_config_file_and_the_rest_keep_it(tmp_path):
+    from trainer import RunConfig
+    from trainer.cli import build_parser, config_from_args
+
+    path = tmp_path / "config.json"
+    path.write_text(RunConfig().replace(use_independence_penalty=False, stage1_epochs=7,
+                                        penalty_measure="hsic").to_json())
+    argv = ["--config", str(path), "--stage2_epochs", "5"]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    assert cfg.stages.staged_training is True  # the file's setting, not the CLI's off
+    assert (cfg.stage1_epochs, cfg.stage2_epochs) == (7, 5)
+    assert cfg.stages.use_independence_penalty is False and cfg.stages.penalty_measure == "hsic"
+    argv = [*argv, "--use_independence_penalty"]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    assert cfg.stages.use_independence_penalty is True
+
+
+def test_a_bad_penalty_measure_is_one_line(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["--staged_training", "--penalty_measure", "bogus", "--out", str(out), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "unknown penalty_measure 'bogus'; choose one of corr, hsic, hsic_labels" in err[0]

@@ -1,0 +1,310 @@
+"""The tunable parameters of the method, each declared once (after DomainBed's
+``hparams_registry``).
+
+One :class:`Param` per parameter holds its name (a ``RunConfig`` field), the method's
+default, aliases, the range or choices a sweep searches (and whether on a log scale),
+when it applies (e.g. λ only while the penalty is on), help text and report labels.
+Everything else reads it: the ``RunConfig`` defaults of these fields, the trainer's
+flags and their help, the search space with its ``--set``/``--range``/space-file names
+and its baseline trial (the method's default setting), the sweep's help, and the
+report's "method default" legend, labels and parameter columns. Adding a parameter to
+the search is one entry in :data:`PARAMS` (its ``RunConfig`` field, which the trainer
+implements, reads its default from here with :func:`default`).
+
+Plain Python on purpose: importing this module pulls in neither torch nor ray, so
+``analysis`` may read it. Consumers look entries up through the functions below at call
+time, never by copying :data:`PARAMS` at import, so a test may swap the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ZAY_SUPPRESSION_MODES: tuple[str, ...] = ("gate", "kl_weight", "kl_target")
+PENALTY_MEASURES: tuple[str, ...] = ("corr", "hsic", "hsic_labels")
+
+#: the word for "each stage gets 1/n of the epochs", as the report's legend says it
+_SHARE_WORDS = {1: "all epochs", 2: "halves", 3: "thirds", 4: "quarters", 5: "fifths"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from ``low`` to ``high``, both inclusive.
+
+    Attributes:
+        low: The smallest value searched.
+        high: The largest value searched; ``None`` stands for the sweep's epoch budget.
+        log: Sample on a log scale (``low`` must then be positive).
+    """
+
+    low: float
+    high: float | None = None
+    log: bool = False
+
+    def bounds(self, epochs: int) -> tuple[Any, Any]:
+        """``(low, high)`` with the epoch budget filled in."""
+        return self.low, epochs if self.high is None else self.high
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A categorical parameter: the values a sweep tries by default (more can be added
+    with ``--range NAME=A,B`` among the parameter's allowed values)."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter of the method.
+
+    Attributes:
+        name: The ``RunConfig`` field (flat name, as ``RunConfig.replace`` takes it) and
+            the trainer's ``--NAME`` flag.
+        kind: ``bool``, ``int``, ``float`` or ``str``: how a command-line value parses.
+        default: The method's default, exactly as ``RunConfig()`` holds it.
+        help: One phrase for ``--help``; a bool's says what turning it on does.
+        search: What a sweep searches by default; ``None``: not searched, and a sweep
+            pins it to ``default`` (parameters may still be conditioned on it).
+        aliases: Short names accepted by ``--set``, ``--range`` and space files.
+        when: ``(parameter, value)`` pairs that must all hold for this one to apply;
+            the named parameters come earlier in :data:`PARAMS`. A sweep samples it
+            only then, and the report blanks it out otherwise.
+        allowed: Every valid value of a ``str`` parameter (``RunConfig`` refuses others).
+        budget: An epoch count; the budget parameters of a sampled setting sum to at
+            most the sweep's ``--epochs`` (stage 1 + stage 2).
+        share: A ``default`` of ``None`` means ``epochs // share`` epochs.
+        baseline: Part of the baseline trial, the method's own setting that a new
+            study runs first; ``False`` leaves it to the space in that trial.
+        label: Axis and legend label in the report (default: the name).
+        symbol: Short symbol for legends (``λ``).
+        off_flag: ``(flag, help)`` of a bool's trainer flag that turns it off.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    search: Range | Choices | None = None
+    aliases: tuple[str, ...] = ()
+    when: tuple[tuple[str, Any], ...] = ()
+    allowed: tuple[Any, ...] = ()
+    budget: bool = False
+    share: int | None = None
+    baseline: bool = True
+    label: str = ""
+    symbol: str = ""
+    off_flag: tuple[str, str] = ()
+
+    @property
+    def searched(self) -> bool:
+        """Whether a sweep searches this parameter (``--set``/``--range`` accept it)."""
+        return self.search is not None
+
+    @property
+    def title(self) -> str:
+        """The report's label."""
+        return self.label or self.name
+
+    def resolve(self, value: Any, epochs: int) -> Any:
+        """``value`` as a run uses it: ``None`` of a ``share`` parameter becomes
+        ``epochs // share``."""
+        if value is None and self.share:
+            return epochs // self.share
+        return value
+
+    def method_value(self, epochs: int) -> Any:
+        """The method's default as a run with ``epochs`` epochs uses it."""
+        return self.resolve(self.default, epochs)
+
+    def applies(self, values: dict[str, Any], skipped: frozenset[str] | set[str] = frozenset()
+                ) -> bool:
+        """Whether this parameter matters given the others' ``values``.
+
+        A condition on a parameter in ``skipped`` (one that did not apply itself) fails;
+        one on a parameter missing from ``values`` reads that parameter's default.
+        """
+        for parent, wanted in self.when:
+            if parent in skipped:
+                return False
+            actual = values[parent] if parent in values else get(parent).default
+            if actual != wanted:
+                return False
+        return True
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("staged_training", bool, True,
+          "train in three stages: zay kept out, ramped in, then free "
+          "(off: all latents from epoch 0)",
+          label="staged training"),
+    Param("stage1_epochs", int, None, "length of stage 1, zay kept out",
+          search=Range(0), aliases=("stage1",), when=(("staged_training", True),),
+          budget=True, share=3, label="stage 1 epochs"),
+    Param("stage2_epochs", int, None, "length of stage 2, zay ramped in",
+          search=Range(0), aliases=("stage2",), when=(("staged_training", True),),
+          budget=True, share=3, label="stage 2 epochs"),
+    Param("use_independence_penalty", bool, True,
+          "turn the stage-2 independence penalty on",
+          search=Choices((True, False)), aliases=("penalty",), label="penalty",
+          off_flag=("no_independence_penalty", "turn the stage-2 independence penalty off")),
+    Param("independence_penalty", float, 10.0,
+          "weight lambda of the stage-2 independence penalty",
+          search=Range(0.1, 100.0, log=True), aliases=("lambda",),
+          when=(("use_independence_penalty", True),),
+          label="λ (independence penalty)", symbol="λ"),
+    Param("penalty_measure", str, "corr", "dependence measure of the independence penalty",
+          search=Choices(("corr",)), aliases=("measure",),
+          when=(("use_independence_penalty", True),), allowed=PENALTY_MEASURES,
+          baseline=False, label="penalty measure"),
+    Param("zay_suppression", str, "gate", "how stage 1 keeps zay out",
+          search=Choices(("gate",)), aliases=("suppression",),
+          when=(("staged_training", True),), allowed=ZAY_SUPPRESSION_MODES,
+          baseline=False, label="zay suppression"),
+)
+"""The registry, in sampling order (a parameter's conditions name earlier ones)."""
+
+
+class RegistryError(ValueError):
+    """An inconsistent registry; the message names the entry."""
+
+
+def get(name: str) -> Param:
+    """The entry named ``name`` (not an alias); ``KeyError`` if there is none."""
+    for p in PARAMS:
+        if p.name == name:
+            return p
+    raise KeyError(name)
+
+
+def names() -> tuple[str, ...]:
+    """Every registered name, in registry order."""
+    return tuple(p.name for p in PARAMS)
+
+
+def searched() -> tuple[Param, ...]:
+    """The entries a sweep searches, in sampling order."""
+    return tuple(p for p in PARAMS if p.searched)
+
+
+def searched_names() -> tuple[str, ...]:
+    """Names of the searched entries, in sampling order."""
+    return tuple(p.name for p in searched())
+
+
+def aliases() -> dict[str, str]:
+    """Each alias mapped to its parameter's name."""
+    return {a: p.name for p in PARAMS for a in p.aliases}
+
+
+def canonical(name: str) -> str:
+    """The parameter's name for ``name`` or one of its aliases; other text unchanged."""
+    return aliases().get(name, name)
+
+
+def default(name: str) -> Any:
+    """The method's default of ``name``; ``RunConfig`` takes its field defaults from here."""
+    return get(name).default
+
+
+def label(name: str) -> str:
+    """The report's label of a parameter (its name if it is not registered)."""
+    try:
+        return get(name).title
+    except KeyError:
+        return name
+
+
+def dependants(name: str) -> tuple[Param, ...]:
+    """The entries that apply only under a condition on ``name``."""
+    return tuple(p for p in PARAMS if any(parent == name for parent, _ in p.when))
+
+
+def pinned() -> dict[str, Any]:
+    """The entries a sweep does not search, at the method's default (a sweep trains with
+    these, so the search space's conditions on them hold as it assumes)."""
+    return {p.name: p.default for p in PARAMS if not p.searched}
+
+
+def baseline(epochs: int) -> dict[str, Any]:
+    """The method's own setting, as searched values for a budget of ``epochs`` epochs.
+
+    A new study runs it first. It holds the ``baseline`` entries that apply (thirds,
+    λ = 10, penalty on); the others are left to the search space.
+    """
+    values: dict[str, Any] = {}
+    for p in searched():
+        if p.baseline and p.applies(values):
+            values[p.name] = p.method_value(epochs)
+    return values
+
+
+def _shown(p: Param, value: Any) -> str:
+    if p.share and p.default is None:
+        return _SHARE_WORDS.get(p.share, f"1/{p.share} of the epochs each")
+    if isinstance(value, bool):
+        return f"{p.title} {'on' if value else 'off'}"
+    text = f"{value:g}" if isinstance(value, int | float) else str(value)
+    return f"{p.symbol or p.name}={text}"
+
+
+def method_default_text() -> str:
+    """The method's default in a few words, as the report's legend names it
+    (``"thirds, λ=10"``). A switch that is on shows through what it enables."""
+    base = baseline(epochs=0)
+    words: list[str] = []
+    for p in searched():
+        if p.name not in base:
+            continue
+        value = base[p.name] if not p.share else p.default
+        if value is True and any(d.name in base for d in dependants(p.name)):
+            continue
+        word = _shown(p, value)
+        if word not in words:
+            words.append(word)
+    return ", ".join(words)
+
+
+def check(params: tuple[Param, ...] | None = None) -> None:
+    """Raise :class:`RegistryError` naming the first inconsistent entry.
+
+    Checks: names and aliases are unique, conditions name earlier entries, kinds are
+    known, defaults and default choices lie among the allowed values, ranges are
+    ordered (and positive on a log scale), ``share``/``budget`` only on integers.
+    """
+    params = PARAMS if params is None else params
+    seen: set[str] = set()
+    for p in params:
+        where = f"parameter {p.name!r}"
+        if p.kind not in (bool, int, float, str):
+            raise RegistryError(f"{where}: kind must be bool, int, float or str")
+        taken = seen & {p.name, *p.aliases}
+        if taken:
+            raise RegistryError(f"{where}: name or alias {sorted(taken)[0]!r} is taken")
+        for parent, _ in p.when:
+            if parent not in {q.name for q in params[:params.index(p)]}:
+                raise RegistryError(f"{where}: condition on {parent!r}, which is not an "
+                                    "earlier entry")
+        if p.allowed and p.default not in p.allowed:
+            raise RegistryError(f"{where}: default {p.default!r} is not allowed")
+        if isinstance(p.search, Choices):
+            if not p.search.values:
+                raise RegistryError(f"{where}: no choices")
+            bad = [v for v in p.search.values if p.allowed and v not in p.allowed]
+            if bad:
+                raise RegistryError(f"{where}: choices {bad} are not allowed")
+        if isinstance(p.search, Range):
+            if p.kind not in (int, float):
+                raise RegistryError(f"{where}: a range needs an int or float kind")
+            if p.search.high is not None and p.search.high < p.search.low:
+                raise RegistryError(f"{where}: range {p.search.low}:{p.search.high} is empty")
+            if p.search.log and p.search.low <= 0:
+                raise RegistryError(f"{where}: a log range must be positive")
+            if p.search.high is None and not p.budget:
+                raise RegistryError(f"{where}: only an epoch count may reach the budget")
+        if (p.budget or p.share) and p.kind is not int:
+            raise RegistryError(f"{where}: budget and share are for epoch counts (int)")
+        if p.off_flag and p.kind is not bool:
+            raise RegistryError(f"{where}: off_flag is for bool parameters")
+        seen |= {p.name, *p.aliases}
