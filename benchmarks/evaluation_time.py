@@ -14,6 +14,7 @@ trial does.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -69,20 +70,24 @@ def main() -> None:
     if args.backend == "torch":  # one-time start-up of torch's optimisers, not measured
         make_inputs(200, args.dims, 99).result("probe_accuracy")
     runs = [measure(args) for _ in range(args.repeat)]
-    total, per_metric, n_metrics = min(runs, key=lambda r: r[0])
+    total, per_metric, n_metrics, _ = min(runs, key=lambda r: r[0])
     print(f"{args.n} samples, {4 * args.dims} latent dims, {n_metrics} metrics, "
           f"{args.members} member(s), probes: {args.backend} ({args.device}), "
           f"{torch.get_num_threads()} torch thread(s), fastest of {args.repeat} "
-          f"(all: {', '.join(f'{r[0]:.2f}' for r in runs)} s)")
+          f"(all: {', '.join(f'{r[0]:.2f}' for r in runs)} s), load average "
+          f"{os.getloadavg()[0]:.1f}")
     for name, sec in per_metric.items():
         print(f"  {name:22s} {sec:6.2f} s")
-    print(f"full evaluation: {total:.2f} s for {args.members} member(s) "
-          f"(target < 0.5 s for one, < 2 s for 8)")
+    print(f"full evaluation: {total:.2f} s for {args.members} member(s), CPU time "
+          f"{min(r[3] for r in runs):.2f} s (fewest of {args.repeat}; on one thread, what "
+          f"other load on the machine does not add) (target < 0.5 s for one, < 2 s for 8)")
 
 
-def measure(args: argparse.Namespace) -> tuple[float, dict[str, float], int]:
-    """One timed evaluation of ``args.members`` fresh synthetic models."""
+def measure(args: argparse.Namespace) -> tuple[float, dict[str, float], int, float]:
+    """One timed evaluation of ``args.members`` fresh synthetic models: wall seconds, per
+    metric, the number of metrics and the process's CPU seconds."""
     members = [make_inputs(args.n, args.dims, seed) for seed in range(args.members)]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     per_metric = dict.fromkeys(metric_names(), 0.0)
     if args.backend == "torch":
@@ -96,8 +101,9 @@ def measure(args: argparse.Namespace) -> tuple[float, dict[str, float], int]:
             inputs.result(name)
             per_metric[name] += time.perf_counter() - t
     total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     metrics = evaluate_latents(members[0])  # cached: the merge only
-    return total, per_metric, len(metrics)
+    return total, per_metric, len(metrics), cpu
 
 
 if __name__ == "__main__":
