@@ -241,7 +241,7 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     from ray.tune.schedulers import ASHAScheduler
 
     from search.population import searcher_class
-    from search.trainable import tune_trainable
+    from search.worker import tune_trainable
 
     experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     heartbeat = _Heartbeat(engine, experiment)

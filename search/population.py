@@ -104,9 +104,14 @@ def run_population_config(config: dict[str, Any], report,
                           where: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the members a ``PopulationSearcher`` suggested; ``report`` gets every epoch
     row with its member's index; returns the final result with ``members_json``."""
-    from trainer import DivergenceError, RunConfig, fit_population, group_population
-    from trainer._config import apply_flat
-    from trainer._fit import resolve_device
+    from trainer import (
+        DivergenceError,
+        RunConfig,
+        apply_flat,
+        fit_population,
+        group_population,
+        resolve_device,
+    )
     from trainer._metrics import set_probe_backend
 
     where = where if where is not None else {}

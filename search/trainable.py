@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import time
 import traceback
 from typing import Any
@@ -34,8 +33,7 @@ def run_trial_config(config: dict[str, Any], report,
     except the last, which the returned final result carries as ``last_epoch_json``.
     ``where`` (if given) is kept up to date with the run's phase, epoch and stage."""
 
-    from trainer import RunConfig, fit, stage_of
-    from trainer._config import apply_flat
+    from trainer import RunConfig, apply_flat, fit, stage_of
 
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
@@ -139,28 +137,3 @@ def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
         "epoch": epoch, "stage": stage, "phase": phase,
     }
     return {"final": 1.0, "trial_failed": 1.0, "failure_json": json.dumps(details)}
-
-
-def tune_trainable(config: dict[str, Any]) -> None:
-    """Entry point Ray Tune runs in a worker."""
-    from ray import tune
-
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.get("threads", 1)))
-    import ray
-
-    # the Ray node the trial ran on, stored on the trial (cluster sweeps: placement)
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def report(row: dict[str, Any]) -> None:
-        tune.report({**row, "node_id": node_id})
-
-    where: dict[str, Any] = {}
-    run = run_trial_config
-    if "members" in config:  # K Optuna trials in one Ray trial (search.population)
-        from search.population import run_population_config as run
-    try:
-        final = run(config, report, where)
-    except Exception as exc:  # deterministic: told FAIL at once, never retried
-        report(failure_result(exc, where))
-        return
-    report(final)

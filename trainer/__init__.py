@@ -25,6 +25,7 @@ _EXPORTS = {
     "OptimConfig": "trainer._config",
     "DataConfig": "trainer._config",
     "ConfigError": "trainer._config",
+    "apply_flat": "trainer._config",
     "ZAY_SUPPRESSION_MODES": "trainer._config",
     "PENALTY_MEASURES": "trainer._config",
     "stage_of": "trainer._stages",

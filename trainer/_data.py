@@ -305,7 +305,7 @@ def _find(root: Path, stem: str) -> Path:
     raise ConfigError(f"{root} has no {stem}[.gz]; point --data_root at the MNIST IDX files")
 
 
-def _require_root(cfg: DataConfig) -> Path:
+def require_root(cfg: DataConfig) -> Path:
     if not cfg.data_root:
         raise ConfigError(f"dataset {cfg.dataset!r} reads files on disk; give --data_root")
     root = Path(cfg.data_root).expanduser()
@@ -317,7 +317,7 @@ def _require_root(cfg: DataConfig) -> Path:
 @register_dataset("mnist", default_arch="conv", image_size=28)
 def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
     """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
-    root = _require_root(cfg)
+    root = require_root(cfg)
     images = read_idx(_find(root, "train-images-idx3-ubyte"))
     labels = read_idx(_find(root, "train-labels-idx1-ubyte"))
     if len(images) != len(labels):

@@ -133,7 +133,7 @@ def median_off_diagonal(sq: torch.Tensor) -> torch.Tensor:
     return (lo + hi) / 2
 
 
-def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
+def rbf_gram(x: torch.Tensor) -> torch.Tensor:
     """exp(-|xi - xj|^2 / median off-diagonal squared distance)."""
     sq = torch.cdist(x, x).pow(2)
     sq = (sq + sq.T) / 2  # exactly symmetric (cdist's rounding need not be)
@@ -150,8 +150,8 @@ def hsic(a: torch.Tensor, b: torch.Tensor, *, kernel_b: str = "rbf") -> torch.Te
     kernel for one-hot labels). Not clamped: noise can make it slightly negative.
     """
     _check_batch(a)
-    ka = _rbf_gram(a)
-    kb = _rbf_gram(b) if kernel_b == "rbf" else b @ b.T
+    ka = rbf_gram(a)
+    kb = rbf_gram(b) if kernel_b == "rbf" else b @ b.T
     return _normalise(unbiased_hsic_gram(ka, kb), unbiased_hsic_gram(ka, ka),
                       unbiased_hsic_gram(kb, kb))
 

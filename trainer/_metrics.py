@@ -330,12 +330,12 @@ def normalised_hsic_against(common: np.ndarray, others: list[np.ndarray]) -> lis
     """
     import torch
 
-    from trainer._independence import _rbf_gram, unbiased_hsic_hollow
+    from trainer._independence import rbf_gram, unbiased_hsic_hollow
 
     def hollow_gram(x: np.ndarray) -> torch.Tensor:
         if len(x) < 4:
             raise ValueError(f"unbiased HSIC needs at least 4 samples (got {len(x)})")
-        k = _rbf_gram(torch.as_tensor(np.asarray(x, dtype=np.float64)))
+        k = rbf_gram(torch.as_tensor(np.asarray(x, dtype=np.float64)))
         return k.fill_diagonal_(0.0)
 
     with torch.no_grad():

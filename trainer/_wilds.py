@@ -94,9 +94,9 @@ def _pick(split_of: np.ndarray, max_samples: int | None, seed: int) -> np.ndarra
 @register_dataset("camelyon17", default_arch="conv", image_size=96)
 def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
     """Camelyon17 under ``data_root/camelyon17_v1.0`` through ``wilds``' own class."""
-    from trainer._data import _require_root
+    from trainer._data import require_root
 
-    root = _require_root(cfg)
+    root = require_root(cfg)
     if cfg.test_domain not in (None, WILDS_TEST_HOSPITAL):
         raise ConfigError(
             f"camelyon17 uses WILDS' official split, whose test hospital is "
