@@ -6,7 +6,7 @@ import pytest
 from analysis import hypervolume_2d, hypervolume_history, pareto_ranks
 from analysis._load import load_study
 from analysis._rank import hypervolume_over_trials, rank_trials
-from tests.analysis.conftest import FRONT
+from tests.analysis.conftest import FRONT, POINTS
 
 
 def test_ranking_finds_the_known_pareto_set(study_db):
@@ -35,9 +35,13 @@ def test_flags_include_infeasible_and_pruned(study_db):
 def test_loaded_trials_decode_params_and_attrs(study_db):
     data = load_study(f"sqlite:///{study_db}", "known")
     t = data.trials.set_index("number")
-    assert t.loc[2, "use_independence_penalty"] is True or t.loc[2, "use_independence_penalty"]
-    assert t.loc[2, "independence_penalty"] == pytest.approx(1.0)
-    assert np.isnan(t.loc[1, "independence_penalty"])  # penalty off: no lambda
+    # the study's trial i has the penalty on for even i, with lambda = 10^(i/2 - 1)
+    on = t["use_independence_penalty"]
+    assert on.dtype == bool and on.tolist() == [i % 2 == 0 for i in range(len(POINTS))]
+    assert t.loc[2, "use_independence_penalty"] is np.True_  # a numpy bool, not 1 or "True"
+    lam = t["independence_penalty"]
+    assert lam[on].tolist() == pytest.approx([0.1, 1.0, 10.0, 100.0])
+    assert lam[~on].isna().all()  # penalty off: no lambda
     assert bool(t.loc[1, "baseline"]) and not bool(t.loc[5, "feasible"])
     assert data.objectives == ["task_accuracy", "zay_independence_score"]
 
