@@ -31,8 +31,8 @@ import math
 import numpy as np
 import torch
 
+from trainer._bundle import HUE_MEANS, HUE_STD, DataBundle, make_splits, register_dataset
 from trainer._config import ConfigError, DataConfig
-from trainer._data import HUE_MEANS, HUE_STD, DataBundle, make_splits, register_dataset
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "ring")
 TEXTURES: tuple[str, ...] = ("plain", "hstripes", "vstripes", "checker", "diagonal", "dots")

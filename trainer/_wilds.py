@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainer._bundle import DataBundle, register_dataset
 from trainer._config import ConfigError, DataConfig
-from trainer._data import DataBundle, register_dataset
 
 WILDS_TEST_HOSPITAL = 2  # wilds.datasets.camelyon17_dataset.TEST_CENTER
 _INSTALL_HINT = "pip install torch==2.13.0 'stagetune[mnist-wilds]'"
@@ -94,7 +94,7 @@ def _pick(split_of: np.ndarray, max_samples: int | None, seed: int) -> np.ndarra
 @register_dataset("camelyon17", default_arch="conv", image_size=96)
 def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
     """Camelyon17 under ``data_root/camelyon17_v1.0`` through ``wilds``' own class."""
-    from trainer._data import require_root
+    from trainer._bundle import require_root
 
     root = require_root(cfg)
     if cfg.test_domain not in (None, WILDS_TEST_HOSPITAL):
