@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from trainer._metrics import EvalInputs, evaluate_latents, metric_names, set_probe_backend
+from trainer.metrics import EvalInputs, ProbeBackend, evaluate_latents, fit_probes, metric_names
 
 
 def synthetic(n: int, dims: int, rng):
@@ -38,7 +38,8 @@ def synthetic(n: int, dims: int, rng):
 GROUPS = {"y": "zy", "a": "za", "s": "zay", "nuisance": "zx"}
 
 
-def make_inputs(n: int, dims: int, seed: int) -> EvalInputs:
+def make_inputs(n: int, dims: int, seed: int, probes: ProbeBackend = ProbeBackend()  # noqa: B008
+                ) -> EvalInputs:
     """Means with the structure above and a posterior scale per input and dimension."""
     rng = np.random.default_rng(seed)
     fl, ff = synthetic(n // 2, dims, rng)
@@ -49,7 +50,7 @@ def make_inputs(n: int, dims: int, seed: int) -> EvalInputs:
 
     return EvalInputs(fl, ff, sl, sf, interaction_factor="s", factor_groups=dict(GROUPS),
                       task={"acc_y_val": 0.9}, kl={g: 1.0 for g in GROUPS.values()},
-                      fit_std=scales(fl), score_std=scales(sl))
+                      fit_std=scales(fl), score_std=scales(sl), probes=probes)
 
 
 def main() -> None:
@@ -66,9 +67,9 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    set_probe_backend(args.backend, args.device)
+    args.probes = ProbeBackend(args.backend, args.device)
     if args.backend == "torch":  # one-time start-up of torch's optimisers, not measured
-        make_inputs(200, args.dims, 99).result("probe_accuracy")
+        make_inputs(200, args.dims, 99, args.probes).result("probe_accuracy")
     runs = [measure(args) for _ in range(args.repeat)]
     total, per_metric, n_metrics, _ = min(runs, key=lambda r: r[0])
     print(f"{args.n} samples, {4 * args.dims} latent dims, {n_metrics} metrics, "
@@ -86,14 +87,13 @@ def main() -> None:
 def measure(args: argparse.Namespace) -> tuple[float, dict[str, float], int, float]:
     """One timed evaluation of ``args.members`` fresh synthetic models: wall seconds, per
     metric, the number of metrics and the process's CPU seconds."""
-    members = [make_inputs(args.n, args.dims, seed) for seed in range(args.members)]
+    members = [make_inputs(args.n, args.dims, seed, args.probes)
+               for seed in range(args.members)]
     c0 = time.process_time()
     t0 = time.perf_counter()
     per_metric = dict.fromkeys(metric_names(), 0.0)
     if args.backend == "torch":
-        from trainer._probes_torch import fill_probe_cache
-
-        fill_probe_cache(members, device=args.device)
+        fit_probes(members)
         per_metric = {"batched probes": time.perf_counter() - t0, **per_metric}
     for inputs in members:
         for name in metric_names():

@@ -17,8 +17,8 @@ Wall-clock rows depend on what else the machine runs; the CPU seconds each proce
 spends inside ``fit``/``fit_population`` (``time.process_time``, one thread) are the
 steadier measure of work per trial, and exclude the one-time imports.
 
-Probe backends are those each path uses in a sweep: solo trials the scikit-learn
-reference, population trials the torch probes (batched over members). "Equal final
+Both paths fit their probes as every trial does: the torch probes, on the run's device
+(batched over members in a population). "Equal final
 metrics" is checked: each member's task accuracy and zay independence against its solo
 run of the same setting (max |difference| is printed).
 
@@ -154,11 +154,9 @@ def _population_worker(flat: list[dict]) -> dict:
     import torch
 
     from trainer import fit_population
-    from trainer._metrics import set_probe_backend
 
     torch.set_num_threads(1)
     device = flat[0]["device"]
-    set_probe_backend("torch", device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     c0 = time.process_time()

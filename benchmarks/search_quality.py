@@ -72,9 +72,7 @@ def run_study(storage: str, sampler: str, seed: int, budget: int, population: in
     from search.objective import Objective
     from search.space import SearchSpace, baseline_params
     from trainer import RunConfig, fit_population
-    from trainer._metrics import set_probe_backend
 
-    set_probe_backend("torch")
     objective = Objective(mode="pareto", disentanglement=OBJECTIVES[1])
     epochs = SIZES["epochs"]
     space = SearchSpace(epochs=epochs, stage1_epochs=(0, epochs), stage2_epochs=(0, epochs))

@@ -21,7 +21,7 @@ from trainer.objectives import (
 #: the per-epoch score the ASHA scheduler compares (scalar mode), from validation only
 EPOCH_SCORE = "val_score"
 #: per-epoch stand-ins of the final objectives, measured on the validation split
-#: (``trainer._epoch_metrics``): every metric the search can select has its own
+#: (``trainer.metrics._proxies``): every metric the search can select has its own
 EPOCH_PROXIES = {
     TASK_OBJECTIVE: "val_acc_y",
     "zay_independence_score": "val_zay_independence",

@@ -110,9 +110,7 @@ def run_population_config(config: dict[str, Any], report,
         apply_flat,
         fit_population,
         group_population,
-        resolve_device,
     )
-    from trainer._metrics import set_probe_backend
 
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
@@ -120,7 +118,7 @@ def run_population_config(config: dict[str, Any], report,
     cfgs = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
         write_plots=False) for m in config["members"]]
     # the members' probes run in torch on the trial's device, all in one batch
-    set_probe_backend("torch", str(resolve_device(cfgs[0].device)))
+    # (trainer._evaluation)
     results: list[dict[str, Any] | None] = [None] * len(cfgs)
     for group in group_population(cfgs):
         where.update(phase="training", epoch=0)

@@ -6,7 +6,7 @@ validation split and scored on the test split; splits are by
 source instance (``trainer._data.make_splits``), so no source image is on both sides.
 Task accuracy is reported on validation, test and, when a domain is held out, on that
 unseen domain as its own metric ``acc_y_test_domain``. Where the data set names its
-factors' groups, the factor x group matrix is measured (``trainer._metrics``).
+factors' groups, the factor x group matrix is measured (``trainer.metrics``).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import torch
 
 from trainer._config import RunConfig
 from trainer._data import DataBundle
-from trainer._metrics import (
+from trainer._model import StagedVAE, gaussian_kl
+from trainer.metrics import (
     EvalInputs,
+    ProbeBackend,
     correlation_matrices,
     evaluate_latents,
-    probe_backend,
+    fit_probes,
 )
-from trainer._model import StagedVAE, gaussian_kl
 
 FIT_SPLIT, SCORE_SPLIT = "val", "test"
 
@@ -63,17 +64,9 @@ def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, An
 
 
 def prepare_probes(inputs: list[EvalInputs]) -> None:
-    """Fit every probe of several models' inputs at once, with the chosen backend.
-
-    With the torch backend (every trial's) the probes of all models are fit in one batch
-    (``trainer._probes_torch.fill_probe_cache``); the scikit-learn reference fits each
-    probe when a metric first asks for it.
-    """
-    backend, device = probe_backend()
-    if backend == "torch" and inputs:
-        from trainer._probes_torch import fill_probe_cache
-
-        fill_probe_cache(inputs, device=device)
+    """Fit every probe of several models' inputs in one batch (``trainer.metrics.fit_probes``)
+    before their metrics are computed."""
+    fit_probes(inputs)
 
 
 def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInputs:
@@ -94,6 +87,8 @@ def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInput
         score_latents=score_latents, score_factors=score_factors,
         interaction_factor=data.interaction_factor, factor_groups=dict(data.factor_groups),
         kl=kl, task=task, seed=cfg.seed, fit_std=fit_std, score_std=score_std,
+        # every trial's probes: the torch ones, on the device the model trained on
+        probes=ProbeBackend("torch", str(next(model.parameters()).device)),
     )
 
 

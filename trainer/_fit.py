@@ -24,7 +24,7 @@ import torch
 
 from trainer._config import ConfigError, RunConfig
 from trainer._data import DataBundle, check_evaluable, load_dataset
-from trainer._epoch_metrics import epoch_proxies
+from trainer.metrics import epoch_proxies
 from trainer._model import StagedVAE, resolve_arch, staged_loss
 from trainer._stages import beta_scale, penalty_active, stage_of, zay_capacity
 
@@ -165,7 +165,7 @@ def validate_epoch(
     posterior samples).
 
     All device tensors (read back once per epoch by the caller). The proxies
-    (``trainer._epoch_metrics``) are the per-epoch stand-ins of every disentanglement
+    (``trainer.metrics._proxies``) are the per-epoch stand-ins of every disentanglement
     metric the search can select.
     """
     model.eval()

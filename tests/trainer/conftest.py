@@ -48,14 +48,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def torch_probes():
-    """The evaluation's probes in torch (every trial's) for one test, then as before."""
-    from trainer._metrics import probe_backend, set_probe_backend
-
-    before = probe_backend()
-    set_probe_backend("torch")
-    yield
-    set_probe_backend(*before)

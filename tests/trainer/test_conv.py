@@ -124,7 +124,7 @@ def _conv_run(**flat):
     return tiny_config(arch="conv", conv_channels=4, image_size=16, **flat)
 
 
-@pytest.mark.usefixtures("one_thread", "torch_probes")
+@pytest.mark.usefixtures("one_thread")
 def test_staged_conv_run_end_to_end_and_its_resume_is_bitwise_equal(tmp_path):
     cfg = _conv_run(epochs=4, stage1_epochs=1, stage2_epochs=1)
     rows = []

@@ -18,7 +18,7 @@ from trainer._independence import (
     linear_cka,
     mean_abs_correlation,
 )
-from trainer._metrics import (
+from trainer.metrics import (
     linear_dependence,
     mean_squared_canonical_correlation,
     normalised_hsic,
@@ -141,7 +141,7 @@ def test_a_shrunken_copy_cannot_escape_the_corr_penalty(scale):
     """CKA is scale-invariant, so a copy of zy shrunk to any scale is still a full copy:
     the penalty term stays near 1 on a batch of 128, d = 16 (float32, as in training)."""
     from trainer._independence import linear_cka
-    from trainer._metrics import linear_cka as linear_cka_metric
+    from trainer.metrics import linear_cka as linear_cka_metric
 
     zy = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
     assert float(linear_cka(zy * scale, zy)) > 0.99

@@ -48,7 +48,7 @@ def test_idx_images_load_at_28_px(tmp_path):
     assert torch.allclose(data.x[upright].amax(1), grey, atol=1e-5)
 
 
-@pytest.mark.usefixtures("one_thread", "torch_probes")
+@pytest.mark.usefixtures("one_thread")
 def test_two_epoch_staged_conv_run_on_idx_mnist(tmp_path):
     write_mnist(tmp_path / "mnist")
     out = tmp_path / "run"

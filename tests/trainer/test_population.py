@@ -133,9 +133,9 @@ def assert_same_run(pop: FitResult, solo: FitResult, tol: float) -> float:
     return worst
 
 
-def test_population_reproduces_each_member_trained_alone(torch_probes, tmp_path):
+def test_population_reproduces_each_member_trained_alone(tmp_path):
     # both sides evaluate with the torch probes (their agreement with scikit-learn
-    # is tests/trainer/test_probes_torch.py's)
+    # is tests/trainer/metrics/test_probes_torch.py's)
     configs = [tiny_config(**m) for m in MEMBERS]
     rows: dict[int, list[dict[str, float]]] = {0: [], 1: [], 2: []}
     pop = fit_population(configs, report=lambda k, row: rows[k].append(row),

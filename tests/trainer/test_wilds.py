@@ -104,7 +104,7 @@ def test_other_test_hospital_is_refused(camelyon_root):
         )
 
 
-@pytest.mark.usefixtures("one_thread", "torch_probes")
+@pytest.mark.usefixtures("one_thread")
 def test_two_epoch_staged_conv_run_reports_ood_accuracy(camelyon_root, tmp_path, capsys):
     from wilds import get_dataset
 

@@ -18,7 +18,8 @@ sources and scored on the other half, so no source image is on both sides. Like 
 final metrics they read what the decoder receives: one posterior draw per input to fit,
 ``PROXY_DRAWS`` draws per input to score (their scores averaged), from a generator of
 their own so that training's random stream is untouched; zay counts as collapsed when its
-information rate (``information_rate``) is below ``COLLAPSE_RATE_PER_DIM``.
+information rate (``_activity.information_rate_torch``) is below
+``COLLAPSE_RATE_PER_DIM``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ from __future__ import annotations
 import torch
 
 from trainer._independence import hsic, linear_cka
+from trainer.metrics._activity import COLLAPSE_RATE_PER_DIM
+from trainer.metrics._activity import information_rate_torch as information_rate
 
 PROXY_HSIC_SAMPLES = 512
 PROXY_RIDGE_ALPHA = 1.0
 #: posterior draws per scored input (the fit uses one)
 PROXY_DRAWS = 4
 PROXY_SEED = 0
-#: a group transmitting less than this many nats per dimension (``information_rate``) is
-#: collapsed, whatever its means do
-COLLAPSE_RATE_PER_DIM = 0.01
 
 
 def ridge_readout(
@@ -65,23 +65,6 @@ def ridge_readout(
     resid = ((t_score[:, None] - xs @ w) ** 2).sum()
     total = ((t_score - t_score.mean()) ** 2).sum().clamp_min(1e-12)
     return (1.0 - resid / total).clamp(0.0, 1.0)
-
-
-def information_rate(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Per dimension, an upper bound (nats) on what z = mu(x) + sigma(x) eps tells of x.
-
-    I(x; z_j) = h(z_j) - h(z_j | x) <= 1/2 log(2 pi e Var z_j) - E_x[1/2 log(2 pi e sigma_j^2)]
-    (a Gaussian has the largest entropy for its variance), and Var z_j = Var mu_j +
-    E sigma_j^2: so 1/2 [log(Var mu_j + E sigma_j^2) - E log sigma_j^2]. Equal to the
-    Gaussian channel's 1/2 log(1 + SNR) when sigma does not depend on x. Summed over a
-    group's dimensions it bounds I(x; z) (the noise is independent across dimensions).
-    Unlike KL(q(z|x) || p(z|y, a)), it does not fall to 0 when a learned conditional
-    prior follows the posterior: a zay that carries s through its prior keeps its rate.
-    Computed in float64.
-    """
-    mu, var2 = mu.double(), (std.double() ** 2).clamp_min(torch.finfo(torch.float64).tiny)
-    rate = 0.5 * ((mu.var(0, unbiased=False) + var2.mean(0)).log() - var2.log().mean(0))
-    return rate.clamp_min(0.0)
 
 
 def epoch_proxies(

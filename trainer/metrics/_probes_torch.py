@@ -1,6 +1,6 @@
 """The evaluation's probes in torch, batched over problems (members x groups x factors).
 
-They solve the same problems as the scikit-learn reference in ``trainer._metrics``:
+They solve the same problems as the scikit-learn reference in ``_probes``:
 
 - ``logistic_probes``: ``StandardScaler`` then ``LogisticRegression(C=c)`` (lbfgs,
   multinomial for three or more classes, one sigmoid for two), i.e. minimise
@@ -18,7 +18,6 @@ which are independent, so each reaches its own optimum.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +95,7 @@ def logistic_scores(
     """``logistic_probes`` on ``(x_fit, y_fit, x_score, y_score)``, scored on the device.
 
     Returns, per problem, the accuracy on ``y_score`` and the mean cross-entropy in nats,
-    with ``trainer._metrics``' conventions: probabilities clipped to [1e-6, 1], and a
+    with ``_probes``' conventions: probabilities clipped to [1e-6, 1], and a
     label not seen when fitting gets the floor probability. Nothing of size
     ``len(x_score)`` x classes leaves the device (the posterior-sample probes score many
     draws per input).
@@ -218,46 +217,3 @@ def ridge_probes(
     pred = (x_score @ w).squeeze(-1) + b
     pred = pred.cpu().numpy()
     return [pred[i, : len(xs)] for i, (_, _, xs) in enumerate(problems)]
-
-
-def fill_probe_cache(inputs: Sequence[Any], *, c: float = 1.0, alpha: float | None = None,
-                     device: torch.device | str = "cpu") -> int:
-    """Fit every probe of several ``EvalInputs`` in two batched solves.
-
-    The probes are every (group, factor) pair on posterior samples and, for the factor
-    matrix's ``*_means`` diagnostics, every (group, ground-truth factor) pair on the
-    means. Fills each ``inputs[i]``'s probe cache with what ``EvalInputs.probe`` would
-    compute (probes with a constant target or latent are left to it). Returns how many
-    probes were fit.
-    """
-    from trainer import _metrics as mt
-
-    alpha = mt.RIDGE_ALPHA if alpha is None else alpha
-    logistic, ridge = [], []
-    for inp in inputs:
-        wanted = [("samples", f) for f in inp.probed_factors()]
-        if inp.stochastic:
-            wanted += [("means", f) for f in inp.factor_groups if f in inp.fit_factors]
-        for g in inp.groups:
-            for on, f in wanted:
-                if (on, g, f) in inp._probe_cache:
-                    continue
-                xf, tf, xs, ts = inp.probe_problem(g, f, on)
-                if mt.is_discrete(tf):
-                    if not mt._uninformative(xf, tf):
-                        logistic.append((inp, (on, g, f), (xf, tf, xs), ts))
-                elif xf.shape[1] and not np.all(xf.std(0) < 1e-12) and float(
-                        ((ts - ts.mean()) ** 2).sum()) > 1e-12:
-                    ridge.append((inp, (on, g, f), (xf, tf.astype(np.float64), xs),
-                                  ts.astype(np.float64)))
-    fitted = logistic_scores([(*p, ts) for *_, p, ts in logistic], c=c, device=device)
-    for (inp, key, _, ts), (acc, ce) in zip(logistic, fitted, strict=True):
-        chance = mt.chance_level(ts)
-        acc_cc = mt.chance_corrected(acc, chance)
-        inp._probe_cache[key] = {"acc": acc, "chance": chance, "acc_cc": acc_cc, "ce": ce,
-                                 "readout": float(np.clip(acc_cc, 0.0, 1.0))}
-    preds = ridge_probes([p for *_, p, _ in ridge], alpha=alpha, device=device)
-    for (inp, key, _, ts), pred in zip(ridge, preds, strict=True):
-        r2 = 1.0 - float(((ts - pred) ** 2).sum()) / float(((ts - ts.mean()) ** 2).sum())
-        inp._probe_cache[key] = {"r2": r2, "readout": float(np.clip(r2, 0.0, 1.0))}
-    return len(logistic) + len(ridge)
