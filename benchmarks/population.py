@@ -24,11 +24,19 @@ run of the same setting (max |difference| is printed).
 
 Results are appended to ``--out`` (JSON) as each row finishes; a rerun skips rows that
 are there (``--fresh`` starts over), so the run can be cut and continued.
+
+``--k1-vs-solo N`` instead measures whether solo ``fit`` could be a population of one:
+the first setting trained N times each way in this process, alternating which goes
+first, one torch thread, training epochs only (the evaluation is the same code for
+both). It prints the seconds of each try and the medians' ratio:
+
+    python benchmarks/population.py --k1-vs-solo 6
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -220,6 +228,60 @@ def _table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _solo_epochs(cfg, data) -> tuple[float, float]:
+    """Seconds (wall, CPU) of ``fit``'s epochs, stopped before its evaluation."""
+    from trainer import fit
+
+    def stop_at_the_end(row: dict) -> None:
+        if row["epoch"] == cfg.optim.epochs - 1 or row["stopped_early"]:
+            raise _Stop
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with contextlib.suppress(_Stop):
+        fit(cfg, data=data, report=stop_at_the_end)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _population_epochs(cfg, data) -> tuple[float, float]:
+    """Seconds (wall, CPU) of ``fit_population([cfg])``'s epochs, without evaluation."""
+    from trainer import fit_population
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    fit_population([cfg], data=data, evaluate=False)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def k1_vs_solo(flat: dict, repeats: int) -> dict:
+    """Solo ``fit`` against a population of one on the same setting, interleaved."""
+    import statistics
+
+    import torch
+
+    from trainer import load_dataset
+
+    torch.set_num_threads(1)
+    cfg = _configs([flat])[0]
+    runs: dict[str, list[tuple[float, float]]] = {"solo": [], "population K=1": []}
+    ways = [("solo", _solo_epochs), ("population K=1", _population_epochs)]
+    for r in range(repeats):  # alternating, so drift on a shared machine hits both
+        for name, way in ways if r % 2 == 0 else ways[::-1]:
+            runs[name].append(way(cfg, load_dataset(cfg.data, cfg.seed)))
+    for name, v in runs.items():
+        print(f"{name:15s} wall " + " ".join(f"{w:6.2f}" for w, _ in v) + "  cpu "
+              + " ".join(f"{c:6.2f}" for _, c in v))
+    med = {name: [statistics.median(x[i] for x in v) for i in (0, 1)]
+           for name, v in runs.items()}
+    ratio = [p / s for p, s in zip(med["population K=1"], med["solo"], strict=True)]
+    print(f"median wall: solo {med['solo'][0]:.2f}s, K=1 {med['population K=1'][0]:.2f}s "
+          f"(x{ratio[0]:.2f}); median CPU: solo {med['solo'][1]:.2f}s, K=1 "
+          f"{med['population K=1'][1]:.2f}s (x{ratio[1]:.2f})")
+    return {"runs": runs, "median": med, "ratio_wall": ratio[0], "ratio_cpu": ratio[1]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
@@ -231,7 +293,12 @@ def main() -> None:
                    help="population processes at once (default: 2 on CPU, 1 on a GPU)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "population_cpu.json"))
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--k1-vs-solo", type=int, default=0, metavar="N",
+                   help="only compare solo fit with a population of one, N tries each")
     args = p.parse_args()
+    if args.k1_vs_solo:
+        k1_vs_solo(settings(args.device)[0], args.k1_vs_solo)
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [] if args.fresh or not out.exists() else json.loads(out.read_text())["rows"]

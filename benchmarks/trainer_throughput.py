@@ -26,44 +26,54 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainer import RunConfig, fit, load_dataset
-from trainer._fit import build_model, resolve_device, validate_epoch
+from trainer._core import (
+    build_model,
+    clip_gradients,
+    epoch_knobs,
+    make_optimiser,
+    resolve_device,
+    validate_epoch,
+)
 from trainer._independence import independence_penalty
 from trainer._model import staged_loss
-from trainer._stages import beta_scale, penalty_active, stage_of, zay_capacity
 
 
 def reference_loop(cfg: RunConfig, data) -> tuple[float, float, int]:
-    """The published structure. Returns (train seconds, final val loss, samples seen)."""
+    """The published structure. Returns (train seconds, final val loss, samples seen).
+
+    Schedule, optimiser, warm-up and clipping are the trainer's own (``trainer._core``),
+    so the two loops optimise the same thing and differ only in how the loop is built.
+    """
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data.to(device)
     model = build_model(cfg, data).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     idx = data.splits["train"].cpu()
     ds = TensorDataset(data.x[idx.to(device)].cpu(), data.y[idx.to(device)].cpu(),
                        data.a[idx.to(device)].cpu())
     loader = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True)
+    opt, sched = make_optimiser(model, cfg, len(loader))
     seen, train_s = 0, 0.0
     log = []
     for epoch in range(cfg.optim.epochs):
-        stage, c = stage_of(epoch, cfg), zay_capacity(epoch, cfg)
-        beta, with_penalty = beta_scale(epoch, cfg), penalty_active(epoch, cfg)
-        gate = c if cfg.stages.zay_suppression == "gate" else 1.0
+        knobs = epoch_knobs(epoch, cfg, has_zay=model.has_zay)
         model.train()
         t0 = time.perf_counter()
         for x, y, a in loader:
             x, y, a = x.to(device), y.to(device), a.to(device)
-            out = model(x, zay_gate=gate, zay_frozen=stage == 1)
-            terms = staged_loss(model, out, x, y, a, cfg, capacity=c, beta_scale=beta)
+            out = model(x, zay_gate=knobs.gate, zay_frozen=knobs.frozen)
+            terms = staged_loss(model, out, x, y, a, cfg, capacity=knobs.capacity,
+                                beta_scale=knobs.beta)
             loss = terms.total
-            if with_penalty:  # re-encodes the batch, as _compute_independence_penalty does
+            if knobs.penalty:  # re-encodes the batch, as _compute_independence_penalty does
                 zay, zy, za = (model.encode(x, g)[0] for g in ("zay", "zy", "za"))
-                loss = loss + cfg.stages.independence_penalty * independence_penalty(
+                loss = loss + knobs.penalty_weight * independence_penalty(
                     cfg.stages.penalty_measure, zay, zy, za)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            clip_gradients(model, cfg.optim.grad_clip)
             opt.step()
+            sched.step()
             with torch.no_grad():  # training metrics from yet another pass
                 acc = (model.predict_y(x) == y).float().mean()
             log.append({"loss": loss.item(), "recon": terms.recon.item(), "acc": acc.item()})
