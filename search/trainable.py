@@ -122,10 +122,15 @@ def final_result(final: dict[str, float], cfg, objective: Objective,
 
 
 def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
-    """The final result of a trial that raised: why, and where in the run."""
+    """The final result of a trial that raised: why, and where in the run (the trainer's
+    note on an exception from its final evaluation says so, solo or population)."""
+    from trainer import EVALUATION
+
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
     epoch, stage, phase = where.get("epoch"), where.get("stage"), where.get("phase")
+    if any(EVALUATION in note for note in getattr(exc, "__notes__", ())):
+        phase = "evaluation"
     place = (f"epoch {epoch}, stage {stage}" if epoch is not None else phase or "setup")
     if phase == "evaluation":
         place = f"evaluation after epoch {epoch}"

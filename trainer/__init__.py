@@ -16,6 +16,7 @@ _EXPORTS = {
     "fit": "trainer._fit",
     "FitResult": "trainer._fit",
     "DivergenceError": "trainer._fit",
+    "EVALUATION": "trainer._core",
     "resolve_device": "trainer._fit",
     "fit_population": "trainer._population",
     "group_population": "trainer._population",

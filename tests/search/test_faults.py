@@ -26,6 +26,7 @@ from search.storage import beat, drivers, read_epochs, redact, study_lock
 from search.study import StudyError, open_study, recover_orphans, trial_seed
 from search.trainable import failure_result
 from tests.search.conftest import checksum
+from tests.tampered import RunsCode
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
@@ -318,16 +319,6 @@ def test_an_unreachable_url_with_a_query_password_never_shows_it(capsys):
 # -- item 8: checkpoints, liveness, tagging, driver rows ----------------------------------
 
 
-class _RunsCode:
-    """Unpickling this runs code: what a tampered checkpoint would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     from trainer import ConfigError, RunConfig
     from trainer._fit import load_checkpoint
@@ -336,7 +327,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     cfg = RunConfig()
     path = tmp_path / "checkpoint.pt"
     with open(path, "wb") as fh:
-        pickle.dump({"config_json": cfg.to_json(), "model": _RunsCode(marker)}, fh,
+        pickle.dump({"config_json": cfg.to_json(), "model": RunsCode(marker)}, fh,
                     protocol=2)
     with pytest.raises(ConfigError, match="refusing checkpoint"):
         load_checkpoint(path, cfg)

@@ -154,3 +154,30 @@ def test_a_failing_group_fails_only_its_own_members():
         assert {key: results[k][key] for key in own.final} == own.final, k
         assert results[k]["task_accuracy"] == own.final["acc_y_val"]
         assert results[k]["population_size"] == 2.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_failure_in_the_population_evaluation_is_reported_as_the_evaluation(monkeypatch):
+    """As a solo trial says: a population whose final evaluation raises fails each member
+    with "evaluation after epoch N", not with the last training epoch and stage."""
+    import json
+
+    from search.population import run_population_config
+    from tests.search.conftest import TINY_TRIAL
+    from trainer import RunConfig, _evaluation
+
+    def broken(inputs):
+        raise RuntimeError("probe solver failed")
+
+    monkeypatch.setattr(_evaluation, "prepare_probes", broken)
+    base = RunConfig().replace(**{**TINY_TRIAL, "epochs": 2}).to_dict()
+    members = [{"params": {"stage1_epochs": 1, "stage2_epochs": 0}},
+               {"params": {"stage1_epochs": 0, "stage2_epochs": 0}}]
+    config = {"base": base, "members": members,
+              "objective": {"mode": "pareto", "disentanglement": "zay_independence_score"}}
+    results = json.loads(run_population_config(config, lambda row: None)["members_json"])
+    for result in results:
+        failure = json.loads(result["failure_json"])
+        assert failure["reason"] == ("RuntimeError: probe solver failed "
+                                     "(evaluation after epoch 1)")
+        assert failure["phase"] == "evaluation"
