@@ -80,8 +80,8 @@ def main() -> None:
     for name, sec in per_metric.items():
         print(f"  {name:22s} {sec:6.2f} s")
     print(f"full evaluation: {total:.2f} s for {args.members} member(s), CPU time "
-          f"{min(r[3] for r in runs):.2f} s (fewest of {args.repeat}; on one thread, what "
-          f"other load on the machine does not add) (target < 0.5 s for one, < 2 s for 8)")
+          f"{min(r[3] for r in runs):.2f} s (all threads, fewest of {args.repeat}: less "
+          f"swayed by other load than wall time) (target < 0.5 s for one, < 2 s for 8)")
 
 
 def measure(args: argparse.Namespace) -> tuple[float, dict[str, float], int, float]:

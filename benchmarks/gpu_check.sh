@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks, as one prepared script for a machine with one NVIDIA GPU (about 12 min):
+# The GPU checks, as one prepared script for a machine with one NVIDIA GPU (under 8 min),
+# with torch alone (the project on PYTHONPATH; no Ray or Optuna needed):
 #   1. trainer throughput on CUDA: the MLP on digits, conv at 28/64/96 px on shapes;
 #   2. population training on CUDA: trials per hour at K = 1..16 against 1, 2 and 4 solo
-#      trials per GPU (fractional GPUs), GPU memory per member;
-#   3. a two-trial sweep sharing one GPU (--gpus-per-trial 0.5) into SQLite.
-# Prerequisite: the project installed with a CUDA build of torch, e.g.
-#   pip install torch --index-url https://download.pytorch.org/whl/cu126 && pip install -e '.[all]'
+#      trials per GPU, GPU memory per member (settings from population_settings.json);
+#   3. the full evaluation of 1 and 8 models with the probes fit on the device.
+# Prerequisite: a CUDA build of torch with numpy, scikit-learn and tqdm, e.g.
+#   PYTHONPATH=. bash benchmarks/gpu_check.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (figures go to OUT_DIR, default benchmarks/out/gpu)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${1:-benchmarks/out/gpu}"
 mkdir -p "$OUT"
 python - <<'PY' || { echo "gpu_check: torch sees no CUDA device; install a CUDA build of torch"; exit 2; }
@@ -26,11 +28,13 @@ step() {  # name, time limit (s), command...
   echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$OUT/$name.log"
 }
 
-step throughput_mlp 120 python benchmarks/trainer_throughput.py --device cuda --epochs 6 --repeats 2
-step throughput_conv 240 python benchmarks/trainer_throughput.py --arch conv --device cuda \
+# torch alone (a device image may have neither Ray nor Optuna): throughput, population
+# trials per hour, and the evaluation with its probes fit on the device; 7.5 min at most
+step throughput_mlp 90 python benchmarks/trainer_throughput.py --device cuda --epochs 6 --repeats 2
+step throughput_conv 150 python benchmarks/trainer_throughput.py --arch conv --device cuda \
   --samples 20000 --sizes 28 64 96
-step population 300 python benchmarks/population.py --device cuda --solo-parallel 1,2,4 \
-  --ks 1,2,4,8,16 --out "$OUT/population_gpu.json"
-step sweep_half_gpu 180 stagetune sweep --smoke-test --n-trials 2 --gpus-per-trial 0.5 \
-  --storage "sqlite:///$OUT/gpu_sweep.db" --study gpu-half --work-dir "$OUT/tune"
-step status 60 stagetune status --storage "sqlite:///$OUT/gpu_sweep.db" --study gpu-half
+step population 150 python benchmarks/population.py --device cuda --solo-parallel 1,2,4 \
+  --ks 1,2,4,8,16 --solo-trials 8 --out "$OUT/population_gpu.json"
+step evaluation_1 30 python benchmarks/evaluation_time.py --device cuda --threads 2 --repeat 3
+step evaluation_8 30 python benchmarks/evaluation_time.py --device cuda --threads 2 --repeat 3 \
+  --members 8

@@ -55,8 +55,14 @@ N_SETTINGS = 32
 COMPARED = ("task_accuracy", "zay_independence_score")
 
 
-def settings(device: str) -> list[dict]:
-    """16 flat configs: the base sizes plus parameters the sweep's space samples."""
+#: the settings every row trains, drawn once from the sweep's space (``--write-settings``)
+#: and kept in a file, so the benchmark itself needs torch alone (a device image may have
+#: neither Optuna nor Ray)
+SETTINGS_FILE = Path(__file__).with_name("population_settings.json")
+
+
+def sampled_params() -> list[dict]:
+    """``N_SETTINGS`` parameter draws of the sweep's space (random sampler, seed 0)."""
     import optuna
 
     from search.space import SearchSpace
@@ -64,11 +70,13 @@ def settings(device: str) -> list[dict]:
     space = SearchSpace(epochs=SIZES["epochs"], stage1_epochs=(0, SIZES["epochs"]),
                         stage2_epochs=(0, SIZES["epochs"]))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    out = []
-    for _ in range(N_SETTINGS):
-        params = space.sample(study.ask())
-        out.append({**SIZES, "device": device, "staged_training": True, **params})
-    return out
+    return [space.sample(study.ask()) for _ in range(N_SETTINGS)]
+
+
+def settings(device: str) -> list[dict]:
+    """The flat configs: the base sizes plus the parameters in ``SETTINGS_FILE``."""
+    params = json.loads(SETTINGS_FILE.read_text())
+    return [{**SIZES, "device": device, "staged_training": True, **p} for p in params]
 
 
 def _configs(flat: list[dict]):
@@ -295,7 +303,12 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--k1-vs-solo", type=int, default=0, metavar="N",
                    help="only compare solo fit with a population of one, N tries each")
+    p.add_argument("--write-settings", action="store_true",
+                   help=f"draw the settings from the sweep's space into {SETTINGS_FILE.name}")
     args = p.parse_args()
+    if args.write_settings:
+        SETTINGS_FILE.write_text(json.dumps(sampled_params(), indent=1) + "\n")
+        return
     if args.k1_vs_solo:
         k1_vs_solo(settings(args.device)[0], args.k1_vs_solo)
         return
