@@ -20,7 +20,7 @@ from search._progress import (
     summarize,
 )
 from search.objective import EPOCH_SCORE, Objective
-from search.space import SearchSpace, baseline_params
+from search.space import SearchSpace
 from search.storage import DRIVER_BEAT_S, beat, end_driver, redact
 from search.study import (
     count_finished,
@@ -167,7 +167,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     study = opened.study
     requeued = recover_orphans(study, opened.storage.engine)
     if opened.created:
-        base = baseline_params(opts.space.epochs)
+        base = opts.space.baseline()
         if opts.space.admits(base):
             study.enqueue_trial(base, user_attrs={"baseline": True})
         elif not opts.quiet:

@@ -36,7 +36,10 @@ def baseline_params(epochs: int) -> dict[str, Any]:
 
 
 def default_bounds(p: Param, epochs: int) -> tuple[Any, ...]:
-    """A searched parameter's default range ``(lo, hi)`` or choices for ``epochs``."""
+    """A searched parameter's default range ``(lo, hi)`` or choices for ``epochs`` (an
+    ``opt_in`` one's is its default alone: pinned until a range is given)."""
+    if p.opt_in:
+        return (p.default, p.default) if isinstance(p.search, Range) else (p.default,)
     if isinstance(p.search, Range):
         return p.search.bounds(epochs)
     assert isinstance(p.search, Choices), p.name
@@ -189,6 +192,15 @@ class SearchSpace:
                 return False
         return True
 
+    def baseline(self) -> dict[str, Any]:
+        """The method's own setting in this space: ``baseline_params`` plus the method's
+        value of each ``opt_in`` parameter this space searches (ranged, not fixed)."""
+        values = baseline_params(self.epochs)
+        for p in registry.searched():
+            if p.opt_in and p.name not in self.fixed and len(set(self.bounds[p.name])) > 1:
+                values[p.name] = p.method_value(self.epochs)
+        return values
+
     def describe(self) -> dict[str, Any]:
         return {"epochs": self.epochs, **self.bounds, "fixed": self.fixed}
 
@@ -266,12 +278,19 @@ def _file_entry(path: Path, key: str, name: str, value: Any) -> tuple[Any, ...]:
 
 def parameter_help() -> str:
     """The searched parameters for ``--help``: name (aliases), what it is, its default
-    range or choices, when it applies and the method's default; one entry a line."""
+    range or choices (an ``opt_in`` one: searched only when given a range), when it
+    applies and the method's default; one entry a line."""
     searched = registry.searched_names()
     lines = ["search parameters (NAME or an alias, for --set, --range and --space):"]
     for p in registry.searched():
         head = p.name + (f" ({', '.join(p.aliases)})" if p.aliases else "")
-        if isinstance(p.search, Range):
+        if p.opt_in:
+            example = (f"{p.search.low:g}:{p.search.high:g}" if isinstance(p.search, Range)
+                       else ",".join(_text(v) for v in p.search.values))
+            domain = (f"only when given a range (e.g. --range {p.name}={example}"
+                      + (", sampled on a log scale)" if isinstance(p.search, Range)
+                         and p.search.log else ")"))
+        elif isinstance(p.search, Range):
             hi = "EPOCHS" if p.search.high is None else f"{p.search.high:g}"
             domain = f"{p.search.low:g}:{hi}" + (", log scale" if p.search.log else "")
             others = [q.name for q in registry.searched() if q.budget and q is not p]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from trainer import params
 from trainer.params import PENALTY_MEASURES as PENALTY_MEASURES  # re-exported
+from trainer.params import PENALTY_PAIRS as PENALTY_PAIRS  # re-exported
 from trainer.params import ZAY_SUPPRESSION_MODES as ZAY_SUPPRESSION_MODES  # re-exported
 from trainer.params import default
 
@@ -40,10 +41,11 @@ class ModelConfig:
     hidden_dim: int = 256  # width of the MLP's hidden layers
     arch: str = "auto"  # "mlp", "conv" or "auto" (the data set's declared default)
     conv_channels: int = 32  # channels of the first conv block (doubling, up to 8x)
-    beta_y: float = 1.0
-    beta_a: float = 1.0
-    beta_ay: float = 1.0
-    beta_x: float = 1.0
+    # KL weights of each group (the registry's; staged_loss: beta_scale * beta_g * KL_g)
+    beta_y: float = default("beta_y")
+    beta_a: float = default("beta_a")
+    beta_ay: float = default("beta_ay")
+    beta_x: float = default("beta_x")
     alpha_y: float = 100.0
     alpha_a: float = 100.0
     recon_weight: float = 1.0
@@ -64,6 +66,7 @@ class StageConfig:
     use_independence_penalty: bool = default("use_independence_penalty")
     independence_penalty: float = default("independence_penalty")  # lambda
     penalty_measure: str = default("penalty_measure")
+    penalty_pairs: str = default("penalty_pairs")  # zy_za, or zy_za_zx (adds zay with zx)
     penalty_in_stage3: bool = False
 
 
@@ -222,6 +225,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"independence_penalty must not be negative (got {s.independence_penalty})"
         )
+    for name in ("beta_y", "beta_a", "beta_ay", "beta_x"):
+        if not getattr(m, name) >= 0:  # NaN too
+            raise ConfigError(f"{name} must be a non-negative number (got {getattr(m, name)})")
     index = flat_field_index()
     for p in params.PARAMS:  # the registry's choice parameters: zay_suppression, ...
         if p.allowed:

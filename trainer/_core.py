@@ -26,7 +26,7 @@ import math
 import os
 import pickle
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -274,23 +274,27 @@ def epoch_knobs(epoch: int, cfg: RunConfig, *, has_zay: bool) -> EpochKnobs:
 def step_losses(model: StagedVAE, out: dict[str, object], x: torch.Tensor, y: torch.Tensor,
                 a: torch.Tensor, cfg: RunConfig, *, capacity: float | torch.Tensor,
                 beta: float | torch.Tensor, penalty: bool | torch.Tensor,
-                penalty_weight: float | torch.Tensor) -> LossTerms:
+                penalty_weight: float | torch.Tensor,
+                weights: Mapping[str, float | torch.Tensor] | None = None) -> LossTerms:
     """The batch's loss terms: ``staged_loss`` plus the independence penalty where on.
 
     ``penalty`` is the run's switch (a bool) or, under ``vmap``, a member's (a 0-d
     tensor, with ``penalty_weight`` its λ); the penalty is then computed for every member
-    and kept where the switch is on, since ``vmap`` cannot branch per member.
+    and kept where the switch is on, since ``vmap`` cannot branch per member. ``weights``
+    (group -> KL weight) are a member's KL weights; ``None``: ``cfg.model``'s.
     """
     if not isinstance(penalty, torch.Tensor):
         # λ of a run is its config's, which ``staged_loss`` reads itself
         return staged_loss(model, out, x, y, a, cfg, capacity=capacity, beta_scale=beta,
-                           with_penalty=penalty)
-    terms = staged_loss(model, out, x, y, a, cfg, capacity=capacity, beta_scale=beta)
+                           with_penalty=penalty, weights=weights)
+    terms = staged_loss(model, out, x, y, a, cfg, capacity=capacity, beta_scale=beta,
+                        weights=weights)
     if not model.has_zay:
         return terms
     post = out["posteriors"]
     value = independence_penalty(
         cfg.stages.penalty_measure, post["zay"].mu, post["zy"].mu, post["za"].mu,  # type: ignore[index]
+        zx=post["zx"].mu, pairs=cfg.stages.penalty_pairs,  # type: ignore[index]
         y=y, a=a, n_classes=model.n_classes, n_domains=model.n_domains,
     )
     return replace(terms, total=torch.where(penalty, terms.total + penalty_weight * value,

@@ -162,29 +162,43 @@ def independence_penalty(
     zy: torch.Tensor,
     za: torch.Tensor,
     *,
+    zx: torch.Tensor | None = None,
+    pairs: str = "zy_za",
     y: torch.Tensor | None = None,
     a: torch.Tensor | None = None,
     n_classes: int = 0,
     n_domains: int = 0,
 ) -> torch.Tensor:
-    """The stage-2 penalty: dependence of zay on zy plus dependence of zay on za.
+    """The stage-2 penalty: dependence of zay on zy plus dependence of zay on za
+    (``pairs="zy_za"``), plus dependence of zay on zx with ``pairs="zy_za_zx"``.
 
     ``corr``: debiased linear CKA; ``hsic``: normalised unbiased RBF HSIC;
-    ``hsic_labels``: HSIC of zay against one-hot y and one-hot a instead of the latents.
+    ``hsic_labels``: HSIC of zay against one-hot y and one-hot a instead of the latents
+    (zx has no label: its pair is RBF HSIC of zay against zx, as ``hsic`` measures it).
     Each term is clamped at 0. A batch of fewer than 4 samples (a ragged last batch)
     cannot estimate unbiased HSIC and gets no penalty.
     """
-    if zay.shape[0] < 4 and measure in ("corr", "hsic", "hsic_labels"):
+    if pairs not in ("zy_za", "zy_za_zx"):
+        raise ValueError(f"unknown penalty pairs {pairs!r}")
+    if pairs == "zy_za_zx" and zx is None:
+        raise ValueError("penalty pairs zy_za_zx needs zx")
+    if measure not in ("corr", "hsic", "hsic_labels"):
+        raise ValueError(f"unknown penalty measure {measure!r}")
+    if zay.shape[0] < 4:
         return zay.new_zeros(()) + 0.0 * zay.sum()
     if measure == "corr":
-        return linear_cka(zay, zy).clamp_min(0) + linear_cka(zay, za).clamp_min(0)
-    if measure == "hsic":
-        return hsic(zay, zy).clamp_min(0) + hsic(zay, za).clamp_min(0)
-    if measure == "hsic_labels":
+        value = linear_cka(zay, zy).clamp_min(0) + linear_cka(zay, za).clamp_min(0)
+    elif measure == "hsic":
+        value = hsic(zay, zy).clamp_min(0) + hsic(zay, za).clamp_min(0)
+    else:
         if y is None or a is None:
             raise ValueError("hsic_labels needs the batch labels y and a")
         y1 = F.one_hot(y, n_classes).to(zay.dtype)
         a1 = F.one_hot(a, n_domains).to(zay.dtype)
-        return (hsic(zay, y1, kernel_b="linear").clamp_min(0)
-                + hsic(zay, a1, kernel_b="linear").clamp_min(0))
-    raise ValueError(f"unknown penalty measure {measure!r}")
+        value = (hsic(zay, y1, kernel_b="linear").clamp_min(0)
+                 + hsic(zay, a1, kernel_b="linear").clamp_min(0))
+    if pairs == "zy_za_zx":
+        assert zx is not None
+        pair = linear_cka(zay, zx) if measure == "corr" else hsic(zay, zx)
+        value = value + pair.clamp_min(0)
+    return value

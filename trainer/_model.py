@@ -12,6 +12,7 @@ per latent group and a transposed-convolution decoder, for 28-96 px images).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -300,6 +301,16 @@ class LossTerms:
     penalty: torch.Tensor
 
 
+#: each latent group's KL weight, by its ``ModelConfig`` field (a registry parameter)
+KL_WEIGHT_FIELDS: dict[str, str] = {"zy": "beta_y", "za": "beta_a", "zay": "beta_ay",
+                                    "zx": "beta_x"}
+
+
+def kl_weights(cfg: RunConfig) -> dict[str, float]:
+    """Each group's KL weight in ``cfg`` (``{"zy": beta_y, ...}``)."""
+    return {g: getattr(cfg.model, f) for g, f in KL_WEIGHT_FIELDS.items()}
+
+
 def staged_loss(
     model: StagedVAE,
     out: dict[str, object],
@@ -308,18 +319,23 @@ def staged_loss(
     a: torch.Tensor,
     cfg: RunConfig,
     *,
-    capacity: float,
-    beta_scale: float = 1.0,
+    capacity: float | torch.Tensor,
+    beta_scale: float | torch.Tensor = 1.0,
     with_penalty: bool = False,
+    weights: Mapping[str, float | torch.Tensor] | None = None,
 ) -> LossTerms:
     """recon + beta*(b_y KL_zy + b_x KL_zx + [zay term] + b_a KL_za) + a_y CE_y + a_a CE_a
     (+ lambda * independence penalty).
 
     The zay term is ``capacity * b_ay * KL_zay`` in ``kl_weight`` mode (the literal
     formula), ``b_ay * KL_zay`` in ``gate`` mode (capacity acts on the decoder input), and
-    ``gamma * |KL_zay - capacity * C_max|`` in ``kl_target`` mode.
+    ``gamma * |KL_zay - capacity * C_max|`` in ``kl_target`` mode. The KL weights b_g are
+    ``cfg.model``'s (``beta_y``, ``beta_x``, ``beta_a``, ``beta_ay``) unless ``weights``
+    (group -> weight, e.g. a population member's 0-d tensors) gives them. The penalty
+    measures ``cfg.stages.penalty_pairs``: zay with zy and za, or also zay with zx.
     """
     m, s = cfg.model, cfg.stages
+    w = kl_weights(cfg) if weights is None else weights
     post: dict[str, Posterior] = out["posteriors"]  # type: ignore[assignment]
     recon = F.binary_cross_entropy_with_logits(
         out["recon_logits"], x, reduction="none"  # type: ignore[arg-type]
@@ -328,14 +344,14 @@ def staged_loss(
     for g, p in post.items():
         mu_p, logvar_p = model.prior_params(g, y, a)
         kl[g] = gaussian_kl(p.mu, p.logvar, mu_p, logvar_p).mean()
-    weighted = m.beta_y * kl["zy"] + m.beta_x * kl["zx"] + m.beta_a * kl["za"]
+    weighted = w["zy"] * kl["zy"] + w["zx"] * kl["zx"] + w["za"] * kl["za"]
     zero = recon.new_zeros(())
     kl_zay_term = zero
     if "zay" in kl:
         if s.zay_suppression == "kl_weight":
-            kl_zay_term = capacity * m.beta_ay * kl["zay"]
+            kl_zay_term = capacity * w["zay"] * kl["zay"]
         elif s.zay_suppression == "gate":
-            kl_zay_term = m.beta_ay * kl["zay"]
+            kl_zay_term = w["zay"] * kl["zay"]
         else:  # kl_target
             kl_zay_term = s.kl_target_gamma * (kl["zay"] - capacity * s.kl_target_max).abs()
     ce_y = F.cross_entropy(out["y_logits"], y)  # type: ignore[arg-type]
@@ -352,6 +368,8 @@ def staged_loss(
             post["zay"].mu,
             post["zy"].mu,
             post["za"].mu,
+            zx=post["zx"].mu,
+            pairs=s.penalty_pairs,
             y=y,
             a=a,
             n_classes=model.n_classes,

@@ -6,8 +6,8 @@ stacked (``torch.func.stack_module_state``) and one batch step runs
 trainer's loss terms and batch statistics), so any architecture the solo trainer builds
 works unchanged. Everything a member would see alone stays its own:
 
-- schedule: the core's ``epoch_knobs`` for each member's config, entering as per-member
-  tensors;
+- schedule: the core's ``epoch_knobs`` for each member's config, and its KL weights,
+  entering as per-member tensors;
 - zay freezing (stage 1 of gate mode): the parameters that a solo frozen pass leaves
   without a gradient get neither gradient nor Adam update for that member;
 - randomness: one generator per seed, used exactly as ``fit`` uses it (``randperm`` per
@@ -19,7 +19,9 @@ works unchanged. Everything a member would see alone stays its own:
   final evaluation, all the core's.
 
 Members that cannot share one model (another architecture, data set, batch size, zay
-suppression mode or penalty measure) go to separate populations: ``group_population``.
+suppression mode, penalty measure or penalty pairs) go to separate populations:
+``group_population``. The KL weights of the latent groups (``beta_y``, ``beta_a``,
+``beta_ay``, ``beta_x``) are each member's own, as λ is.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from trainer._core import (
     validate_epoch,
 )
 from trainer._data import DataBundle
-from trainer._model import StagedVAE
+from trainer._model import KL_WEIGHT_FIELDS, StagedVAE
 
 PopulationReportFn = Callable[[int, dict[str, float]], None]
 POPULATION_CHECKPOINT = "population.pt"
@@ -77,8 +79,12 @@ POPULATION_CHECKPOINT = "population.pt"
 #: batches or a branch of the loss that ``vmap`` cannot take per member
 SHARED_FIELDS = (
     "model.*", "data.*", "optim.batch_size", "stages.zay_suppression",
-    "stages.penalty_measure", "stages.kl_target_gamma", "stages.kl_target_max", "device",
+    "stages.penalty_measure", "stages.penalty_pairs", "stages.kl_target_gamma",
+    "stages.kl_target_max", "device",
 )
+#: fields that ``SHARED_FIELDS`` would cover but each member has its own: the KL weights
+#: of the latent groups, which enter each member's loss as 0-d tensors (like λ)
+MEMBER_FIELDS = tuple(f"model.{f}" for f in KL_WEIGHT_FIELDS.values())
 
 
 def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
@@ -90,6 +96,8 @@ def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
     flat = flatten_config(cfg.to_dict())
     keep = {}
     for name, value in flat.items():
+        if name in MEMBER_FIELDS:
+            continue
         if any(name == f or (f.endswith(".*") and name.startswith(f[:-1]))
                for f in SHARED_FIELDS):
             keep[name] = value
@@ -131,7 +139,8 @@ class _MemberStep(nn.Module):
         terms = step_losses(self.model, out, x, y, a, self.cfg, capacity=knobs["capacity"],
                             beta=knobs["beta"],
                             penalty=knobs["penalty"] if self.with_penalty else False,
-                            penalty_weight=knobs["penalty_weight"])
+                            penalty_weight=knobs["penalty_weight"],
+                            weights={g: knobs[f] for g, f in KL_WEIGHT_FIELDS.items()})
         return batch_statistics(terms, out, y, a)
 
 
@@ -303,6 +312,9 @@ class _Population:
             for name, dtype in (("gate", torch.float32), ("capacity", torch.float32),
                                 ("beta", torch.float32), ("penalty_weight", torch.float32),
                                 ("penalty", torch.bool))}
+        for name in KL_WEIGHT_FIELDS.values():  # each member's KL weights
+            per_member[name] = self._tensor([getattr(c.model, name) for c in cfgs],
+                                            torch.float32)
         frozen = self._tensor([k.frozen for k in knobs], torch.bool)
         receive = {n: torch.where(frozen, torch.tensor(fr, device=self.device),
                                   torch.tensor(op, device=self.device))

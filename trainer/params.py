@@ -23,6 +23,9 @@ from typing import Any
 
 ZAY_SUPPRESSION_MODES: tuple[str, ...] = ("gate", "kl_weight", "kl_target")
 PENALTY_MEASURES: tuple[str, ...] = ("corr", "hsic", "hsic_labels")
+#: which pairs of latent groups the independence penalty measures: zay with zy and with za,
+#: or also zay with zx
+PENALTY_PAIRS: tuple[str, ...] = ("zy_za", "zy_za_zx")
 
 #: the word for "each stage gets 1/n of the epochs", as the report's legend says it
 _SHARE_WORDS = {1: "all epochs", 2: "halves", 3: "thirds", 4: "quarters", 5: "fifths"}
@@ -67,6 +70,10 @@ class Param:
         help: One phrase for ``--help``; a bool's says what turning it on does.
         search: What a sweep searches by default; ``None``: not searched, and a sweep
             pins it to ``default`` (parameters may still be conditioned on it).
+        opt_in: Searchable but not in the default space: a sweep pins it to ``default``
+            unless ``--range`` or a space file gives it a range (``--set`` fixes it);
+            ``search`` then holds the suggested range shown in ``--help`` and the scale
+            (log or not) that a given range is sampled on.
         aliases: Short names accepted by ``--set``, ``--range`` and space files.
         when: ``(parameter, value)`` pairs that must all hold for this one to apply;
             the named parameters come earlier in :data:`PARAMS`. A sweep samples it
@@ -93,6 +100,7 @@ class Param:
     budget: bool = False
     share: int | None = None
     baseline: bool = True
+    opt_in: bool = False
     label: str = ""
     symbol: str = ""
     off_flag: tuple[str, str] = ()
@@ -134,6 +142,9 @@ class Param:
         return True
 
 
+#: the range ``--help`` suggests for a KL weight, sampled on a log scale
+_KL_WEIGHT_RANGE = Range(0.25, 4.0, log=True)
+
 PARAMS: tuple[Param, ...] = (
     Param("staged_training", bool, True,
           "train in three stages: zay kept out, ramped in, then free "
@@ -158,10 +169,31 @@ PARAMS: tuple[Param, ...] = (
           search=Choices(("corr",)), aliases=("measure",),
           when=(("use_independence_penalty", True),), allowed=PENALTY_MEASURES,
           baseline=False, label="penalty measure"),
+    Param("penalty_pairs", str, "zy_za",
+          "which pairs of latent groups the independence penalty measures: zy_za = "
+          "m(zay, zy) + m(zay, za); zy_za_zx adds m(zay, zx) (with hsic_labels, the zx "
+          "pair is RBF HSIC on the latents: zx has no label)",
+          search=Choices(("zy_za",)), aliases=("pairs",),
+          when=(("use_independence_penalty", True),), allowed=PENALTY_PAIRS,
+          baseline=False, label="penalty pairs"),
     Param("zay_suppression", str, "gate", "how stage 1 keeps zay out",
           search=Choices(("gate",)), aliases=("suppression",),
           when=(("staged_training", True),), allowed=ZAY_SUPPRESSION_MODES,
           baseline=False, label="zay suppression"),
+    Param("beta_y", float, 1.0,
+          "KL weight of zy: the loss's term beta_scale * beta_y * KL(q(zy|x) || p(zy|y))",
+          search=_KL_WEIGHT_RANGE, aliases=("beta_zy",), opt_in=True, label="β_zy"),
+    Param("beta_a", float, 1.0,
+          "KL weight of za: the loss's term beta_scale * beta_a * KL(q(za|x) || p(za|a))",
+          search=_KL_WEIGHT_RANGE, aliases=("beta_za",), opt_in=True, label="β_za"),
+    Param("beta_ay", float, 1.0,
+          "KL weight of zay: the loss's term beta_scale * beta_ay * KL(q(zay|x) || "
+          "p(zay|y,a)), times zay's capacity in kl_weight mode (no effect in kl_target "
+          "mode, whose zay term is gamma * |KL - c * C_max|, nor in the diva variant)",
+          search=_KL_WEIGHT_RANGE, aliases=("beta_zay",), opt_in=True, label="β_zay"),
+    Param("beta_x", float, 1.0,
+          "KL weight of zx: the loss's term beta_scale * beta_x * KL(q(zx|x) || N(0, I))",
+          search=_KL_WEIGHT_RANGE, aliases=("beta_zx",), opt_in=True, label="β_zx"),
 )
 """The registry, in sampling order (a parameter's conditions name earlier ones)."""
 
@@ -231,11 +263,12 @@ def baseline(epochs: int) -> dict[str, Any]:
     """The method's own setting, as searched values for a budget of ``epochs`` epochs.
 
     A new study runs it first. It holds the ``baseline`` entries that apply (thirds,
-    λ = 10, penalty on); the others are left to the search space.
+    λ = 10, penalty on); the others are left to the search space (an ``opt_in`` entry is
+    pinned to its default unless a space ranges it: ``SearchSpace.baseline`` adds it then).
     """
     values: dict[str, Any] = {}
     for p in searched():
-        if p.baseline and p.applies(values):
+        if p.baseline and not p.opt_in and p.applies(values):
             values[p.name] = p.method_value(epochs)
     return values
 
@@ -307,4 +340,6 @@ def check(params: tuple[Param, ...] | None = None) -> None:
             raise RegistryError(f"{where}: budget and share are for epoch counts (int)")
         if p.off_flag and p.kind is not bool:
             raise RegistryError(f"{where}: off_flag is for bool parameters")
+        if p.opt_in and p.search is None:
+            raise RegistryError(f"{where}: an opt_in parameter needs a search range or choices")
         seen |= {p.name, *p.aliases}

@@ -144,7 +144,11 @@ def _legacy_sample(space: SearchSpace, trial) -> dict:
         p["independence_penalty"] = (float(lo) if lo == hi else trial.suggest_float(
             "independence_penalty", lo, hi, log=True))
         p["penalty_measure"] = cat("penalty_measure")
+        p["penalty_pairs"] = cat("penalty_pairs")
     p["zay_suppression"] = cat("zay_suppression")
+    for name in ("beta_y", "beta_a", "beta_ay", "beta_x"):  # opt-in: pinned unless ranged
+        lo, hi = rng(name)
+        p[name] = float(lo) if lo == hi else trial.suggest_float(name, lo, hi, log=True)
     return p
 
 
@@ -184,6 +188,8 @@ def test_the_space_holds_the_registrys_searched_parameters_and_ranges():
     assert list(space.bounds) == list(params.searched_names())
     for p in params.searched():
         want = (p.search.bounds(24) if isinstance(p.search, Range) else p.search.values)
+        if p.opt_in:  # pinned to the method's value until a range is given
+            want = (p.default, p.default) if isinstance(p.search, Range) else (p.default,)
         assert getattr(space, p.name) == tuple(want), p.name
     assert space.stage1_epochs == (0, 24) and space.independence_penalty == (0.1, 100.0)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
@@ -290,3 +296,70 @@ def test_a_searched_choice_entry_parses_by_its_kind(monkeypatch):
     assert build_space(6, fixes=["zy_dim=8"]).sample(optuna.create_study().ask())["zy_dim"] == 8
     with pytest.raises(SpaceError, match="must be an integer"):
         build_space(6, fixes=["zy=wide"])
+
+
+KL_WEIGHTS = (("beta_y", "beta_zy"), ("beta_a", "beta_za"), ("beta_ay", "beta_zay"),
+              ("beta_x", "beta_zx"))
+
+
+def test_the_kl_weights_are_pinned_to_runconfigs_default_until_ranged():
+    from trainer import RunConfig
+
+    cfg = RunConfig()
+    space = build_space(12)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    p = space.sample(trial)
+    for name, _ in KL_WEIGHTS:
+        assert p[name] == getattr(cfg.model, name) == params.get(name).default == 1.0
+        assert name not in trial.params  # not an Optuna parameter: not searched
+        assert name not in space.baseline()
+
+
+@pytest.mark.parametrize(("name", "alias"), KL_WEIGHTS)
+def test_a_kl_weight_is_ranged_fixed_and_filed_by_name_or_alias(tmp_path, name, alias):
+    for key in (name, alias):
+        space = build_space(12, ranges=[f"{key}=0.5:2"])
+        assert getattr(space, name) == (0.5, 2.0)
+        assert space.baseline()[name] == 1.0  # the method's own value, enqueued first
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(10):
+            trial = study.ask()
+            value = space.sample(trial)[name]
+            assert 0.5 <= value <= 2.0 and trial.params[name] == value
+            dist = trial.distributions[name]
+            assert (dist.low, dist.high, dist.log) == (0.5, 2.0, True)  # log scale
+            study.tell(trial, 0.0)
+        fixed = build_space(12, fixes=[f"{key}=0.3"])
+        assert fixed.fixed == {name: 0.3}
+        assert fixed.sample(optuna.create_study().ask())[name] == 0.3
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps({key: [0.25, 4.0]}))
+        assert getattr(build_space(12, file=path), name) == (0.25, 4.0)
+    with pytest.raises(SpaceError, match="must be positive"):
+        build_space(12, ranges=[f"{name}=0:2"])
+
+
+def test_penalty_pairs_is_a_choice_that_defaults_to_todays_pairs():
+    space = build_space(12, ranges=["pairs=zy_za,zy_za_zx"], fixes=["penalty=on"])
+    assert build_space(12).penalty_pairs == ("zy_za",)
+    assert space.penalty_pairs == ("zy_za", "zy_za_zx")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        seen.add(space.sample(trial)["penalty_pairs"])
+        study.tell(trial, 0.0)
+    assert seen == {"zy_za", "zy_za_zx"}
+    with pytest.raises(SpaceError, match="penalty_pairs choices"):
+        build_space(12, fixes=["pairs=zx"])
+
+
+def test_the_sweep_help_shows_the_kl_weights_as_opt_in():
+    from search.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    text = " ".join(sub.format_help().split())
+    assert ("beta_x (beta_zx): KL weight of zx: the loss's term beta_scale * beta_x * "
+            "KL(q(zx|x) || N(0, I)); searched only when given a range (e.g. --range "
+            "beta_x=0.25:4, sampled on a log scale); method default 1") in text

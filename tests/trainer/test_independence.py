@@ -146,3 +146,17 @@ def test_a_shrunken_copy_cannot_escape_the_corr_penalty(scale):
     zy = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))
     assert float(linear_cka(zy * scale, zy)) > 0.99
     assert linear_cka_metric((zy * scale).numpy(), zy.numpy()) > 0.99
+
+
+def test_the_penalty_pairs_are_checked():
+    g = torch.Generator().manual_seed(0)
+    zay, zy, za, zx = (torch.randn(16, 4, generator=g) for _ in range(4))
+    with pytest.raises(ValueError, match="needs zx"):
+        independence_penalty("corr", zay, zy, za, pairs="zy_za_zx")
+    with pytest.raises(ValueError, match="unknown penalty pairs"):
+        independence_penalty("corr", zay, zy, za, zx=zx, pairs="all")
+    # zy_za ignores zx; zy_za_zx adds the zay/zx term: 1 for a copy of zay (linear CKA)
+    two = independence_penalty("corr", zay, zy, za)
+    assert torch.equal(independence_penalty("corr", zay, zy, za, zx=zx), two)
+    three = independence_penalty("corr", zay, zy, za, zx=zay, pairs="zy_za_zx")
+    assert float(three - two) == pytest.approx(1.0, abs=1e-5)

@@ -13,6 +13,7 @@ import pytest
 from trainer import params
 from trainer._config import (
     PENALTY_MEASURES,
+    PENALTY_PAIRS,
     ZAY_SUPPRESSION_MODES,
     ConfigError,
     OptimConfig,
@@ -52,6 +53,7 @@ def test_every_default_is_the_one_runconfig_holds():
     # the tuples other modules import are the registry's allowed values
     assert params.get("zay_suppression").allowed is ZAY_SUPPRESSION_MODES
     assert params.get("penalty_measure").allowed is PENALTY_MEASURES
+    assert params.get("penalty_pairs").allowed is PENALTY_PAIRS
 
 
 def test_the_method_default_resolves_as_runconfig_does():
@@ -69,11 +71,15 @@ def test_the_method_default_resolves_as_runconfig_does():
 def test_names_and_aliases_as_users_know_them():
     assert params.searched_names() == (
         "stage1_epochs", "stage2_epochs", "use_independence_penalty", "independence_penalty",
-        "penalty_measure", "zay_suppression")
+        "penalty_measure", "penalty_pairs", "zay_suppression", "beta_y", "beta_a", "beta_ay",
+        "beta_x")
     assert params.aliases() == {"stage1": "stage1_epochs", "stage2": "stage2_epochs",
                                 "penalty": "use_independence_penalty",
                                 "lambda": "independence_penalty",
-                                "measure": "penalty_measure", "suppression": "zay_suppression"}
+                                "measure": "penalty_measure", "pairs": "penalty_pairs",
+                                "suppression": "zay_suppression", "beta_zy": "beta_y",
+                                "beta_za": "beta_a", "beta_zay": "beta_ay",
+                                "beta_zx": "beta_x"}
     assert params.canonical("lambda") == "independence_penalty"
     assert params.canonical("epochs") == "epochs"
 
@@ -100,6 +106,7 @@ def test_choice_parameters_are_validated_from_the_registry(monkeypatch):
         (Param("lr", float, 1e-3, "x", search=Range(0.0, 1.0, log=True)), "positive"),
         (Param("lr", float, 1e-3, "x", search=Range(0.0)), "only an epoch count"),
         (Param("lr", float, 1e-3, "x", share=3), "epoch counts"),
+        (Param("lr", float, 1e-3, "x", opt_in=True), "needs a search range"),
     ],
 )
 def test_an_inconsistent_entry_is_named(entry, message):
@@ -128,3 +135,30 @@ def test_one_entry_gives_the_trainer_a_flag(monkeypatch):
     assert cfg.stages.kl_target_gamma == 3.5 and cfg.stages.zay_suppression == "kl_target"
     default = config_from_args(build_parser().parse_args([]), [])
     assert default.stages.kl_target_gamma == GAMMA.default
+
+
+def test_the_kl_weights_are_opt_in_levers_at_the_method_value():
+    cfg = RunConfig()
+    for name, alias in (("beta_y", "beta_zy"), ("beta_a", "beta_za"), ("beta_ay", "beta_zay"),
+                        ("beta_x", "beta_zx")):
+        p = params.get(name)
+        assert p.default == 1.0 == getattr(cfg.model, name)
+        assert p.opt_in and p.searched and params.canonical(alias) == name
+        assert p.search == Range(0.25, 4.0, log=True)
+        assert name not in params.baseline(30)  # pinned unless a space ranges it
+    with pytest.raises(ConfigError, match="beta_x must be a non-negative number"):
+        RunConfig().replace(beta_x=-0.5)
+    with pytest.raises(ConfigError, match="unknown penalty_pairs 'zx'"):
+        RunConfig().replace(penalty_pairs="zx")
+
+
+def test_the_trainer_takes_the_levers_as_flags():
+    from trainer.cli import build_parser, config_from_args
+
+    text = build_parser().format_help()
+    for flag in ("--beta_x", "--beta_ay", "--beta_y", "--beta_a", "--penalty_pairs"):
+        assert flag in text
+    argv = ["--beta_x", "0.5", "--beta-ay", "2", "--penalty_pairs", "zy_za_zx"]
+    cfg = config_from_args(build_parser().parse_args(argv), argv)
+    assert (cfg.model.beta_x, cfg.model.beta_ay, cfg.model.beta_y) == (0.5, 2.0, 1.0)
+    assert cfg.stages.penalty_pairs == "zy_za_zx"

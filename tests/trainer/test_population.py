@@ -253,3 +253,40 @@ def test_members_with_their_own_seeds_see_their_own_batches():
         assert_same_history(pop[k].history, solo_history(cfg, data=load_dataset(cfg.data, 0)),
                             tol)
     assert pop[0].history[0]["train_loss"] != pop[1].history[0]["train_loss"]
+
+
+def test_members_differing_only_in_kl_weights_share_a_population_and_match_solo():
+    # beta_x (zx's KL weight) enters each member's loss as its own 0-d tensor, as λ does
+    configs = [tiny_config(epochs=3, stage1_epochs=1, stage2_epochs=1, beta_x=b)
+               for b in (1.0, 0.3)]
+    assert group_population(configs) == [[0, 1]]
+    pop = fit_population(configs, evaluate=False)
+    n_train = load_dataset(configs[0].data, configs[0].seed).split_size("train")
+    tol = reassociation_tolerance(configs[0], n_train)
+    for k, cfg in enumerate(configs):
+        assert_same_history(pop[k].history, solo_history(cfg), tol)
+    # the members really differ: zx's KL is weighted differently from the first step on
+    assert pop[0].history[0]["train_loss"] != pop[1].history[0]["train_loss"]
+    assert pop[0].history[0]["train_kl_zx"] != pop[1].history[0]["train_kl_zx"]
+
+
+def test_the_other_kl_weights_are_per_member_and_the_penalty_pairs_shared():
+    base = tiny_config()
+    configs = [base, base.replace(beta_y=0.5, beta_a=2.0, beta_ay=0.25),
+               base.replace(penalty_pairs="zy_za_zx")]
+    assert group_population(configs) == [[0, 1], [2]]
+    with pytest.raises(ConfigError, match="cannot share one model.*penalty_pairs"):
+        fit_population([configs[0], configs[2]])
+
+
+def test_a_population_penalising_zay_with_zx_too_matches_solo():
+    # the vmap path of the penalty (one switch per member) measures the same pairs as fit
+    configs = [tiny_config(epochs=3, stage1_epochs=0, stage2_epochs=2, penalty_pairs="zy_za_zx",
+                           independence_penalty=lam, penalty_measure="hsic")
+               for lam in (10.0, 1.0)]
+    pop = fit_population(configs, evaluate=False)
+    n_train = load_dataset(configs[0].data, configs[0].seed).split_size("train")
+    for k, cfg in enumerate(configs):
+        assert_same_history(pop[k].history, solo_history(cfg),
+                            reassociation_tolerance(cfg, n_train))
+    assert all(r["train_penalty"] > 0 for r in pop[0].history[:2])
