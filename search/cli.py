@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight", type=float, default=0.5,
                    help="scalar mode: weight of disentanglement against accuracy")
     r = run.add_argument_group("scheduling")
-    r.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
-                   help="Optuna sampler that proposes the settings")
+    r.add_argument("--sampler", choices=["tpe", "nsga2", "random", "gp"], default="tpe",
+                   help="Optuna sampler that proposes the settings (gp: Gaussian-process "
+                        "Bayesian optimisation)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed")
     r.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPUs Ray reserves for each trial")

@@ -67,6 +67,12 @@ def nsga2_population_size(n_trials: int | None) -> int:
     return max(4, min(50, n_trials // 4))
 
 
+#: the samplers ``--sampler`` names (``search.cli`` lists them too, without importing optuna)
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "gp")
+#: trials the GP sampler draws at random before it fits its first model (as TPE's 5)
+GP_STARTUP_TRIALS = 5
+
+
 def make_sampler(name: str, seed: int | None, *,
                  n_trials: int | None = None) -> optuna.samplers.BaseSampler:
     """The named sampler, seeded; ``n_trials`` (the study's total) sizes NSGA-II's
@@ -82,7 +88,16 @@ def make_sampler(name: str, seed: int | None, *,
             seed=seed, population_size=nsga2_population_size(n_trials))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise StudyError(f"unknown sampler {name!r}; choose tpe, nsga2 or random")
+    if name == "gp":
+        # Gaussian-process Bayesian optimisation: multi-objective (logEHVI) and constrained
+        # since Optuna 4.5; it reads the collapse constraint each finished trial carries
+        # (``Trial.set_constraint``), as the other samplers do. Categorical parameters are
+        # searched by the GP; a parameter outside the space every trial shares (λ, only
+        # sampled while the penalty is on) is drawn by its seeded independent sampler.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=GP_STARTUP_TRIALS,
+                                         warn_independent_sampling=False)
+    raise StudyError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

@@ -161,3 +161,73 @@ def test_nsga2_evolves_within_a_sweep_shorter_than_its_default_generation(tmp_pa
                    for t in opened.study.get_trials(deepcopy=False)]
     assert generations[:4] == [0, 0, 0, 0]
     assert max(g for g in generations if g is not None) >= 3
+
+
+# -- --sampler gp: Optuna's GPSampler -------------------------------------------------------
+
+
+def _gp_sweep(url: str, n: int, *, seed: int = 0, sampler: str = "gp", start: int = 0,
+              total: int | None = None) -> list[dict]:
+    """``n`` trials of a searcher with ``sampler`` on study "g" in ``url`` (made or
+    reopened); every third trial has a collapsed zay (infeasible). The params it asked."""
+    opened = open_study(url, "g", Objective(), sampler=sampler, seed=seed)
+    space = SearchSpace(epochs=6, stage1_epochs=(0, 6), stage2_epochs=(0, 6),
+                        zay_suppression=("gate", "kl_weight"))  # a categorical with 2 values
+    s = StudySearcher(opened.study, space, Objective(), base_config={}, trial_options={},
+                      experiment="e", engine=opened.storage.engine, total=total,
+                      sampler=sampler, seed=seed)
+    asked = []
+    for i in range(start, start + n):
+        cfg = s.suggest(f"t{i}")
+        assert cfg is not None and cfg != s.FINISHED
+        p = cfg["params"]
+        asked.append(p)
+        s1 = p["stage1_epochs"]
+        s.on_trial_complete(f"t{i}", {**FINAL, "task_accuracy": 0.5 + 0.05 * s1,
+                                      "zay_independence_score": 1.0 - 0.04 * s1,
+                                      "zay_collapsed": float(i % 3 == 2)})
+    return asked
+
+
+def test_the_gp_sampler_is_optunas_seeded_and_listed():
+    from search.cli import build_parser
+    from search.study import GP_STARTUP_TRIALS, SAMPLERS, make_sampler
+
+    sampler = make_sampler("gp", 7)
+    assert isinstance(sampler, optuna.samplers.GPSampler)
+    assert sampler._n_startup_trials == GP_STARTUP_TRIALS
+    run = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    choices = next(a for a in run._actions if a.dest == "sampler").choices
+    assert list(choices) == list(SAMPLERS) and "gp" in SAMPLERS
+
+
+def test_gp_fits_its_model_with_the_collapse_constraint_and_repeats_by_seed(tmp_path):
+    n = 7  # 5 random start-up trials, then 2 from the GP's acquisition
+    first = _gp_sweep(f"sqlite:///{tmp_path / 'a.db'}", n)
+    again = _gp_sweep(f"sqlite:///{tmp_path / 'b.db'}", n)
+    other = _gp_sweep(f"sqlite:///{tmp_path / 'c.db'}", 2, seed=1)
+    assert first == again  # same seed, same suggestions, the GP's included
+    assert first[:2] != other
+    study = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * n
+    # each trial carries the constraint the GP reads: > 0 (infeasible) where zay collapsed
+    assert [t.constraints["zay_collapsed"] > 0 for t in trials] == [
+        i % 3 == 2 for i in range(n)]
+    # after the start-up trials the GP proposed (its relative sample is stored on the trial)
+    by_gp = ["gp:relative_params:0" in t.system_attrs for t in trials]
+    assert by_gp == [False] * 5 + [True] * 2
+
+
+def test_a_gp_study_resumes_and_another_samplers_study_continues_with_gp(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    _gp_sweep(url, 6, total=9)
+    _gp_sweep(url, 3, start=6, total=9)  # reopened with the same sampler: goes on
+    study = optuna.load_study(study_name="g", storage=url)
+    assert [t.number for t in study.get_trials()] == list(range(9))
+    assert "gp:relative_params:0" in study.trials[-1].system_attrs
+    other = f"sqlite:///{tmp_path / 't.db'}"
+    _gp_sweep(other, 5, sampler="tpe")
+    _gp_sweep(other, 2, start=5)
+    assert "gp:relative_params:0" in optuna.load_study(
+        study_name="g", storage=other).trials[-1].system_attrs

@@ -58,6 +58,24 @@ def test_sweep_on_sqlite_then_resume_runs_only_what_is_missing(tmp_path, local_r
     assert again["counts"] == summary["counts"]
 
 
+def test_a_gp_sweep_searches_a_ranged_kl_weight_end_to_end(tmp_path, local_ray):
+    import dataclasses
+
+    from search.space import build_space
+
+    url = f"sqlite:///{tmp_path / 'gp.db'}"
+    space = build_space(4, ranges=["beta_zx=0.25:4"], fixes=["stage1=1", "stage2=1"])
+    opts = dataclasses.replace(tiny_options(url, "g", 2, tmp_path), sampler="gp", space=space)
+    assert run_sweep(opts)["counts"]["complete"] == 2
+    trials = _check_study(url, "g", 2)
+    assert trials[0].params["beta_x"] == 1.0  # the baseline keeps the method's value
+    for t in trials:
+        assert 0.25 <= t.params["beta_x"] <= 4.0
+        assert t.user_attrs["config"]["model"]["beta_x"] == t.params["beta_x"]
+        assert t.user_attrs["config"]["model"]["beta_y"] == 1.0  # not ranged: pinned
+        assert "zay_collapsed" in t.constraints
+
+
 @pytest.mark.postgres
 def test_sweep_on_postgresql(tmp_path, local_ray, pg_url):
     summary = run_sweep(tiny_options(pg_url, "pg", 2, tmp_path))
