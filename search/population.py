@@ -118,7 +118,7 @@ def run_population_config(config: dict[str, Any], report,
     cfgs = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
         write_plots=False) for m in config["members"]]
     # the members' probes run in torch on the trial's device, all in one batch
-    # (trainer._evaluation)
+    # (trainer.metrics.fit_probes)
     results: list[dict[str, Any] | None] = [None] * len(cfgs)
     for group in group_population(cfgs):
         where.update(phase="training", epoch=0)

@@ -705,11 +705,8 @@ def final_analyses(model: StagedVAE, data: DataBundle,
     they are) and its inputs read; then every run's probes are fit in one batch and each
     run's metrics computed. An exception raised here carries the note ``EVALUATION``.
     """
-    from trainer._evaluation import (  # the evaluation pulls in scikit-learn
-        eval_inputs,
-        evaluate_inputs,
-        prepare_probes,
-    )
+    from trainer._evaluation import eval_inputs, evaluate_inputs  # pulls in scikit-learn
+    from trainer.metrics import fit_probes
 
     with noted(EVALUATION):
         inputs = []
@@ -717,5 +714,5 @@ def final_analyses(model: StagedVAE, data: DataBundle,
             if state is not None:
                 model.load_state_dict(state)
             inputs.append(eval_inputs(model, data, cfg))
-        prepare_probes(inputs)
+        fit_probes(inputs)
         return [evaluate_inputs(i, data, model.groups) for i in inputs]

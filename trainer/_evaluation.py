@@ -59,21 +59,15 @@ def _split_arrays(
 def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, Any]:
     """All final metrics of a trained model, plus the tables the plots draw."""
     inputs = eval_inputs(model, data, cfg)
-    prepare_probes([inputs])
+    fit_probes([inputs])
     return evaluate_inputs(inputs, data, model.groups)
-
-
-def prepare_probes(inputs: list[EvalInputs]) -> None:
-    """Fit every probe of several models' inputs in one batch (``trainer.metrics.fit_probes``)
-    before their metrics are computed."""
-    fit_probes(inputs)
 
 
 def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInputs:
     """What the metrics read of a trained model: posteriors and factors of the two splits.
 
     Separate from ``evaluate_inputs`` so that several models' probes can be fit in one
-    batch (``prepare_probes``) before their metrics are computed.
+    batch (``trainer.metrics.fit_probes``) before their metrics are computed.
     """
     n = cfg.eval_max_samples
     fit_latents, fit_std, fit_factors, _, acc_val = _split_arrays(model, data, FIT_SPLIT, n)

@@ -164,12 +164,12 @@ def test_a_failure_in_the_population_evaluation_is_reported_as_the_evaluation(mo
 
     from search.population import run_population_config
     from tests.search.conftest import TINY_TRIAL
-    from trainer import RunConfig, _evaluation
+    from trainer import RunConfig
 
     def broken(inputs):
         raise RuntimeError("probe solver failed")
 
-    monkeypatch.setattr(_evaluation, "prepare_probes", broken)
+    monkeypatch.setattr("trainer.metrics.fit_probes", broken)
     base = RunConfig().replace(**{**TINY_TRIAL, "epochs": 2}).to_dict()
     members = [{"params": {"stage1_epochs": 1, "stage2_epochs": 0}},
                {"params": {"stage1_epochs": 0, "stage2_epochs": 0}}]

@@ -65,9 +65,9 @@ def active_dims(latent: np.ndarray, std: np.ndarray | None = None) -> int:
     deterministic latent): ``var > ACTIVE_RELATIVE_VARIANCE * mean(z^2)``, unit-free, so
     a constant or all-zero dimension is inactive at any scale.
     """
-    var = np.asarray(latent, np.float64).var(0)
     if std is not None:
         return int((posterior_snr(latent, std) > ACTIVE_SNR).sum())
+    var = np.asarray(latent, np.float64).var(0)
     scale = (latent * latent).mean(0)
     return int(((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).sum())
 

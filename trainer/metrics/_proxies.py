@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from trainer._independence import hsic, linear_cka
-from trainer.metrics._activity import COLLAPSE_RATE_PER_DIM
+from trainer.metrics._activity import ACTIVE_RELATIVE_VARIANCE, COLLAPSE_RATE_PER_DIM
 from trainer.metrics._activity import information_rate_torch as information_rate
 
 PROXY_HSIC_SAMPLES = 512
@@ -141,7 +141,7 @@ def epoch_proxies(
         alive = rate >= COLLAPSE_RATE_PER_DIM * zay.shape[1]
     else:  # deterministic latents: collapsed only when no dimension varies
         var, scale = zay.var(0), (zay * zay).mean(0)
-        alive = ((var > 1e-8 * scale) & (var > 0)).any()
+        alive = ((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
     out["val_disentanglement_score"] = torch.where(alive, score_value,
                                                    torch.zeros_like(score_value))
     return out
