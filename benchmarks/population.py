@@ -277,7 +277,7 @@ def k1_vs_solo(flat: dict, repeats: int) -> dict:
     ways = [("solo", _solo_epochs), ("population K=1", _population_epochs)]
     for r in range(repeats):  # alternating, so drift on a shared machine hits both
         for name, way in ways if r % 2 == 0 else ways[::-1]:
-            runs[name].append(way(cfg, load_dataset(cfg.data, cfg.seed)))
+            runs[name].append(way(cfg, load_dataset(cfg.data, cfg.data_seed)))
     for name, v in runs.items():
         print(f"{name:15s} wall " + " ".join(f"{w:6.2f}" for w, _ in v) + "  cpu "
               + " ".join(f"{c:6.2f}" for _, c in v))

@@ -102,7 +102,7 @@ def _load_run(out: Path, path: Path):
     if not ckpt_path.exists():
         return None
     cfg = RunConfig.from_dict(record["config"])
-    data = load_dataset(cfg.data, cfg.seed)
+    data = load_dataset(cfg.data, cfg.data_seed)
     model = build_model(cfg, data)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(ckpt["best_state"] or ckpt["model"])

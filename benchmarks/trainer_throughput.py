@@ -159,7 +159,7 @@ def main() -> None:
     results = {"reference": [], "stagetune": []}
     for r in range(args.repeats):  # interleaved, so drift on a shared machine hits both
         for name, loop in (("reference", reference_loop), ("stagetune", stagetune_loop)):
-            data = load_dataset(cfg.data, cfg.seed)
+            data = load_dataset(cfg.data, cfg.data_seed)
             train_s, val_loss, seen = loop(cfg, data)
             results[name].append({"samples_per_s": seen / train_s, "val_loss": val_loss})
             print(f"  run {r + 1} {name:9s}: {seen / train_s:8.0f} samples/s, "

@@ -1,4 +1,4 @@
-"""``python -m search run|status``: run, continue or inspect a sweep."""
+"""``python -m search run|status|confirm``: run, continue, inspect or confirm a sweep."""
 
 from __future__ import annotations
 
@@ -104,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--asha", action="store_true",
                    help="ASHA on the scalar validation score, rungs counted from stage 3")
     r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
-    r.add_argument("--seeds", type=int, default=1, help="seeds per trial, averaged inside it")
+    r.add_argument("--replicates", "--seeds", dest="replicates", type=int, default=1,
+                   metavar="R",
+                   help="seeds per suggested setting (paired: replicate r has the same seed "
+                        "in every trial); the trial's objectives are the means, with "
+                        "standard errors and per-seed values stored; with --population K, "
+                        "K·R members train as one model")
     r.add_argument("--population", type=int, default=1, metavar="K",
                    help="train K trials as one vectorised model in one Ray trial "
                         "(resources per trial are the whole population's)")
@@ -123,7 +128,57 @@ def build_parser() -> argparse.ArgumentParser:
                                     "of a scalar study.")
     _common(st)
     st.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cf = sub.add_parser("confirm", prog="stagetune confirm", formatter_class=HELP_FORMAT,
+                        help="re-run the front and the default on fresh paired seeds",
+                        description="Re-run the best --top settings of a study's front "
+                                    "and the method's default on --seeds fresh seeds "
+                                    "(seeds no trial used; each draws its own data split), "
+                                    "paired by seed, and compare each setting with the "
+                                    "default: mean difference, 95% interval, paired t test "
+                                    "with Holm's correction across settings. The runs are "
+                                    "stored beside the study (not as trials, so the sampler "
+                                    "never sees them); the same command resumes an "
+                                    "interrupted confirmation.")
+    _common(cf)
+    cf.add_argument("--top", type=int, default=3,
+                    help="front settings to confirm, by the hypervolume each adds")
+    cf.add_argument("--seeds", type=int, default=5, help="fresh seeds, paired across settings")
+    cf.add_argument("--population", action="store_true",
+                    help="train every setting of one seed as one vectorised population")
+    cf.add_argument("--cpus-per-trial", type=float, default=1.0,
+                    help="CPUs Ray reserves for each run (a population: for all of it)")
+    cf.add_argument("--gpus-per-trial", type=float, default=None,
+                    help="default 1 when the cluster has GPUs, else 0")
+    cf.add_argument("--max-concurrent", type=int, default=None,
+                    help="runs at once (None: as many as the resources allow)")
+    cf.add_argument("--address", default=None, help="join a running Ray cluster")
+    cf.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    cf.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
+    cf.add_argument("--import", dest="imports", action="append", default=[],
+                    help="module to import in every run")
+    cf.add_argument("--work-dir", dest="tune_dir", default=str(default_work_dir()),
+                    help="folder for Ray Tune's experiment files")
+    cf.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cf.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    cf.add_argument("--verbose", action="store_true", help="also show Ray's own warnings")
     return parser
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from search.confirm import ConfirmOptions, print_confirmation, run_confirm
+
+    summary = run_confirm(ConfirmOptions(
+        storage=args.storage, study=args.study, top=args.top, seeds=args.seeds,
+        population=args.population, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+        address=args.address, num_cpus=args.num_cpus, retries=args.retries,
+        imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
+        verbose=args.verbose))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print_confirmation(summary)
+    return 0 if summary["complete"] else 1
 
 
 def _base_config(args: argparse.Namespace) -> dict:
@@ -167,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         space=space, objective=objective, sampler=args.sampler, seed=args.seed,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
-        asha=args.asha, retries=args.retries, seeds=args.seeds, population=args.population,
+        asha=args.asha, retries=args.retries, replicates=args.replicates,
+        population=args.population,
         imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
         resume_command=resume_command(getattr(args, "argv", None)),
@@ -207,12 +263,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = optuna.load_study(study_name=args.study, storage=storage)
     objective = summary_objective(study)  # refuses a study it cannot summarise
     summary = summarize(study, objective)
+    from search.confirm import latest_summary
+
+    summary["confirmation"] = latest_summary(storage.engine, args.study)
     # the whole summary is rendered first: an error leaves no half of it printed
     text = io.StringIO()
     if args.json:
         print(json.dumps(summary, indent=2), file=text)
     else:
         print_summary(summary, file=text)
+        if summary["confirmation"] is None:
+            print("not confirmed: 'stagetune confirm' re-runs the front against the "
+                  "default on fresh seeds", file=text)
+        else:
+            from search.confirm import print_confirmation
+
+            print_confirmation(summary["confirmation"], file=text)
     sys.stdout.write(text.getvalue())
     return 0
 
@@ -225,14 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from search.confirm import ConfirmError
     from search.driver import SweepInterrupted
     from search.study import StudyError
     from trainer import ConfigError
 
     try:
         check_url(args.storage)  # a malformed URL: one line, before anything else happens
-        return cmd_run(args) if args.command == "run" else cmd_status(args)
+        commands = {"run": cmd_run, "status": cmd_status, "confirm": cmd_confirm}
+        return commands[args.command](args)
     except SweepInterrupted as stop:
+        if args.command == "confirm":
+            print(f"confirmation {stop}: the runs that finished are stored; run the same "
+                  "command again to resume", file=sys.stderr)
+            return stop.exit_code
         requeued = (f"trial{'s' if len(stop.stopped) != 1 else ''} "
                     f"{', '.join(map(str, stop.stopped))} marked failed (driver stopped) and "
                     "re-queued" if stop.stopped else "no trial was running")
@@ -243,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (" (put the password back)" if "***" in command else ""),
                   file=sys.stderr)
         return stop.exit_code
-    except (SpaceError, ObjectiveError, StorageError, StudyError, ConfigError, ValueError,
-            FileNotFoundError) as exc:
+    except (SpaceError, ObjectiveError, StorageError, StudyError, ConfigError, ConfirmError,
+            ValueError, FileNotFoundError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
 

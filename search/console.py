@@ -14,6 +14,7 @@ COMMANDS = {
     "train": "one staged training run (flags as the method's scripts know them)",
     "sweep": "run or continue a hyperparameter sweep (Ray Tune + Optuna)",
     "status": "trial counts and the Pareto front (or best trial) of a study",
+    "confirm": "re-run the front and the default on fresh paired seeds; compare",
     "analyze": "rank, plot, report, importance, compare (read only); dashboard",
 }
 
@@ -21,7 +22,7 @@ COMMANDS = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: stagetune {train,sweep,status,analyze} ...",
+        "usage: stagetune {train,sweep,status,confirm,analyze} ...",
         "",
         "Hyperparameter search for staged training of a four-latent (zy, za, zay, zx) VAE.",
         "",
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from search.cli import main as search_main
 
         return search_main(["run", *argv[1:]])
-    if command == "status":
+    if command in ("status", "confirm"):
         from search.cli import main as search_main
 
-        return search_main(["status", *argv[1:]])
+        return search_main([command, *argv[1:]])
     if command == "analyze":
         from analysis.cli import main as analysis_main
 

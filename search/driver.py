@@ -20,6 +20,7 @@ from search._progress import (
     summarize,
 )
 from search.objective import EPOCH_SCORE, Objective
+from search.replicates import OPTION, trial_option
 from search.space import SearchSpace
 from search.storage import DRIVER_BEAT_S, beat, end_driver, redact
 from search.study import (
@@ -50,7 +51,7 @@ class SweepOptions:
     num_cpus: int | None = None  # local Ray only
     asha: bool = False
     retries: int = 2
-    seeds: int = 1
+    replicates: int = 1  # seeds per suggested setting, paired across settings
     population: int = 1  # Optuna trials trained together in one Ray trial
     imports: tuple[str, ...] = ()
     tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
@@ -94,6 +95,14 @@ def check_trial_config(opts: SweepOptions) -> None:
         raise PreflightError(f"data root {root} does not exist or is not a directory")
 
 
+def replicate_option(base_config: dict[str, Any], replicates: int) -> dict[str, Any] | None:
+    """The trials' replicate seeds and pinned split, from the base configuration."""
+    from trainer import RunConfig
+
+    base = RunConfig.from_dict(base_config)
+    return trial_option(base.seed, base.data_seed, replicates)
+
+
 def check_resources(opts: SweepOptions) -> float:
     """Refuse a per-trial request no node of the Ray cluster can hold (Tune would wait for
     it forever); returns the GPUs per trial to ask for."""
@@ -120,7 +129,7 @@ def check_resources(opts: SweepOptions) -> float:
     return gpus
 
 
-def _init_ray(opts: SweepOptions) -> None:
+def init_ray(opts: SweepOptions) -> None:
     import ray
 
     if ray.is_initialized():
@@ -156,14 +165,15 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     check_trial_config(opts)
     from search.population import check_population
 
-    check_population(opts.population, asha=opts.asha, seeds=opts.seeds)
-    done_before = peek_study(opts.storage, opts.study, opts.objective)
+    check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
+    done_before = peek_study(opts.storage, opts.study, opts.objective,
+                             replicates=opts.replicates)
     gpus = 0.0
     if done_before is None or done_before < opts.n_trials:
-        _init_ray(opts)
+        init_ray(opts)
         gpus = check_resources(opts)
     opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
-                        seed=opts.seed)
+                        seed=opts.seed, replicates=opts.replicates)
     study = opened.study
     requeued = recover_orphans(study, opened.storage.engine)
     if opened.created:
@@ -185,7 +195,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     if remaining > 0:
         if done_before is not None and done_before >= opts.n_trials:  # a re-queue since
-            _init_ray(opts)
+            init_ray(opts)
             gpus = check_resources(opts)
         outcomes = _run_tune(opts, study, gpus, counts["done"], opened.storage.engine)
     summary = summarize(study, opts.objective)
@@ -197,7 +207,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     return summary
 
 
-class _SignalStop:
+class SignalStop:
     """SIGINT/SIGTERM: no new trials, Tune stops the running ones, the driver marks them.
 
     Tune's own SIGINT handler is switched off: it saves the experiment for
@@ -252,12 +262,13 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
         trial_options={"objective": {"mode": opts.objective.mode,
                                      "disentanglement": opts.objective.disentanglement,
                                      "weight": opts.objective.weight},
-                       "threads": max(1, int(opts.cpus_per_trial)), "seeds": opts.seeds,
-                       "imports": list(opts.imports)},
+                       "threads": max(1, int(opts.cpus_per_trial)),
+                       "imports": list(opts.imports),
+                       OPTION: replicate_option(opts.base_config, opts.replicates)},
         experiment=experiment, engine=engine, on_event=progress,
         total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
     )
-    stop = _SignalStop(searcher)
+    stop = SignalStop(searcher)
     scheduler = None
     if opts.asha:
         # Rungs count epochs since stage 3 began, so none falls before zay is brought in.

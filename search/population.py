@@ -23,8 +23,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from search.replicates import (
+    Replicates,
+    combine,
+    replicate_config,
+    replicate_seeds,
+    with_seed,
+)
 from search.searcher import StudySearcher
-from search.trainable import epoch_result, failure_result, final_result, trial_setup
+from search.trainable import failure_result, final_result, trial_setup
 
 MEMBER = "member"  # key of a member's index in its epoch rows
 
@@ -34,7 +41,7 @@ def member_key(trial_id: str, k: int) -> str:
     return f"{trial_id}#{k}"
 
 
-def check_population(population: int, *, asha: bool, seeds: int) -> None:
+def check_population(population: int, *, asha: bool, replicates: int) -> None:
     """Refuse settings a population trial cannot honour, in one line each."""
     if population < 1:
         raise ValueError(f"--population must be at least 1 (got {population})")
@@ -42,9 +49,8 @@ def check_population(population: int, *, asha: bool, seeds: int) -> None:
         raise ValueError("--asha cannot be combined with --population: ASHA stops a whole "
                          "Ray trial on one score, and a population trial holds one score "
                          "per member; use one of the two")
-    if population > 1 and seeds > 1:
-        raise ValueError("--seeds > 1 cannot be combined with --population yet; run the "
-                         "seeds as separate sweeps or use --population 1")
+    if replicates < 1:
+        raise ValueError(f"--replicates must be at least 1 (got {replicates})")
 
 
 class PopulationSearcher(StudySearcher):
@@ -102,8 +108,18 @@ def searcher_class(population: int) -> type[StudySearcher] | partial:
 
 def run_population_config(config: dict[str, Any], report,
                           where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the members a ``PopulationSearcher`` suggested; ``report`` gets every epoch
-    row with its member's index; returns the final result with ``members_json``."""
+    """Train the members a ``PopulationSearcher`` suggested, each with its replicates.
+
+    Every member (an Optuna trial's setting) is trained once per replicate seed
+    (``config["replicates"]``; one run with the base seed when absent), all as members of
+    one vectorised population: K settings × R seeds are K·R models trained side by side,
+    their data split pinned so that they share one data set. ``report`` gets, every
+    epoch, each setting's row averaged over its replicates, with the setting's index
+    (``MEMBER``); the row on which all of a setting's replicates have ended travels in its
+    final result instead (``last_epoch_json``, as in a solo trial). Returns the final
+    result with ``members_json``: per setting, the mean final metrics with standard
+    errors and per-seed values (``search.replicates``), or the failure of a replicate.
+    """
     from trainer import (
         DivergenceError,
         RunConfig,
@@ -115,35 +131,62 @@ def run_population_config(config: dict[str, Any], report,
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
     objective = trial_setup(config)
-    cfgs = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
+    settings = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
         write_plots=False) for m in config["members"]]
+    seeds = replicate_seeds(config)
+    runs = [(k, seed, replicate_config(cfg, seed, config)) for k, cfg in enumerate(settings)
+            for seed in seeds]
+    owner = [k for k, _, _ in runs]
+    epochs = Replicates(settings, owner, objective)
     # the members' probes run in torch on the trial's device, all in one batch
     # (trainer.metrics.fit_probes)
-    results: list[dict[str, Any] | None] = [None] * len(cfgs)
-    for group in group_population(cfgs):
+    results: list[dict[str, Any] | None] = [None] * len(settings)
+    outcomes: dict[int, Any] = {}
+    for group in group_population([cfg for _, _, cfg in runs]):
         where.update(phase="training", epoch=0)
 
-        def on_epoch(j: int, row: dict[str, float], group: list[int] = group) -> None:
-            k = group[j]
+        def on_epoch(rows: dict[int, dict[str, float]], group: list[int] = group) -> None:
+            row = next(iter(rows.values()))
             where.update(epoch=int(row["epoch"]), stage=int(row["stage"]))
-            report({**epoch_result(row, cfgs[k], objective), MEMBER: float(k)})
+            for k, mean in epochs.add({group[j]: r for j, r in rows.items()}):
+                report({**mean, MEMBER: float(k)})
 
         t0, started_at = time.perf_counter(), time.time()
         try:
-            outcomes = fit_population([cfgs[k] for k in group], report=on_epoch)
+            got = fit_population([runs[j][2] for j in group], report_epoch=on_epoch)
         except Exception as exc:  # this group's settings fail; other groups' results stand
-            for k in group:
-                results[k] = failure_result(exc, dict(where))
+            for j in group:
+                results[owner[j]] = failure_result(exc, dict(where))
             continue
         seconds = time.perf_counter() - t0
-        for k, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, DivergenceError):
-                results[k] = failure_result(outcome, {"phase": "training"})
-                continue
+        for j, outcome in zip(group, got, strict=True):
+            outcomes[j] = (outcome, seconds, started_at, len(group))
+    for k in range(len(settings)):
+        if results[k] is not None:
+            continue
+        mine = [j for j in range(len(runs)) if owner[j] == k]
+        failed = [(runs[j][1], outcomes[j][0]) for j in mine
+                  if isinstance(outcomes[j][0], DivergenceError)]
+        if failed:
+            seed, error = failed[0]
+            results[k] = failure_result(error, {"phase": "training"})
+            if len(seeds) > 1:
+                results[k]["failure_json"] = with_seed(results[k]["failure_json"], seed)
+            continue
+        finals = []
+        for j in mine:
+            outcome, seconds, started_at, size = outcomes[j]
             final = dict(outcome.final)
             final["fit_seconds"] = seconds  # wall time of the whole population's fit
             final["fit_started_at"] = started_at
-            final["population_size"] = float(len(group))
-            results[k] = final_result(final, cfgs[k], objective, outcome.history,
-                                      outcome.analysis)
-    return {"final": 1.0, "members_json": json.dumps(results), "population": float(len(cfgs))}
+            final["population_size"] = float(size)
+            finals.append(final)
+        first = outcomes[mine[0]][0]
+        final = combine(finals, seeds, objective) if len(seeds) > 1 else finals[0]
+        history = [epochs.last_raw(k)] if epochs.last_raw(k) else first.history
+        results[k] = final_result(final, runs[mine[0]][2], objective, history, first.analysis)
+        held = epochs.held.get(k)
+        if held is not None:
+            results[k]["last_epoch_json"] = json.dumps(held)
+    return {"final": 1.0, "members_json": json.dumps(results),
+            "population": float(len(runs))}

@@ -226,6 +226,9 @@ class StudySearcher(Searcher):
         trial.set_constraint(COLLAPSE_FLAG, self.objective.constraint(final))
         if config is not None:
             trial.set_user_attr("config", config)
+        for key in ("replicate_seeds", "replicate_values"):  # a trial with replicates
+            if f"{key}_json" in result:
+                trial.set_user_attr(key, json.loads(result[f"{key}_json"]))
         if "correlations_json" in result:
             db.write_artifact(self._engine, trial._trial_id, "correlations",
                               json.loads(result["correlations_json"]))

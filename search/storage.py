@@ -6,7 +6,10 @@ nothing above it (``search.study`` imports from here, never the reverse; a test 
 
 Optuna's schema cannot hold per-epoch curves of a multi-objective trial or a run's
 artifacts, so those live in ``stagetune_epoch_metrics`` and ``stagetune_artifacts`` in the
-same database, created idempotently. Passwords in URLs never reach output or logs.
+same database, created idempotently; so do the runs of ``stagetune confirm``
+(``stagetune_confirmations``, ``stagetune_confirmation_runs``), kept out of Optuna's
+trials so that the sampler's history holds only what the search chose. Passwords in URLs
+never reach output or logs.
 """
 
 from __future__ import annotations
@@ -53,6 +56,29 @@ artifacts = sa.Table(
     sa.Column("content", sa.Text, nullable=False),  # JSON
 )
 
+#: ``stagetune confirm``: one row per confirmation of a study (its settings and seeds,
+#: frozen when it starts, so that an interrupted one resumes the same runs)
+confirmations = sa.Table(
+    "stagetune_confirmations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),  # unix time
+    sa.Column("top", sa.Integer, nullable=False),
+    sa.Column("seeds", sa.Text, nullable=False),  # JSON list of ints
+    sa.Column("objectives", sa.Text, nullable=False),  # JSON {"names", "directions"}
+    sa.Column("settings", sa.Text, nullable=False),  # JSON list of settings (search.confirm)
+)
+#: one row per (confirmation, setting, seed) run that finished, complete or failed
+confirmation_runs = sa.Table(
+    "stagetune_confirmation_runs", metadata,
+    sa.Column("confirmation_id", sa.Integer, primary_key=True),
+    sa.Column("setting", sa.String(64), primary_key=True),  # "default" or "trial_<n>"
+    sa.Column("seed", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "complete" or "failed"
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON: the run's final metrics
+    sa.Column("reason", sa.Text, nullable=True),  # why it failed
+    sa.Column("finished_at", sa.Float, nullable=False),
+)
 
 drivers = sa.Table(
     "stagetune_drivers", metadata,
@@ -222,6 +248,56 @@ def write_artifact(engine: sa.Engine, trial_id: int, name: str, content: Any) ->
             (artifacts.c.trial_id == trial_id) & (artifacts.c.name == name)))
         conn.execute(artifacts.insert().values(trial_id=trial_id, name=name,
                                                content=json.dumps(content)))
+
+
+def add_confirmation(engine: sa.Engine, study_name: str, *, top: int, seeds: list[int],
+                     objectives: dict[str, Any], settings: list[dict[str, Any]]) -> int:
+    """Store a new confirmation of ``study_name``; returns its id."""
+    import time
+
+    with session(engine) as conn:
+        result = conn.execute(confirmations.insert().values(
+            study_name=study_name, created_at=time.time(), top=top, seeds=json.dumps(seeds),
+            objectives=json.dumps(objectives), settings=json.dumps(settings)))
+        return int(result.inserted_primary_key[0])
+
+
+def read_confirmations(engine: sa.Engine, study_name: str) -> list[dict[str, Any]]:
+    """A study's confirmations, oldest first, each with its finished runs (``runs``)."""
+    if not sa.inspect(engine).has_table(confirmations.name):
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(confirmations).where(
+            confirmations.c.study_name == study_name).order_by(confirmations.c.id)).all()
+        out = []
+        for row in rows:
+            runs = conn.execute(sa.select(confirmation_runs).where(
+                confirmation_runs.c.confirmation_id == row.id)).all()
+            out.append({
+                "id": int(row.id), "created_at": float(row.created_at), "top": int(row.top),
+                "seeds": json.loads(row.seeds), "objectives": json.loads(row.objectives),
+                "settings": json.loads(row.settings),
+                "runs": [{"setting": r.setting, "seed": int(r.seed), "state": r.state,
+                          "metrics": json.loads(r.metrics), "reason": r.reason,
+                          "finished_at": float(r.finished_at)} for r in runs],
+            })
+    return out
+
+
+def write_confirmation_run(engine: sa.Engine, confirmation_id: int, setting: str, seed: int,
+                           *, state: str, metrics: dict[str, Any],
+                           reason: str | None = None) -> None:
+    """Insert or replace one finished run of a confirmation (a rerun of a failed one
+    replaces it)."""
+    import time
+
+    key = ((confirmation_runs.c.confirmation_id == confirmation_id)
+           & (confirmation_runs.c.setting == setting) & (confirmation_runs.c.seed == seed))
+    with session(engine) as conn:
+        conn.execute(confirmation_runs.delete().where(key))
+        conn.execute(confirmation_runs.insert().values(
+            confirmation_id=confirmation_id, setting=setting, seed=seed, state=state,
+            metrics=json.dumps(metrics), reason=reason, finished_at=time.time()))
 
 
 def read_epochs(engine: sa.Engine, trial_id: int) -> list[dict[str, float]]:

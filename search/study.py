@@ -35,6 +35,8 @@ from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE
 log = logging.getLogger("stagetune.search")
 OBJECTIVE_ATTR = "stagetune_objective"
 ORPHAN_ATTR = "stagetune_orphaned"
+#: seeds per suggested setting a study was swept with (absent: 1)
+REPLICATES_ATTR = "stagetune_replicates"
 #: a FAIL trial's reason, one line (``status`` and the report show it)
 FAIL_REASON_ATTR = "fail_reason"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -154,9 +156,11 @@ def open_storage_read_only(url: str) -> optuna.storages.RDBStorage:
                            f"{redact(str(exc).strip().splitlines()[0])}") from None
 
 
-def peek_study(url: str, name: str, objective: Objective) -> int | None:
+def peek_study(url: str, name: str, objective: Objective, *, replicates: int | None = None
+               ) -> int | None:
     """Read-only look before a sweep starts anything: ``None`` if the study does not exist
-    yet, else its finished trials (orphans excluded); refuses another objective."""
+    yet, else its finished trials (orphans excluded); refuses another objective, or
+    another number of replicates (when ``replicates`` is given)."""
     engine = existing_database(url)
     if engine is None:
         return None
@@ -170,6 +174,8 @@ def peek_study(url: str, name: str, objective: Objective) -> int | None:
         if not any(s.study_name == name for s in storage.get_all_studies()):
             return None
         study = _load_existing(storage, name, objective, "random", None)
+        if replicates is not None:
+            check_replicates(study, replicates)
         return count_finished(study)["done"]
     finally:
         storage.engine.dispose()
@@ -228,6 +234,21 @@ def _load_existing(storage, name: str, objective: Objective, sampler: str,
                              sampler=make_sampler(sampler, seed))
 
 
+def study_replicates(study: optuna.Study) -> int:
+    """The seeds per setting a study was swept with (1 for a study made before)."""
+    return int(study.user_attrs.get(REPLICATES_ATTR, 1))
+
+
+def check_replicates(study: optuna.Study, replicates: int) -> None:
+    """Refuse to continue a study with another number of replicates: its trials' means
+    would average different numbers of seeds."""
+    stored = study_replicates(study)
+    if stored != replicates:
+        raise StudyError(f"study {study.study_name!r} was swept with --replicates {stored}; "
+                         f"resume it with --replicates {stored} (this run: {replicates}) "
+                         "or use another --study")
+
+
 def summary_objective(study: optuna.Study) -> Objective:
     """The objective to summarise ``study`` by (``status``): the one it was swept for, or,
     for a study plain Optuna made, scalar for one objective and pareto for two.
@@ -256,7 +277,7 @@ def summary_objective(study: optuna.Study) -> Objective:
 
 
 def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed: int | None,
-               create: bool = True) -> OpenedStudy:
+               create: bool = True, replicates: int | None = None) -> OpenedStudy:
     """Load a study, or create it; refuse one made for another objective.
 
     Several drivers may open the same new study at once: the one whose create wins makes
@@ -266,6 +287,8 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
     storage = open_storage(url)
     if any(s.study_name == name for s in storage.get_all_studies()):
         study = _load_existing(storage, name, objective, sampler, seed, wait_for_spec_s=5.0)
+        if replicates is not None:
+            check_replicates(study, replicates)
         return OpenedStudy(study, storage, created=False)
     if not create:
         known = ", ".join(sorted(s.study_name for s in storage.get_all_studies())) or "none"
@@ -279,6 +302,8 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
         study = _load_existing(storage, name, objective, sampler, seed, wait_for_spec_s=5.0)
         return OpenedStudy(study, storage, created=False)
     study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
+    if replicates is not None and replicates > 1:
+        study.set_user_attr(REPLICATES_ATTR, int(replicates))
     return OpenedStudy(study, storage, created=True)
 
 

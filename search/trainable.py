@@ -19,8 +19,6 @@ import time
 import traceback
 from typing import Any
 
-import numpy as np
-
 from search.objective import EPOCH_SCORE, Objective
 
 #: lines of a failed trial's traceback kept in the study (the innermost frames)
@@ -29,8 +27,9 @@ TRACEBACK_LINES = 12
 
 def run_trial_config(config: dict[str, Any], report,
                      where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the configuration a searcher suggested; ``report`` gets each epoch's row
-    except the last, which the returned final result carries as ``last_epoch_json``.
+    """Train the configuration a searcher suggested, once (replicates train as a
+    population: ``search.worker``); ``report`` gets each epoch's row except the last,
+    which the returned final result carries as ``last_epoch_json``.
     ``where`` (if given) is kept up to date with the run's phase, epoch and stage."""
 
     from trainer import RunConfig, apply_flat, fit, stage_of
@@ -56,27 +55,13 @@ def run_trial_config(config: dict[str, Any], report,
         else:
             report(row)
 
-    seeds = int(config.get("seeds", 1))
-    finals, analysis = [], None
     t0, started_at = time.perf_counter(), time.time()
     where.update(phase="training", epoch=0, stage=stage_of(0, cfg))
-    for k in range(seeds):
-        result = fit(cfg.replace(seed=cfg.seed + k), report=on_epoch if k == 0 else None)
-        finals.append(result.final)
-        analysis = analysis or result.analysis
-    fit_seconds = time.perf_counter() - t0
-    final = {key: float(np.mean([f[key] for f in finals])) for key in finals[0]
-             if all(key in f for f in finals)}
-    final["fit_seconds"] = fit_seconds  # wall time inside trainer.fit, all seeds
+    result = fit(cfg, report=on_epoch)
+    final = dict(result.final)
+    final["fit_seconds"] = time.perf_counter() - t0  # wall time inside trainer.fit
     final["fit_started_at"] = started_at  # unix time, for the sweep's start-up cost
-    if seeds > 1:
-        for key in objective.names:
-            if key in final:
-                final[f"{key}_std"] = float(np.std([f[key] for f in finals]))
-        final["seeds"] = float(seeds)
-    if "zay_collapsed" in final:  # collapsed in any seed counts as collapsed
-        final["zay_collapsed"] = float(max(f.get("zay_collapsed", 0.0) for f in finals))
-    final = final_result(final, cfg, objective, result.history, analysis)
+    final = final_result(final, cfg, objective, result.history, result.analysis)
     if held:
         final["last_epoch_json"] = json.dumps(held[0])
     return final

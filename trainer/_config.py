@@ -99,6 +99,9 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     max_samples: int | None = None  # cap on samples drawn from large on-disk data sets
+    #: seed of the train/validation/test split (None: the run's ``seed``); replicates of a
+    #: setting pin it, so that their seeds vary the model and not the data
+    split_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ class RunConfig:
         if not self.stages.staged_training:
             return 0
         return params.get("stage2_epochs").resolve(self.stages.stage2_epochs, self.optim.epochs)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed the data split is drawn from: ``data.split_seed``, else ``seed``."""
+        return self.seed if self.data.split_seed is None else self.data.split_seed
 
     @property
     def stage3_start(self) -> int:

@@ -167,7 +167,7 @@ def prepare_run(cfg: RunConfig, data: DataBundle | None) -> tuple[torch.device, 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if data is None:
-        data = load_dataset(cfg.data, cfg.seed)
+        data = load_dataset(cfg.data, cfg.data_seed)
     check_evaluable(data, cfg.data.dataset)
     data.to(device)
     return device, data

@@ -73,6 +73,8 @@ from trainer._data import DataBundle
 from trainer._model import KL_WEIGHT_FIELDS, StagedVAE
 
 PopulationReportFn = Callable[[int, dict[str, float]], None]
+#: called once per epoch with every row that epoch produced, by member index
+PopulationEpochFn = Callable[[dict[int, dict[str, float]]], None]
 POPULATION_CHECKPOINT = "population.pt"
 
 #: fields every member of a population must share: they shape the model, the data, the
@@ -90,8 +92,10 @@ MEMBER_FIELDS = tuple(f"model.{f}" for f in KL_WEIGHT_FIELDS.values())
 def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
     """What members of one population share, as a JSON string.
 
-    The seed is part of it unless the caller passes one data set to all members
-    (``shared_data``): ``load_dataset`` draws the splits from the seed.
+    The data's seed (``RunConfig.data_seed``: ``split_seed``, else the seed) is part of it
+    unless the caller passes one data set to all members (``shared_data``):
+    ``load_dataset`` draws the splits from it. Members that differ only in ``seed`` but
+    share a ``split_seed`` (a setting's replicates) share one population.
     """
     flat = flatten_config(cfg.to_dict())
     keep = {}
@@ -101,8 +105,9 @@ def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
         if any(name == f or (f.endswith(".*") and name.startswith(f[:-1]))
                for f in SHARED_FIELDS):
             keep[name] = value
+    keep.pop("data.split_seed", None)  # the data's seed below stands for it
     if not shared_data:
-        keep["seed"] = cfg.seed
+        keep["data_seed"] = cfg.data_seed
     return json.dumps(keep, sort_keys=True, default=str)
 
 
@@ -439,6 +444,7 @@ def fit_population(
     configs: Sequence[RunConfig],
     *,
     report: PopulationReportFn | None = None,
+    report_epoch: PopulationEpochFn | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     out_dir: str | Path | None = None,
@@ -454,6 +460,8 @@ def fit_population(
         configs: the members; they must share ``population_key`` (see
             ``group_population`` to split a mixed list).
         report: called as ``report(k, row)`` once per epoch of member ``k``.
+        report_epoch: called once per epoch, after ``report``, with that epoch's rows of
+            every member still training, ``{k: row}`` (e.g. to average replicates).
         checkpoint_dir: where ``population.pt`` is written after every epoch.
         resume: continue from ``checkpoint_dir/population.pt`` (same configs required).
         out_dir: each member's analysis files go to ``out_dir/member_<k>``.
@@ -492,6 +500,8 @@ def fit_population(
         if report is not None:
             for i in reported:
                 report(i, dict(pop.members[i].progress.history[-1]))
+        if report_epoch is not None and reported:
+            report_epoch({i: dict(pop.members[i].progress.history[-1]) for i in reported})
         keep = [r for r, i in enumerate(pop.active) if not pop.members[i].finished]
         if len(keep) < len(pop.active):
             pop.select(keep)

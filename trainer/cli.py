@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")
     _flag(p, "max_samples", type=int, default=None, help="cap on samples (None: all)")
     _flag(p, "seed", type=int, default=0, help="random seed (data split, init, batches)")
+    _flag(p, "split_seed", type=int, default=None,
+          help="seed of the data split alone (None: --seed's)")
     _flag(p, "lr", type=float, default=OptimConfig.lr, help="Adam learning rate")
     _flag(p, "batch_size", type=int, default=OptimConfig.batch_size, help="batch size")
     _flag(p, "patience", type=int, default=OptimConfig.patience,
@@ -128,8 +130,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
             value = True
         flat[param.name] = value
     for name in (*names, "variant", "arch", "conv_channels", "image_size", "dataset",
-                 "data_root", "test_domain", "max_samples", "seed", "lr", "batch_size",
-                 "patience", "device"):
+                 "data_root", "test_domain", "max_samples", "seed", "split_seed", "lr",
+                 "batch_size", "patience", "device"):
         if not args.config or name in given:
             flat[name] = getattr(args, name)
     return base.replace(**flat)

@@ -1,0 +1,525 @@
+"""``stagetune confirm``: does the front beat the method's default on seeds it never saw?
+
+The search ranks settings by a few seeds each, so a setting at the top of the front may
+be lucky. A confirmation re-runs the front's best ``--top`` settings and the method's
+default on ``--seeds`` fresh seeds, paired (seed s trains every setting), and compares
+each setting with the default seed by seed (``search.paired``: mean difference, 95%
+interval, paired t test, Holm's correction across settings).
+
+- **Fresh seeds.** The seeds are the next integers above every seed the study's trials
+  used (their ``seed``, ``split_seed`` and replicate seeds). Each confirmation seed also
+  draws its own data split, so a setting that only fits the search's split does not
+  confirm.
+- **The same driver.** Runs go through Ray Tune and ``search.worker`` like a sweep's
+  trials: solo (one run per setting and seed) or, with ``--population``, one vectorised
+  population per seed holding every setting.
+- **Stored beside, not inside, the study.** Optuna's trials are the sampler's history:
+  a confirmation run added there would be read by TPE or the GP as a new observation
+  of a setting it already has, and counted toward ``--n-trials``. The runs go to
+  ``stagetune_confirmations`` and ``stagetune_confirmation_runs`` in the same database
+  (``search.storage``), keyed by setting and seed, which is what the paired analysis
+  needs and what a resume checks.
+- **Resumable.** The settings and seeds are frozen when a confirmation starts; every run
+  is written as it finishes; running the same command again runs only what is missing.
+  A confirmation of another front (the sweep went on) or of another ``--top``/``--seeds``
+  starts a new one; the newest is the one ``status`` and the report show.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from search import storage as db
+from search.objective import Objective
+from search.paired import ALPHA, describe, holm, paired_difference
+from search.searcher import own_metrics
+from search.storage import StorageError, redact
+
+log = logging.getLogger("stagetune.search")
+
+DEFAULT = "default"
+
+
+def setting_key(number: int) -> str:
+    return f"trial_{number}"
+
+
+class ConfirmError(ValueError):
+    """The confirmation cannot run as asked; nothing was stored."""
+
+
+@dataclass
+class ConfirmOptions:
+    storage: str = db.DEFAULT_STORAGE
+    study: str = "stagetune"
+    top: int = 3
+    seeds: int = 5
+    population: bool = False  # one population per seed holding every setting
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    retries: int = 2
+    imports: tuple[str, ...] = ()
+    tune_dir: str = ""
+    quiet: bool = False
+    verbose: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- what to confirm ----------------------------------------------------------------------
+
+
+def flat_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A ``RunConfig.to_dict`` as flat field names (what ``trainer.apply_flat`` takes)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def front_order(values: list[list[float]], directions: list[str],
+                reference: list[float]) -> list[int]:
+    """Front points ordered by the hypervolume each adds alone (largest first) above
+    ``reference`` (the study's worst value of each objective); scalar studies: best
+    first. Ties keep the given order."""
+    def signed(point: list[float]) -> list[float]:
+        return [v if d == "maximize" else -v for v, d in zip(point, directions, strict=True)]
+
+    if len(directions) == 1:
+        return sorted(range(len(values)), key=lambda i: -signed(values[i])[0])
+    ref = signed(reference)
+    signed_values = [signed(p) for p in values]
+    order = sorted(range(len(values)),
+                   key=lambda i: (signed_values[i][0], -signed_values[i][1]))
+    gain = {}
+    for pos, i in enumerate(order):  # x ascending, so y descending along a front
+        left = signed_values[order[pos - 1]][0] if pos > 0 else ref[0]
+        below = signed_values[order[pos + 1]][1] if pos + 1 < len(order) else ref[1]
+        gain[i] = max(0.0, signed_values[i][0] - left) * max(0.0, signed_values[i][1] - below)
+    return sorted(range(len(values)), key=lambda i: (-gain[i], i))
+
+
+def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any]]:
+    """The default and the ``top`` front settings that are not the default, each as
+    ``{"key", "number", "params", "values", "config"}``."""
+    from optuna.trial import TrialState
+
+    from search._progress import front_trials
+    from trainer import params
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with_config = [t for t in complete if isinstance(t.user_attrs.get("config"), dict)]
+    if not with_config:
+        raise ConfirmError(f"study {study.study_name!r} has no complete trial to confirm yet; "
+                           "run a sweep first")
+    base = [t for t in with_config if t.user_attrs.get("baseline")]
+    front = [t for t in front_trials(study) if not t.user_attrs.get("baseline")
+             and isinstance(t.user_attrs.get("config"), dict)]
+    if not front:
+        raise ConfirmError(f"the front of study {study.study_name!r} holds only the method's "
+                           "default: there is nothing to confirm against it")
+    feasible = [list(t.values) for t in complete if t.user_attrs.get("feasible", True)
+                and t.values is not None]
+    worst = [min(v[j] if d == "maximize" else -v[j] for v in feasible)
+             for j, d in enumerate(objective.directions)]
+    reference = [w if d == "maximize" else -w for w, d in zip(worst, objective.directions,
+                                                                strict=True)]
+    order = front_order([list(t.values) for t in front], objective.directions, reference)
+    chosen = [front[i] for i in order[:top]]
+    if base:
+        default_config = base[0].user_attrs["config"]
+        default = {"key": DEFAULT, "number": base[0].number, "params": dict(base[0].params),
+                   "values": list(base[0].values)}
+    else:  # the default lay outside the space: the method's values on a front trial's config
+        from trainer import apply_flat
+
+        config = chosen[0].user_attrs["config"]
+        epochs = int(config["optim"]["epochs"])
+        values = {**{p.name: p.default for p in params.searched() if p.opt_in},
+                  **params.baseline(epochs)}
+        default_config = apply_flat(config, values)
+        default = {"key": DEFAULT, "number": None, "params": values, "values": None}
+    out = [{**default, "config": default_config}]
+    for t in chosen:
+        out.append({"key": setting_key(t.number), "number": t.number,
+                    "params": dict(t.params), "values": list(t.values),
+                    "config": t.user_attrs["config"]})
+    return out
+
+
+def used_seeds(study) -> set[int]:
+    """Every seed the study's trials trained or split data with."""
+    used: set[int] = set()
+    for t in study.get_trials(deepcopy=False):
+        config = t.user_attrs.get("config")
+        if isinstance(config, dict):
+            used.add(int(config.get("seed", 0)))
+            split = (config.get("data") or {}).get("split_seed")
+            if split is not None:
+                used.add(int(split))
+        used.update(int(s) for s in t.user_attrs.get("replicate_seeds", []) or [])
+    return used
+
+
+def fresh_seeds(study, n: int) -> list[int]:
+    """``n`` seeds above every seed the study used."""
+    used = used_seeds(study)
+    start = max(used) + 1 if used else 0
+    return list(range(start, start + n))
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def pending_runs(confirmation: dict[str, Any]) -> list[tuple[str, int]]:
+    """The (setting, seed) runs of a confirmation not yet stored complete."""
+    done = {(r["setting"], r["seed"]) for r in confirmation["runs"]
+            if r["state"] == "complete"}
+    return [(s["key"], seed) for seed in confirmation["seeds"]
+            for s in confirmation["settings"] if (s["key"], seed) not in done]
+
+
+def jobs_for(confirmation: dict[str, Any], *, population: bool) -> list[list[tuple[str, int]]]:
+    """The pending runs as Ray trials: one per run, or one per seed (``population``)."""
+    pending = pending_runs(confirmation)
+    if not population:
+        return [[run] for run in pending]
+    by_seed: dict[int, list[tuple[str, int]]] = {}
+    for key, seed in pending:
+        by_seed.setdefault(seed, []).append((key, seed))
+    return list(by_seed.values())
+
+
+def run_params(setting: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A setting's configuration for confirmation seed ``seed`` (its own split)."""
+    return {**flat_fields(setting["config"]), "seed": int(seed), "split_seed": None,
+            "write_plots": False}
+
+
+class ConfirmSearcher(Searcher):
+    """Hands Tune the pending runs of a confirmation and stores each as it ends."""
+
+    def __init__(self, confirmation: dict[str, Any], jobs: list[list[tuple[str, int]]], *,
+                 engine, trial_options: dict[str, Any], on_event=None) -> None:
+        super().__init__(metric=None, mode=None)
+        self.confirmation = confirmation
+        self.settings = {s["key"]: s for s in confirmation["settings"]}
+        self.jobs = list(jobs)
+        self.engine = engine
+        self.trial_options = trial_options
+        self.on_event = on_event or (lambda kind, info: None)
+        self.running: dict[str, list[tuple[str, int]]] = {}
+        self.stopping = False
+        self.left_running: list[int] = []
+        self.outcomes = {"complete": 0, "fail": 0}
+
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        if self.stopping or not self.jobs:
+            return Searcher.FINISHED
+        job = self.jobs.pop(0)
+        self.running[trial_id] = job
+        first = self.settings[job[0][0]]["config"]
+        members = [{"params": run_params(self.settings[key], seed)} for key, seed in job]
+        config = {"base": first, **self.trial_options}
+        if len(job) > 1:
+            config["members"] = members
+        else:
+            config["params"] = members[0]["params"]
+        self.on_event("start", {"runs": job})
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        job = self.running.pop(trial_id, None)
+        if job is None:
+            return
+        result = result or {}
+        if self.stopping and not result.get("final"):
+            return  # cut short by a stop: a resume runs it again
+        if error:
+            finals = [{"trial_failed": 1.0, "failure_json": json.dumps(
+                {"reason": "worker lost: its process or node died on every retry"})}] * len(job)
+        elif "members_json" in result:
+            finals = json.loads(result["members_json"])
+        else:
+            finals = [result]
+        for (key, seed), final in zip(job, finals, strict=True):
+            final = final or {}
+            if final.get("trial_failed"):
+                reason = json.loads(final.get("failure_json", "{}")).get("reason", "failed")
+                db.write_confirmation_run(self.engine, self.confirmation["id"], key, seed,
+                                          state="failed", metrics={}, reason=reason)
+                self.outcomes["fail"] += 1
+                self.on_event("fail", {"setting": key, "seed": seed, "reason": reason})
+                continue
+            metrics = own_metrics(final)
+            metrics.pop("final", None)
+            db.write_confirmation_run(self.engine, self.confirmation["id"], key, seed,
+                                      state="complete", metrics=metrics)
+            self.outcomes["complete"] += 1
+            self.on_event("complete", {"setting": key, "seed": seed})
+
+    # the database is the state: nothing of this searcher goes into Tune's files
+    _UNPICKLED = ("engine", "on_event")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.engine, self.on_event = None, lambda kind, info: None
+
+    def save(self, checkpoint_path: str) -> None:
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        return None
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        return None
+
+
+def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
+               settings: list[dict[str, Any]]) -> bool:
+    return (stored["top"] == top and len(stored["seeds"]) == n_seeds
+            and [s["key"] for s in stored["settings"]] == [s["key"] for s in settings])
+
+
+def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[str, Any], bool]:
+    """The study, its storage, its objective and the confirmation to run (resumed when
+    one with this plan exists, else created); the last item says whether it was made now."""
+    import optuna
+
+    from search.study import open_storage, summary_objective
+
+    if opts.top < 1:
+        raise ConfirmError(f"--top must be at least 1 (got {opts.top})")
+    if opts.seeds < 2:
+        raise ConfirmError(f"--seeds must be at least 2 for a paired comparison "
+                           f"(got {opts.seeds})")
+    storage = open_storage(opts.storage)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if opts.study not in names:
+        raise StorageError(f"no study {opts.study!r} in {redact(opts.storage)}; studies "
+                           f"there: {', '.join(sorted(names)) or 'none'}")
+    study = optuna.load_study(study_name=opts.study, storage=storage)
+    objective = summary_objective(study)
+    settings = select_settings(study, objective, opts.top)
+    engine = storage.engine
+    db.create_tables(engine)
+    for stored in reversed(db.read_confirmations(engine, opts.study)):
+        if _same_plan(stored, opts.top, opts.seeds, settings):
+            return study, storage, objective, stored, False
+    seeds = fresh_seeds(study, opts.seeds)
+    cid = db.add_confirmation(engine, opts.study, top=opts.top, seeds=seeds,
+                              objectives={"names": objective.names,
+                                          "directions": objective.directions},
+                              settings=settings)
+    stored = next(c for c in db.read_confirmations(engine, opts.study) if c["id"] == cid)
+    return study, storage, objective, stored, True
+
+
+def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
+    """Run (or resume) a confirmation; returns its summary (``summarize``)."""
+    from search.driver import (
+        PreflightError,
+        SignalStop,
+        SweepInterrupted,
+        SweepOptions,
+        check_resources,
+        init_ray,
+    )
+
+    _study, storage, objective, confirmation, created = open_confirmation(opts)
+    engine = storage.engine
+    population = opts.population
+    jobs = jobs_for(confirmation, population=population)
+    runs = sum(len(j) for j in jobs)
+    total = len(confirmation["seeds"]) * len(confirmation["settings"])
+    if not opts.quiet:
+        names = ", ".join(s["key"] for s in confirmation["settings"][1:])
+        print(f"confirmation {confirmation['id']} of study {opts.study!r} "
+              f"({'new' if created else 'resumed'}): {names} against the default on seeds "
+              f"{', '.join(map(str, confirmation['seeds']))}; {total - runs} of {total} runs "
+              f"done, {runs} to run", flush=True)
+    if jobs:
+        ray_opts = SweepOptions(storage=opts.storage, study=opts.study,
+                                cpus_per_trial=opts.cpus_per_trial,
+                                gpus_per_trial=opts.gpus_per_trial, address=opts.address,
+                                num_cpus=opts.num_cpus, verbose=opts.verbose,
+                                quiet=opts.quiet)
+        init_ray(ray_opts)
+        try:
+            gpus = check_resources(ray_opts)
+        except PreflightError as exc:
+            raise ConfirmError(str(exc)) from None
+
+        def progress(kind: str, info: dict[str, Any]) -> None:
+            if opts.quiet or kind == "start":
+                return
+            what = f"{info['setting']} seed {info['seed']}"
+            print(f"  {what}: " + ("done" if kind == "complete" else f"failed: {info['reason']}"),
+                  flush=True)
+
+        searcher = ConfirmSearcher(
+            confirmation, jobs, engine=engine, on_event=progress,
+            trial_options={"objective": {"mode": objective.mode,
+                                         "disentanglement": objective.disentanglement,
+                                         "weight": objective.weight},
+                           "threads": max(1, int(opts.cpus_per_trial)),
+                           "imports": list(opts.imports)})
+        stop = SignalStop(searcher)
+        _tune(opts, searcher, stop, gpus, len(jobs))
+        if stop.signum is not None:
+            raise SweepInterrupted(stop.signum, [])
+    confirmation = next(c for c in db.read_confirmations(engine, opts.study)
+                        if c["id"] == confirmation["id"])
+    return summarize(confirmation)
+
+
+def _tune(opts: ConfirmOptions, searcher: ConfirmSearcher, stop, gpus: float,
+          n_jobs: int) -> None:
+    from ray import tune
+
+    from search._progress import default_work_dir
+    from search.worker import tune_trainable
+
+    experiment = f"{opts.study}-confirm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_jobs,
+                                    max_concurrent_trials=opts.max_concurrent,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(Path(opts.tune_dir or default_work_dir()).resolve()),
+            verbose=0, failure_config=tune.FailureConfig(max_failures=opts.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            stop=stop.stopper(experiment)),
+    )
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        with stop.installed():
+            tuner.fit()
+    finally:
+        from search.searcher import SignalStopper
+
+        SignalStopper.unregister(experiment)
+
+
+# -- what it found ------------------------------------------------------------------------
+
+
+def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str, Any]:
+    """A confirmation's runs as paired comparisons against the default.
+
+    For each setting and objective: the setting's and the default's mean ± SE over the
+    seeds where both completed, the paired difference (``search.paired.Paired``) and its
+    p-value after Holm's correction across the settings; and a sentence.
+    """
+    names = confirmation["objectives"]["names"]
+    directions = confirmation["objectives"]["directions"]
+    complete = {(r["setting"], r["seed"]): r["metrics"] for r in confirmation["runs"]
+                if r["state"] == "complete"}
+    failed = [r for r in confirmation["runs"] if r["state"] == "failed"]
+    seeds = confirmation["seeds"]
+    total = len(seeds) * len(confirmation["settings"])
+    rows = []
+    for setting in confirmation["settings"][1:]:
+        both = [s for s in seeds if (setting["key"], s) in complete and (DEFAULT, s) in complete]
+        entry = {"key": setting["key"], "number": setting["number"],
+                 "params": setting["params"], "search_values": setting["values"],
+                 "seeds": both, "objectives": {}}
+        for name in names:
+            a = [complete[(setting["key"], s)].get(name, math.nan) for s in both]
+            b = [complete[(DEFAULT, s)].get(name, math.nan) for s in both]
+            if len(both) < 2 or not all(math.isfinite(v) for v in a + b):
+                entry["objectives"][name] = None
+                continue
+            diff = paired_difference(a, b)
+            entry["objectives"][name] = {"setting": _mean_se(a), "default": _mean_se(b),
+                                         "difference": diff.as_dict()}
+        collapsed = sum(complete[(setting["key"], s)].get("zay_collapsed", 0.0) >= 1.0
+                        for s in seeds if (setting["key"], s) in complete)
+        entry["collapsed"] = int(collapsed)
+        rows.append(entry)
+    for name, d in zip(names, directions, strict=True):
+        tested = [r for r in rows if r["objectives"].get(name)]
+        adjusted = holm([r["objectives"][name]["difference"]["p"] for r in tested])
+        for r, p in zip(tested, adjusted, strict=True):
+            from search.paired import Paired
+
+            cmp = r["objectives"][name]
+            cmp["p_holm"] = p
+            cmp["sentence"] = describe(name, Paired(**cmp["difference"]), p, alpha=alpha,
+                                       higher_is_better=d == "maximize")
+    for r in rows:
+        parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
+        r["sentence"] = ("; ".join(parts) if parts else
+                         "not enough paired seeds yet (needs two where both completed)")
+    done = len(complete)
+    return {"id": confirmation["id"], "created_at": confirmation["created_at"],
+            "seeds": seeds, "top": confirmation["top"], "objectives": names,
+            "directions": directions, "runs_done": done, "runs_failed": len(failed),
+            "runs_total": total, "complete": done == total, "alpha": alpha,
+            "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
+                         for r in failed],
+            "settings": rows}
+
+
+def _mean_se(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    n = len(values)
+    sd = float(np.std(values, ddof=1)) if n > 1 else math.nan
+    return {"mean": float(np.mean(values)), "se": sd / math.sqrt(n), "n": n}
+
+
+def latest_summary(engine, study_name: str) -> dict[str, Any] | None:
+    """The newest confirmation of a study, summarised (``None`` if it has none)."""
+    stored = db.read_confirmations(engine, study_name)
+    return summarize(stored[-1]) if stored else None
+
+
+def print_confirmation(summary: dict[str, Any], file=None) -> None:
+    import sys
+
+    file = file or sys.stdout
+    state = ("complete" if summary["complete"] else
+             f"{summary['runs_done']} of {summary['runs_total']} runs done")
+    print(f"confirmed against the default on {len(summary['seeds'])} fresh seeds "
+          f"({', '.join(map(str, summary['seeds']))}): {state}"
+          + (f", {summary['runs_failed']} failed" if summary["runs_failed"] else ""),
+          file=file)
+    for r in summary["settings"]:
+        print(f"  {r['key']} ({len(r['seeds'])} paired seeds): {r['sentence']}", file=file)
+    if summary["settings"]:
+        print(f"  (paired t test, Holm-adjusted across the {len(summary['settings'])} "
+              f"setting{'s' if len(summary['settings']) != 1 else ''}; α = "
+              f"{summary['alpha']})", file=file)

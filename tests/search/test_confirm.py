@@ -1,0 +1,219 @@
+"""``stagetune confirm``: fresh paired seeds, statistics on known differences, resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from search import storage as db
+from search.confirm import (
+    DEFAULT,
+    ConfirmError,
+    ConfirmOptions,
+    fresh_seeds,
+    front_order,
+    jobs_for,
+    run_confirm,
+    summarize,
+)
+from search.driver import run_sweep
+from tests.search.conftest import tiny_options
+
+ROOT = Path(__file__).resolve().parents[2]
+T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of freedom
+
+
+def _trial_with(study, seed: int, split: int | None = None, replicates=None):
+    trial = study.ask()
+    trial.set_user_attr("config", {"seed": seed, "data": {"split_seed": split}})
+    if replicates:
+        trial.set_user_attr("replicate_seeds", replicates)
+    study.tell(trial, [0.5, 0.5])
+
+
+def test_fresh_seeds_lie_above_every_seed_the_study_used():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    _trial_with(study, 0, split=0, replicates=[0, 1, 2])
+    _trial_with(study, 4)  # a trial with its own --seed
+    _trial_with(study, 1, split=9)  # a split drawn from seed 9
+    assert fresh_seeds(study, 3) == [10, 11, 12]
+    assert fresh_seeds(optuna.create_study(), 2) == [0, 1]
+
+
+def test_the_front_is_ordered_by_what_each_point_adds_alone():
+    # reference (0, 0); A (0.2, 0.9), B (0.6, 0.6), C (0.9, 0.2) sorted by accuracy:
+    # A adds 0.2 x (0.9 - 0.6) = 0.06, B (0.6 - 0.2) x (0.6 - 0.2) = 0.16,
+    # C (0.9 - 0.6) x 0.2 = 0.06 -> B first, then A and C in their given order
+    points = [[0.2, 0.9], [0.9, 0.2], [0.6, 0.6]]
+    assert front_order(points, ["maximize", "maximize"], [0.0, 0.0]) == [2, 0, 1]
+    # a minimised second objective: its values are mirrored, the order is the same
+    mirrored = [[a, 1 - b] for a, b in points]
+    assert front_order(mirrored, ["maximize", "minimize"], [0.0, 1.0]) == [2, 0, 1]
+    assert front_order([[0.3], [0.9], [0.5]], ["maximize"], [0.0]) == [1, 2, 0]
+
+
+def _confirmation(values: dict[str, list[float | None]], seeds: list[int]) -> dict:
+    """A stored confirmation with one objective per setting: ``None`` marks a failed run."""
+    settings = [{"key": k, "number": None if k == DEFAULT else i, "params": {},
+                 "values": None} for i, k in enumerate(values)]
+    runs = []
+    for key, per_seed in values.items():
+        for seed, v in zip(seeds, per_seed, strict=True):
+            runs.append({"setting": key, "seed": seed, "finished_at": 0.0,
+                         "state": "failed" if v is None else "complete",
+                         "metrics": {} if v is None else {"acc": v, "dis": 0.5},
+                         "reason": "DivergenceError" if v is None else None})
+    return {"id": 1, "created_at": 0.0, "top": len(values) - 1, "seeds": seeds,
+            "objectives": {"names": ["acc", "dis"], "directions": ["maximize", "maximize"]},
+            "settings": settings, "runs": runs}
+
+
+def test_a_known_shift_is_found_with_its_interval_and_holm_adjusted_p():
+    n, sd = 5, 0.04
+    shift = T_975_DF4 * sd / math.sqrt(n)  # stands exactly at p = 0.05 before Holm
+    default = np.array([0.70, 0.66, 0.73, 0.69, 0.71])
+    z = np.arange(n) - 2.0
+    z = z / z.std(ddof=1)
+    summary = summarize(_confirmation({
+        DEFAULT: list(default), "trial_3": list(default),  # the same numbers: difference 0
+        "trial_8": list(default + shift + sd * z)}, seeds=[10, 11, 12, 13, 14]))
+    same, shifted = summary["settings"]
+    zero = same["objectives"]["acc"]
+    assert zero["difference"]["mean"] == 0 and zero["difference"]["p"] == 1.0
+    assert zero["sentence"].startswith("no different from the default on acc")
+    acc = shifted["objectives"]["acc"]
+    assert acc["difference"]["mean"] == pytest.approx(shift)
+    assert acc["difference"]["low"] == pytest.approx(0.0, abs=1e-12)
+    assert acc["difference"]["p"] == pytest.approx(0.05, abs=1e-9)
+    # Holm over two settings: the smaller p doubles (0.10), the larger stays 1
+    assert acc["p_holm"] == pytest.approx(0.10, abs=1e-9) and zero["p_holm"] == 1.0
+    assert acc["sentence"].startswith("no different")  # 0.10 is not below 0.05
+    assert acc["setting"]["mean"] == pytest.approx(default.mean() + shift)
+    assert summary["complete"] and summary["runs_done"] == 15
+
+
+def test_failed_runs_leave_their_seed_out_of_the_pairs():
+    summary = summarize(_confirmation({DEFAULT: [0.5, 0.6, 0.7, 0.8],
+                                       "trial_1": [0.6, None, 0.8, 0.9]}, seeds=[5, 6, 7, 8]))
+    (row,) = summary["settings"]
+    assert row["seeds"] == [5, 7, 8] and summary["runs_failed"] == 1
+    assert row["objectives"]["acc"]["difference"]["mean"] == pytest.approx(0.1)
+    assert not summary["complete"]
+
+
+def test_jobs_are_one_run_or_one_population_per_seed_and_skip_what_is_done():
+    c = _confirmation({DEFAULT: [0.5, 0.6], "trial_1": [0.6, 0.7]}, seeds=[3, 4])
+    c["runs"] = [r for r in c["runs"] if (r["setting"], r["seed"]) != ("trial_1", 4)]
+    c["runs"][0]["state"] = "failed"  # (default, 3) failed: it runs again
+    assert jobs_for(c, population=False) == [[(DEFAULT, 3)], [("trial_1", 4)]]
+    assert jobs_for(c, population=True) == [[(DEFAULT, 3)], [("trial_1", 4)]]
+    c["runs"] = []
+    assert jobs_for(c, population=True) == [[(DEFAULT, 3), ("trial_1", 3)],
+                                            [(DEFAULT, 4), ("trial_1", 4)]]
+
+
+def test_a_study_without_trials_or_with_a_bad_plan_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(storage=url, study_name="e", directions=["maximize", "maximize"])
+    with pytest.raises(ConfirmError, match="no complete trial"):
+        run_confirm(ConfirmOptions(storage=url, study="e", quiet=True))
+    with pytest.raises(ConfirmError, match="--seeds must be at least 2"):
+        run_confirm(ConfirmOptions(storage=url, study="e", seeds=1, quiet=True))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A small study: the default and three random settings, one seed each."""
+    import ray
+
+    tmp = tmp_path_factory.mktemp("confirm")
+    url = f"sqlite:///{tmp / 'study.db'}"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_sweep(tiny_options(url, "s", 4, tmp))
+    finally:
+        ray.shutdown()
+    return url, tmp
+
+
+def _runs(url: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT setting, seed, state, finished_at FROM stagetune_confirmation_runs "
+            "ORDER BY setting, seed")).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_an_interrupted_confirmation_resumes_only_what_is_missing(swept, tmp_path):
+    url, _ = swept
+    work = tmp_path / "tune"
+    command = [sys.executable, "-m", "search", "confirm", "--storage", url, "--study", "s",
+               "--top", "1", "--seeds", "2", "--num-cpus", "1", "--max-concurrent", "1",
+               "--work-dir", str(work)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if _runs(url):
+                break
+        except sa.exc.OperationalError:  # the tables are being created
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert "run the same command again to resume" in out
+    before = _runs(url)
+    assert 1 <= len(before) < 4, out  # 2 settings x 2 seeds: stopped part-way
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_confirm(ConfirmOptions(storage=url, study="s", top=1, seeds=2,
+                                             tune_dir=str(work), quiet=True))
+    finally:
+        ray.shutdown()
+    after = _runs(url)
+    assert len(after) == 4 and {r[2] for r in after} == {"complete"}
+    assert set(before) <= set(after)  # what was stored stays, untouched (same finished_at)
+    study = optuna.load_study(study_name="s", storage=url)
+    used = {t.user_attrs["config"]["seed"] for t in study.trials}
+    assert not {r[1] for r in after} & used  # fresh seeds, paired across the settings
+    assert len(study.trials) == 4  # the study's own trials are untouched
+    assert summary["complete"] and len(summary["settings"]) == 1
+    row = summary["settings"][0]
+    assert row["seeds"] == summary["seeds"] and len(row["seeds"]) == 2
+    assert set(row["objectives"]) == {"task_accuracy", "zay_independence_score"}
+
+    # status says how far the study has been confirmed
+    out = subprocess.run([sys.executable, "-m", "search", "status", "--storage", url,
+                          "--study", "s"], env=env, capture_output=True, text=True, check=True)
+    assert "confirmed against the default on 2 fresh seeds" in out.stdout
+    assert row["key"] in out.stdout
+
+
+def test_status_says_when_a_study_has_not_been_confirmed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="n", directions=["maximize",
+                                                                          "maximize"])
+    study.tell(study.ask(), [0.5, 0.5])
+    out = subprocess.run([sys.executable, "-m", "search", "status", "--storage", url,
+                          "--study", "n"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True)
+    assert "not confirmed" in out.stdout
+    assert db.read_confirmations(sa.create_engine(url), "n") == []

@@ -1,0 +1,102 @@
+"""The paired comparison's statistics, on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from search.paired import describe, format_p, holm, paired_difference
+
+#: Student's t, 97.5% quantile, 4 degrees of freedom (printed tables: 2.776)
+T_975_DF4 = 2.7764451051977987
+
+
+def _exact(shift: float, sd: float, n: int) -> np.ndarray:
+    """n differences whose sample mean is exactly ``shift`` and sample sd exactly ``sd``."""
+    z = np.arange(n, dtype=np.float64)
+    z = (z - z.mean()) / z.std(ddof=1)
+    return shift + sd * z
+
+
+def test_a_difference_of_exactly_zero_has_no_spread_and_p_one():
+    default = [0.71, 0.69, 0.74, 0.70, 0.72]
+    d = paired_difference(default, default)
+    assert (d.mean, d.sd, d.se, d.low, d.high, d.t, d.p) == (0, 0, 0, 0, 0, 0, 1.0)
+    assert describe("accuracy", d, d.p).startswith("no different from the default on accuracy")
+
+
+def test_a_constant_nonzero_difference_is_certain():
+    d = paired_difference([0.8] * 4, [0.7] * 4)
+    assert d.mean == pytest.approx(0.1) and d.p == 0.0 and d.low == d.high
+
+
+def test_a_known_shift_with_known_spread_matches_the_t_distribution():
+    # mean difference δ and sd σ exactly; with δ = t_{0.975,4} σ / √5 the test stands
+    # exactly at p = 0.05 and the interval's lower end exactly at 0
+    n, sd = 5, 0.04
+    shift = T_975_DF4 * sd / math.sqrt(n)
+    default = np.array([0.70, 0.66, 0.73, 0.69, 0.71])  # any seeds' values: they cancel
+    d = paired_difference(default + _exact(shift, sd, n), default)
+    assert d.mean == pytest.approx(shift, abs=1e-12)
+    assert d.sd == pytest.approx(sd, abs=1e-12)
+    assert d.se == pytest.approx(sd / math.sqrt(n), abs=1e-12)
+    assert d.t == pytest.approx(T_975_DF4, abs=1e-9)
+    assert d.p == pytest.approx(0.05, abs=1e-9)
+    assert d.low == pytest.approx(0.0, abs=1e-12)
+    assert d.high == pytest.approx(2 * shift, abs=1e-12)
+
+
+def test_intervals_cover_the_true_shift_at_their_level_and_p_is_uniform_under_the_null():
+    rng = np.random.default_rng(0)
+    trials, n, shift, sd = 4000, 5, 0.03, 0.05
+    covered = rejected_null = 0
+    for _ in range(trials):
+        seed_effect = rng.normal(0.7, 0.1, n)  # shared by both settings of a seed
+        a = seed_effect + shift + rng.normal(0, sd, n)
+        b = seed_effect + rng.normal(0, 0, n)
+        d = paired_difference(a, b)
+        covered += d.low <= shift <= d.high
+        null = paired_difference(seed_effect + rng.normal(0, sd, n), seed_effect)
+        rejected_null += null.p < 0.05
+    # binomial sd at 4000 trials: 0.0034; 4.5 sd either way
+    assert abs(covered / trials - 0.95) < 0.016
+    assert abs(rejected_null / trials - 0.05) < 0.016
+
+
+def test_pairing_removes_what_a_seed_does_to_both_settings():
+    # seed effects ten times the shift: paired, the shift is plain; unpaired, it is not
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0.0, 0.1, 6)
+    a = seed_effect + 0.02 + rng.normal(0, 0.002, 6)
+    b = seed_effect
+    assert paired_difference(a, b).p < 0.001
+    from scipy import stats
+
+    assert stats.ttest_ind(a, b).pvalue > 0.5
+
+
+def test_holm_on_a_worked_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_too_few_or_unpaired_values_are_refused():
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        paired_difference([1.0], [0.5])
+    with pytest.raises(ValueError, match="one length"):
+        paired_difference([1.0, 2.0], [0.5])
+
+
+def test_sentences_say_better_worse_or_no_different():
+    better = paired_difference([0.9, 0.91, 0.92], [0.7, 0.7, 0.71])
+    # means 0.91 and 0.7033...: a difference of 0.2067, sd 0.00577, t = 62 on 2 df
+    assert describe("disentanglement_score", better, better.p) == (
+        "beats the default on disentanglement_score by 0.207 ± 0.003 "
+        "(95% CI +0.192 to +0.221, p < 0.001)")
+    assert describe("leakage", better, better.p, higher_is_better=False).startswith(
+        "is worse than the default on leakage")
+    assert format_p(0.0004) == "< 0.001" and format_p(0.0312) == "0.031"
