@@ -113,12 +113,30 @@ def front_order(values: list[list[float]], directions: list[str],
     return sorted(range(len(values)), key=lambda i: (-gain[i], i))
 
 
+def non_dominated(trials: list, directions: list[str]) -> list:
+    """The trials no other of ``trials`` dominates (at least as good in every objective,
+    better in one), in their given order."""
+    signed = [[v if d == "maximize" else -v for v, d in zip(t.values, directions, strict=True)]
+              for t in trials]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [t for i, t in enumerate(trials)
+            if not any(dominates(signed[j], signed[i]) for j in range(len(trials)) if j != i)]
+
+
 def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any]]:
-    """The default and the ``top`` front settings that are not the default, each as
-    ``{"key", "number", "params", "values", "config"}``."""
+    """The default and the ``top`` best other settings, each as ``{"key", "number",
+    "params", "values", "config"}``.
+
+    The candidates are the front of the feasible trials other than the default (where
+    the default is on the study's front this is the study's front without it; where it
+    dominates, they are the best the search found besides it, which is what a
+    confirmation should then test), ordered by the hypervolume each adds alone.
+    """
     from optuna.trial import TrialState
 
-    from search._progress import front_trials
     from trainer import params
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -127,11 +145,12 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
         raise ConfirmError(f"study {study.study_name!r} has no complete trial to confirm yet; "
                            "run a sweep first")
     base = [t for t in with_config if t.user_attrs.get("baseline")]
-    front = [t for t in front_trials(study) if not t.user_attrs.get("baseline")
-             and isinstance(t.user_attrs.get("config"), dict)]
+    others = [t for t in with_config if not t.user_attrs.get("baseline")
+              and t.user_attrs.get("feasible", True)]
+    front = non_dominated(others, objective.directions)
     if not front:
-        raise ConfirmError(f"the front of study {study.study_name!r} holds only the method's "
-                           "default: there is nothing to confirm against it")
+        raise ConfirmError(f"study {study.study_name!r} has no feasible complete trial besides "
+                           "the method's default: there is nothing to confirm against it")
     feasible = [list(t.values) for t in complete if t.user_attrs.get("feasible", True)
                 and t.values is not None]
     worst = [min(v[j] if d == "maximize" else -v[j] for v in feasible)

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from search import storage as db
+from search.cli import SMOKE
 from search.confirm import (
     DEFAULT,
     ConfirmError,
@@ -27,7 +28,9 @@ from search.confirm import (
     summarize,
 )
 from search.driver import run_sweep
-from tests.search.conftest import tiny_options
+from search.space import SearchSpace
+from tests.search.conftest import TINY_TRIAL, tiny_options
+from trainer import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 T_975_DF4 = 2.7764451051977987  # Student's t, 97.5% quantile, 4 degrees of freedom
@@ -132,17 +135,16 @@ def test_a_study_without_trials_or_with_a_bad_plan_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """A small study: the default and three random settings, one seed each."""
-    import ray
-
+def swept(tmp_path_factory, local_ray):
+    """A small study: the default and three random settings, one seed each, at the smoke
+    test's size (the tests' tiny trials collapse zay, and a collapsed trial is not a
+    candidate)."""
     tmp = tmp_path_factory.mktemp("confirm")
     url = f"sqlite:///{tmp / 'study.db'}"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        run_sweep(tiny_options(url, "s", 4, tmp))
-    finally:
-        ray.shutdown()
+    opts = tiny_options(url, "s", 4, tmp)
+    opts.base_config = RunConfig().replace(**{**TINY_TRIAL, **SMOKE}).to_dict()
+    opts.space = SearchSpace(epochs=SMOKE["epochs"])
+    run_sweep(opts)
     return url, tmp
 
 
@@ -156,6 +158,7 @@ def _runs(url: str) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
+@pytest.mark.slow  # a sweep, then a confirmation driver stopped by SIGINT and resumed: ~2 min
 def test_an_interrupted_confirmation_resumes_only_what_is_missing(swept, tmp_path):
     url, _ = swept
     work = tmp_path / "tune"
@@ -180,14 +183,8 @@ def test_an_interrupted_confirmation_resumes_only_what_is_missing(swept, tmp_pat
     before = _runs(url)
     assert 1 <= len(before) < 4, out  # 2 settings x 2 seeds: stopped part-way
 
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run_confirm(ConfirmOptions(storage=url, study="s", top=1, seeds=2,
-                                             tune_dir=str(work), quiet=True))
-    finally:
-        ray.shutdown()
+    summary = run_confirm(ConfirmOptions(storage=url, study="s", top=1, seeds=2,
+                                         tune_dir=str(work), quiet=True))
     after = _runs(url)
     assert len(after) == 4 and {r[2] for r in after} == {"complete"}
     assert set(before) <= set(after)  # what was stored stays, untouched (same finished_at)
