@@ -25,6 +25,14 @@ run of the same setting (max |difference| is printed).
 Results are appended to ``--out`` (JSON) as each row finishes; a rerun skips rows that
 are there (``--fresh`` starts over), so the run can be cut and continued.
 
+``--replicates R`` instead measures what replicates cost (``stagetune sweep --replicates
+R``): trials of R paired seeds each (seeds 0..R-1, one data split) per hour, trained as R
+solo runs one after another per trial against populations of K settings × R seeds (K·R
+members, as a sweep with ``--population K --replicates R`` trains them), with the largest
+difference between a replicate's final metrics in the two paths:
+
+    python benchmarks/population.py --replicates 3 --ks 1,4 --solo-trials 4
+
 ``--k1-vs-solo N`` instead measures whether solo ``fit`` could be a population of one:
 the first setting trained N times each way in this process, alternating which goes
 first, one torch thread, training epochs only (the evaluation is the same code for
@@ -203,6 +211,98 @@ def run_population(flat: list[dict], k: int, parallel: int, device: str) -> dict
     return row
 
 
+def replicate_flat(flat: list[dict], replicates: int) -> list[list[dict]]:
+    """Each setting's replicates: seeds 0..R-1 on the split of seed 0 (as a sweep)."""
+    return [[{**f, "seed": r, "split_seed": 0} for r in range(replicates)] for f in flat]
+
+
+def _replicates_solo_worker(runs: list[dict]) -> dict:
+    """One trial's R replicates as R solo runs, one after another."""
+    out = [_solo_worker(f) for f in runs]
+    return {"cpu_s": sum(o["cpu_s"] for o in out), "finals": [o["final"] for o in out]}
+
+
+def run_replicates_solo(trials: list[list[dict]], parallel: int, device: str) -> dict:
+    with GpuSampler(device) as gpu:
+        t0 = time.perf_counter()
+        with _pool(parallel) as pool:
+            runs = list(pool.map(_replicates_solo_worker, trials))
+        wall = time.perf_counter() - t0
+    return {"kind": "replicates-solo", "parallel": parallel, "trials": len(trials),
+            "replicates": len(trials[0]), "wall_s": wall,
+            "trials_per_hour": 3600 * len(trials) / wall,
+            "cpu_s_per_trial": sum(r["cpu_s"] for r in runs) / len(trials),
+            "finals": [r["finals"] for r in runs], **gpu.summary()}
+
+
+def run_replicates_population(trials: list[list[dict]], k: int, parallel: int,
+                              device: str) -> dict:
+    """Populations of ``k`` trials × R seeds (K·R members), ``parallel`` at once."""
+    chunks = [trials[i:i + k] for i in range(0, len(trials), k)]
+    members = [[f for trial in chunk for f in trial] for chunk in chunks]
+    with GpuSampler(device) as gpu:
+        t0 = time.perf_counter()
+        with _pool(parallel) as pool:
+            runs = list(pool.map(_population_worker, members))
+        wall = time.perf_counter() - t0
+    r = len(trials[0])
+    finals = [run["finals"][i * r:(i + 1) * r] for run, chunk in zip(runs, chunks, strict=True)
+              for i in range(len(chunk))]
+    return {"kind": "replicates-population", "k": k, "parallel": parallel,
+            "trials": len(trials), "replicates": r, "wall_s": wall,
+            "trials_per_hour": 3600 * len(trials) / wall,
+            "cpu_s_per_trial": sum(run["cpu_s"] for run in runs) / len(trials),
+            "finals": finals, **gpu.summary()}
+
+
+def _replicates_table(rows: list[dict]) -> str:
+    solo = next((r for r in rows if r["kind"] == "replicates-solo"), None)
+    lines = ["| run | trials × seeds | wall (s) | trials/hour | vs solo | CPU s per trial | "
+             "vs solo | max abs Δ final vs solo |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        name = (f"{row['replicates']} solo runs per trial, {row['parallel']} at a time"
+                if row["kind"] == "replicates-solo" else
+                f"population K={row['k']} × R={row['replicates']} ({row['k'] * row['replicates']}"
+                f" members), {row['parallel']} at a time")
+        ratio = cpu_ratio = diff = ""
+        if solo is not None:
+            ratio = f"{row['trials_per_hour'] / solo['trials_per_hour']:.2f}x"
+            cpu_ratio = f"{solo['cpu_s_per_trial'] / row['cpu_s_per_trial']:.2f}x"
+            if row is not solo:
+                deltas = [abs(a[key] - b[key])
+                          for ta, tb in zip(row["finals"], solo["finals"], strict=False)
+                          for a, b in zip(ta, tb, strict=True) for key in COMPARED
+                          if key in a and key in b]
+                diff = f"{max(deltas):.4f}" if deltas else "n/a"
+        lines.append(f"| {name} | {row['trials']} × {row['replicates']} | {row['wall_s']:.1f} | "
+                     f"{row['trials_per_hour']:.0f} | {ratio} | {row['cpu_s_per_trial']:.2f} | "
+                     f"{cpu_ratio} | {diff} |")
+    return "\n".join(lines)
+
+
+def replicates_benchmark(args, flat: list[dict]) -> None:
+    device = args.device.split(":")[0]
+    out = Path(args.out if args.out_given else
+               ROOT / "benchmarks" / "out" / f"population_replicates_{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trials = replicate_flat(flat[: args.solo_trials], args.replicates)
+    rows: list[dict] = []
+    pop_parallel = args.pop_parallel or (2 if args.device == "cpu" else 1)
+    parallel = int(args.solo_parallel.split(",")[0])
+    rows.append(run_replicates_solo(trials, parallel, args.device))
+    print(_replicates_table(rows), flush=True)
+    for k in (int(v) for v in args.ks.split(",")):
+        # as many populations at once as there are to run, up to --pop-parallel
+        at_once = max(1, min(pop_parallel, len(trials) // k))
+        rows.append(run_replicates_population(trials, k, at_once, args.device))
+        out.write_text(json.dumps({"sizes": SIZES, "device": args.device, "rows": rows},
+                                  indent=1))
+        print(_replicates_table(rows), flush=True)
+    print(f"\nsizes: {SIZES}; device {args.device}; {os.cpu_count()} CPUs; "
+          f"{len(trials)} settings × {args.replicates} seeds")
+    print(_replicates_table(rows))
+
+
 def _table(rows: list[dict], device: str) -> str:
     solo = [r for r in rows if r["kind"] == "solo"]
     ref = solo[0] if solo else None
@@ -299,10 +399,15 @@ def main() -> None:
                    help="how many of the settings the solo rows run")
     p.add_argument("--pop-parallel", type=int, default=None,
                    help="population processes at once (default: 2 on CPU, 1 on a GPU)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "population_cpu.json"))
+    p.add_argument("--out", default=None,
+                   help="JSON of the rows (default: benchmarks/out/population_cpu.json, or "
+                        "population_replicates_<device>.json with --replicates)")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--k1-vs-solo", type=int, default=0, metavar="N",
                    help="only compare solo fit with a population of one, N tries each")
+    p.add_argument("--replicates", type=int, default=0, metavar="R",
+                   help="only measure trials of R paired seeds: R solo runs per trial "
+                        "against populations of K settings × R seeds")
     p.add_argument("--write-settings", action="store_true",
                    help=f"draw the settings from the sweep's space into {SETTINGS_FILE.name}")
     args = p.parse_args()
@@ -312,7 +417,11 @@ def main() -> None:
     if args.k1_vs_solo:
         k1_vs_solo(settings(args.device)[0], args.k1_vs_solo)
         return
-    out = Path(args.out)
+    args.out_given = args.out is not None
+    if args.replicates:
+        replicates_benchmark(args, settings(args.device))
+        return
+    out = Path(args.out or ROOT / "benchmarks" / "out" / "population_cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [] if args.fresh or not out.exists() else json.loads(out.read_text())["rows"]
     flat = settings(args.device)

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from search.confirm import ConfirmOptions, print_confirmation, run_confirm
+    from search.confirm import ConfirmOptions, run_confirm
+    from search.confirmation import print_confirmation
 
     summary = run_confirm(ConfirmOptions(
         storage=args.storage, study=args.study, top=args.top, seeds=args.seeds,
@@ -263,7 +264,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     study = optuna.load_study(study_name=args.study, storage=storage)
     objective = summary_objective(study)  # refuses a study it cannot summarise
     summary = summarize(study, objective)
-    from search.confirm import latest_summary
+    from search.confirmation import latest_summary
 
     summary["confirmation"] = latest_summary(storage.engine, args.study)
     # the whole summary is rendered first: an error leaves no half of it printed
@@ -276,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("not confirmed: 'stagetune confirm' re-runs the front against the "
                   "default on fresh seeds", file=text)
         else:
-            from search.confirm import print_confirmation
+            from search.confirmation import print_confirmation
 
             print_confirmation(summary["confirmation"], file=text)
     sys.stdout.write(text.getvalue())

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,14 +38,12 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from search import storage as db
+from search.confirmation import DEFAULT, summarize
 from search.objective import Objective
-from search.paired import ALPHA, describe, holm, paired_difference
 from search.searcher import own_metrics
 from search.storage import StorageError, redact
 
 log = logging.getLogger("stagetune.search")
-
-DEFAULT = "default"
 
 
 def setting_key(number: int) -> str:
@@ -450,95 +447,3 @@ def _tune(opts: ConfirmOptions, searcher: ConfirmSearcher, stop, gpus: float,
         from search.searcher import SignalStopper
 
         SignalStopper.unregister(experiment)
-
-
-# -- what it found ------------------------------------------------------------------------
-
-
-def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str, Any]:
-    """A confirmation's runs as paired comparisons against the default.
-
-    For each setting and objective: the setting's and the default's mean ± SE over the
-    seeds where both completed, the paired difference (``search.paired.Paired``) and its
-    p-value after Holm's correction across the settings; and a sentence.
-    """
-    names = confirmation["objectives"]["names"]
-    directions = confirmation["objectives"]["directions"]
-    complete = {(r["setting"], r["seed"]): r["metrics"] for r in confirmation["runs"]
-                if r["state"] == "complete"}
-    failed = [r for r in confirmation["runs"] if r["state"] == "failed"]
-    seeds = confirmation["seeds"]
-    total = len(seeds) * len(confirmation["settings"])
-    rows = []
-    for setting in confirmation["settings"][1:]:
-        both = [s for s in seeds if (setting["key"], s) in complete and (DEFAULT, s) in complete]
-        entry = {"key": setting["key"], "number": setting["number"],
-                 "params": setting["params"], "search_values": setting["values"],
-                 "seeds": both, "objectives": {}}
-        for name in names:
-            a = [complete[(setting["key"], s)].get(name, math.nan) for s in both]
-            b = [complete[(DEFAULT, s)].get(name, math.nan) for s in both]
-            if len(both) < 2 or not all(math.isfinite(v) for v in a + b):
-                entry["objectives"][name] = None
-                continue
-            diff = paired_difference(a, b)
-            entry["objectives"][name] = {"setting": _mean_se(a), "default": _mean_se(b),
-                                         "difference": diff.as_dict()}
-        collapsed = sum(complete[(setting["key"], s)].get("zay_collapsed", 0.0) >= 1.0
-                        for s in seeds if (setting["key"], s) in complete)
-        entry["collapsed"] = int(collapsed)
-        rows.append(entry)
-    for name, d in zip(names, directions, strict=True):
-        tested = [r for r in rows if r["objectives"].get(name)]
-        adjusted = holm([r["objectives"][name]["difference"]["p"] for r in tested])
-        for r, p in zip(tested, adjusted, strict=True):
-            from search.paired import Paired
-
-            cmp = r["objectives"][name]
-            cmp["p_holm"] = p
-            cmp["sentence"] = describe(name, Paired(**cmp["difference"]), p, alpha=alpha,
-                                       higher_is_better=d == "maximize")
-    for r in rows:
-        parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
-        r["sentence"] = ("; ".join(parts) if parts else
-                         "not enough paired seeds yet (needs two where both completed)")
-    done = len(complete)
-    return {"id": confirmation["id"], "created_at": confirmation["created_at"],
-            "seeds": seeds, "top": confirmation["top"], "objectives": names,
-            "directions": directions, "runs_done": done, "runs_failed": len(failed),
-            "runs_total": total, "complete": done == total, "alpha": alpha,
-            "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
-                         for r in failed],
-            "settings": rows}
-
-
-def _mean_se(values: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    n = len(values)
-    sd = float(np.std(values, ddof=1)) if n > 1 else math.nan
-    return {"mean": float(np.mean(values)), "se": sd / math.sqrt(n), "n": n}
-
-
-def latest_summary(engine, study_name: str) -> dict[str, Any] | None:
-    """The newest confirmation of a study, summarised (``None`` if it has none)."""
-    stored = db.read_confirmations(engine, study_name)
-    return summarize(stored[-1]) if stored else None
-
-
-def print_confirmation(summary: dict[str, Any], file=None) -> None:
-    import sys
-
-    file = file or sys.stdout
-    state = ("complete" if summary["complete"] else
-             f"{summary['runs_done']} of {summary['runs_total']} runs done")
-    print(f"confirmed against the default on {len(summary['seeds'])} fresh seeds "
-          f"({', '.join(map(str, summary['seeds']))}): {state}"
-          + (f", {summary['runs_failed']} failed" if summary["runs_failed"] else ""),
-          file=file)
-    for r in summary["settings"]:
-        print(f"  {r['key']} ({len(r['seeds'])} paired seeds): {r['sentence']}", file=file)
-    if summary["settings"]:
-        print(f"  (paired t test, Holm-adjusted across the {len(summary['settings'])} "
-              f"setting{'s' if len(summary['settings']) != 1 else ''}; α = "
-              f"{summary['alpha']})", file=file)

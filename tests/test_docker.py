@@ -81,10 +81,10 @@ def parse_command(argv: list[str]) -> Any:
         return [parse_command(a) for a in command_lines(argv[2])]
     if argv[0] == "stagetune":
         command, rest = argv[1], argv[2:]
-        if command in ("sweep", "status"):
+        if command in ("sweep", "status", "confirm"):
             from search.cli import build_parser
 
-            return build_parser().parse_args(["run" if command == "sweep" else "status",
+            return build_parser().parse_args(["run" if command == "sweep" else command,
                                               *rest])
         if command == "analyze":
             from analysis.cli import build_parser

@@ -18,15 +18,14 @@ import sqlalchemy as sa
 from search import storage as db
 from search.cli import SMOKE
 from search.confirm import (
-    DEFAULT,
     ConfirmError,
     ConfirmOptions,
     fresh_seeds,
     front_order,
     jobs_for,
     run_confirm,
-    summarize,
 )
+from search.confirmation import DEFAULT, summarize
 from search.driver import run_sweep
 from search.space import SearchSpace
 from tests.search.conftest import TINY_TRIAL, tiny_options
