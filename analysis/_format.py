@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -65,3 +66,9 @@ def mean_se_texts(means: Iterable[float], ses: Iterable[float], *, least: int = 
         out.append(text)
     return out
 
+
+def params_text(params: dict[str, Any]) -> str:
+    """A setting in the short form the sweep's progress lines use:
+    ``stage1_epochs=3, use_independence_penalty=True, independence_penalty=15.9``."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())

@@ -1,5 +1,6 @@
-"""The report: a readable header, a sortable ranked table and every figure in one
-self-contained HTML file (plotly embedded once, works offline)."""
+"""The report: a readable header, a sortable ranked table, the confirmation against the
+method's default and every figure in one self-contained HTML file (plotly embedded once,
+works offline)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis._confirm import header_sentence, latest_confirmation, section_html
 from analysis._figures import (
     effects_figure,
     hover_text,
@@ -292,6 +294,9 @@ table.sortable td{border:1px solid #e8eaed;padding:2px 6px;text-align:right;
   white-space:nowrap}
 table.sortable tr.front td{background:#fdecea}
 section{margin-bottom:2em} .skipped li{color:#5f6368}
+table.confirm{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+table.confirm th,table.confirm td{border:1px solid #dadce0;padding:3px 8px;text-align:right}
+table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em}
 </style>
 """
 
@@ -351,7 +356,11 @@ def table_html(data: StudyData, table: pd.DataFrame) -> str:
 def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
                  include_infeasible: bool = False, png: bool = True, table_rows: int = 100,
                  scale: float = 1.0) -> Path:
-    """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs."""
+    """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs.
+
+    The report says whether the front was confirmed against the method's default
+    (``stagetune confirm``): the newest confirmation's comparisons, or the command to run.
+    """
     from analysis._load import redact
 
     ranked = rank_trials(data, include_pruned=include_pruned,
@@ -359,6 +368,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     ranked["hover"] = hover_text(ranked, data.objectives)
     built = build_figures(data, ranked)
     write_tables(data, ranked, out)
+    confirmation = latest_confirmation(data)
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
                                                           strict=True))
     table = ranked_records(data, ranked).head(table_rows)
@@ -377,6 +387,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<p>{html.escape(counts_sentence(data))}</p>",
         f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",
         f"<p>{html.escape(ranked_note)}.</p>",
+        f"<p>{html.escape(header_sentence(data, confirmation))}</p>",
         "</div>",
     ]
     if built.skipped:
@@ -393,6 +404,8 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         + ("; front rows shaded" if not data.scalar else "") + "."
         + (f" {html.escape(seeds)}" if seeds else "") + "</p>",
         table_html(data, table), "</section>",
+        section_html(data, confirmation,
+                     set(ranked.loc[ranked["pareto_rank"] == 0, "number"].astype(int))),
     ]
     for i, (name, fig) in enumerate(built.figures.items()):
         parts.append(f"<section id='figure-{name}'>")
