@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis._format import float_formatter
+from analysis._format import float_formatter, mean_se_texts
 from trainer import params as registry  # plain Python: no torch
 
 #: above this many trials, clouds of points become 2-D histograms (the front stays on top)
@@ -75,6 +75,8 @@ def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
     """One hover label per trial: number, objectives and settings (built column-wise).
 
     Floats get as many decimals as their column needs to keep distinct values distinct.
+    A trial swept with replicates shows each objective as mean ± standard error and
+    its number of seeds (``R = 3 seeds``).
     """
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
@@ -83,13 +85,21 @@ def hover_text(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
         if c not in df.columns:
             continue
         col = df[c]
-        if pd.api.types.is_float_dtype(col):
+        if c in objectives and f"{c}_se" in df.columns:
+            shown = pd.Series(mean_se_texts(col.to_numpy(np.float64),
+                                            df[f"{c}_se"].to_numpy(np.float64), most=6),
+                              index=df.index)
+        elif pd.api.types.is_float_dtype(col):
             fmt = float_formatter(col.to_numpy(dtype=np.float64), most=6)
             shown = col.map(lambda v, f=fmt: "" if pd.isna(v) else f(float(v)))
         else:
             shown = col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v))
                             else str(v))
         text = text + np.where(shown != "", "<br>" + c + ": " + shown, "")
+    if "replicates" in df.columns:
+        seeds = pd.to_numeric(df["replicates"], errors="coerce")
+        text = text + np.where(seeds > 1, "<br>R = " + seeds.fillna(0).astype(int).astype(str)
+                               + " seeds (mean ± SE)", "")
     return text
 
 
@@ -100,6 +110,25 @@ def _hover(df: pd.DataFrame, objectives: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- Pareto
+
+
+def error_bars(df: pd.DataFrame, objective: str, colour: str) -> dict[str, Any] | None:
+    """Plotly ``error_x``/``error_y`` of ± 1 standard error (the ``<objective>_se``
+    column of trials swept with replicates); ``None`` when no trial of ``df`` has one,
+    so that such trials draw without bars. A trial without one gets no bar."""
+    column = f"{objective}_se"
+    if column not in df.columns or not df[column].notna().any():
+        return None
+    return {"type": "data", "symmetric": True, "array": df[column].astype(float).tolist(),
+            "visible": True, "color": colour, "thickness": 1, "width": 3}
+
+
+def replicates_shown(df: pd.DataFrame) -> int:
+    """The seeds per trial of the trials in ``df`` (1 when none has replicates)."""
+    if "replicates" not in df.columns:
+        return 1
+    seeds = pd.to_numeric(df["replicates"], errors="coerce").dropna()
+    return int(seeds.max()) if len(seeds) else 1
 
 
 def front_points(ranked: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
@@ -116,7 +145,9 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
 
     The front is drawn through trial points only: straight segments between consecutive
     non-dominated trials, never the corners of a staircase that no trial reached.
-    Above ``density_above`` trials the other trials become a 2-D histogram.
+    Above ``density_above`` trials the other trials become a 2-D histogram. Trials swept
+    with replicates carry ± 1 standard error bars on both objectives (the points being
+    means over seeds); the histogram has none.
     """
     x_name, y_name = objectives[:2]
     fig = go.Figure()
@@ -133,12 +164,16 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
     else:
         fig.add_trace(go.Scatter(x=rest[x_name], y=rest[y_name], mode="markers",
                                  name="trials", marker={"color": "#9aa0a6", "size": 7},
+                                 error_x=error_bars(rest, x_name, "#9aa0a6"),
+                                 error_y=error_bars(rest, y_name, "#9aa0a6"),
                                  hovertext=_hover(rest, objectives), hoverinfo="text"))
     if infeasible is not None and len(infeasible):
         fig.add_trace(go.Scatter(x=infeasible[x_name], y=infeasible[y_name], mode="markers",
                                  name="infeasible (zay collapsed)",
                                  marker={"symbol": "x", "color": "#7f7f7f",
                                          "size": 5 if many else 8},
+                                 error_x=error_bars(infeasible, x_name, "#7f7f7f"),
+                                 error_y=error_bars(infeasible, y_name, "#7f7f7f"),
                                  hovertext=_hover(infeasible, objectives), hoverinfo="text"))
     two = len(objectives) == 2
     fig.add_trace(go.Scatter(
@@ -148,6 +183,8 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
         line={"color": FRONT_COLOUR, "width": 2}, marker={"size": 10, "color": FRONT_COLOUR},
         text=[f"#{int(n)}" for n in front["number"]], textposition="top right",
         textfont={"size": 11, "color": FRONT_COLOUR},
+        error_x=error_bars(front, x_name, FRONT_COLOUR),
+        error_y=error_bars(front, y_name, FRONT_COLOUR),
         hovertext=_hover(front, objectives), hoverinfo="text"))
     base = ranked[ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked.iloc[:0]
     if len(base):
@@ -157,8 +194,13 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
                                  textposition="bottom left",
                                  marker={"symbol": "star", "size": 18, "color": "#ffbf00",
                                          "line": {"width": 1, "color": "black"}},
+                                 error_x=error_bars(base, x_name, "black"),
+                                 error_y=error_bars(base, y_name, "black"),
                                  hovertext=_hover(base, objectives), hoverinfo="text"))
     note = f"front: {len(front)} of {len(ranked)} ranked trials"
+    if error_bars(ranked, x_name, FRONT_COLOUR) or error_bars(ranked, y_name, FRONT_COLOUR):
+        note += (f"; points are means over {replicates_shown(ranked)} paired seeds, "
+                 "bars ± 1 standard error")
     if hypervolume is not None and reference is not None:
         ref = ", ".join(f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True))
         fmt = float_formatter([hypervolume])

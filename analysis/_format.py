@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +46,29 @@ def float_formatter(values: Iterable[float], *, least: int = 3,
         return f"{x:.{d}e}" if big else f"{x:.{d}f}"
 
     return fmt
+
+
+def mean_se_texts(means: Iterable[float], ses: Iterable[float], *, least: int = 3,
+                  most: int = 10) -> list[str]:
+    """``"0.912 ± 0.004"`` for each mean and its standard error.
+
+    The means get the decimals their column needs (``float_formatter``) and each standard
+    error as many, so the two read on one scale. A missing mean is ``""``; a mean without
+    a standard error (a trial swept once) is the mean alone.
+    """
+    means, ses = list(means), list(ses)
+    fmt = float_formatter(means, least=least, most=most)
+    out = []
+    for m, s in zip(means, ses, strict=True):
+        text = fmt(m)
+        if text and s is not None and np.isfinite(s):
+            text += f" ± {fmt(s)}"
+        out.append(text)
+    return out
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A setting in the short form the sweep's progress lines use:
+    ``stage1_epochs=3, use_independence_penalty=True, independence_penalty=15.9``."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())

@@ -21,6 +21,9 @@ from trainer.objectives import COLLAPSE_FLAG
 OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "trial_params",
                  "trial_user_attributes", "study_user_attributes"}
 OBJECTIVE_ATTR = "stagetune_objective"
+#: the seeds per setting of a study swept with ``--replicates R`` (R > 1), as
+#: ``search.study`` stores it
+REPLICATES_ATTR = "stagetune_replicates"
 #: the registry's searched parameters, in its order
 SEARCHED_PARAMS = registry.searched_names()
 
@@ -69,6 +72,9 @@ class StudyData:
     #: each searched parameter's Optuna distribution (as stored: name and attributes)
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
     url: str = ""  # as the user gave it (shown redacted)
+    #: seeds per setting (``--replicates``): objectives are means over this many paired
+    #: seeds, with ``<name>_se`` columns beside them when it is above 1
+    replicates: int = 1
 
     @property
     def scalar(self) -> bool:
@@ -150,10 +156,11 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
         directions = [d.lower() for (d,) in conn.execute(sa.text(
             "SELECT direction FROM study_directions WHERE study_id = :s ORDER BY objective"),
             {"s": sid})]
-        spec_row = conn.execute(sa.text(
-            "SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
-            {"s": sid, "k": OBJECTIVE_ATTR}).first()
-        spec = json.loads(spec_row[0]) if spec_row else {}
+        study_attrs = dict(conn.execute(sa.text(
+            "SELECT key, value_json FROM study_user_attributes WHERE study_id = :s AND key IN "
+            "(:o, :r)"), {"s": sid, "o": OBJECTIVE_ATTR, "r": REPLICATES_ATTR}).all())
+        spec = json.loads(study_attrs.get(OBJECTIVE_ATTR, "{}"))
+        replicates = int(json.loads(study_attrs.get(REPLICATES_ATTR, "1")))
         trials = pd.DataFrame(conn.execute(sa.text(
             "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
             "WHERE study_id = :s ORDER BY number"), {"s": sid}).all(),
@@ -205,4 +212,5 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     trials["baseline"] = trials.get("baseline", pd.Series(False, index=trials.index)
                                     ).fillna(False).astype(bool)
     trials = trials.reset_index(drop=True)
-    return StudyData(study, sid, names, directions, spec, trials, engine, distributions, url)
+    return StudyData(study, sid, names, directions, spec, trials, engine, distributions, url,
+                     replicates)

@@ -1,5 +1,6 @@
-"""The report: a readable header, a sortable ranked table and every figure in one
-self-contained HTML file (plotly embedded once, works offline)."""
+"""The report: a readable header, a sortable ranked table, the confirmation against the
+method's default and every figure in one self-contained HTML file (plotly embedded once,
+works offline)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis._confirm import header_sentence, latest_confirmation, section_html
 from analysis._figures import (
     effects_figure,
     hover_text,
@@ -21,7 +23,7 @@ from analysis._figures import (
     parallel_coordinates_figure,
     pareto_figure,
 )
-from analysis._format import float_formatter
+from analysis._format import float_formatter, mean_se_texts
 from analysis._load import AnalysisError, StudyData
 from analysis._pareto import hypervolume_2d
 from analysis._rank import default_reference, hypervolume_over_trials, rank_trials, table_columns
@@ -292,28 +294,56 @@ table.sortable td{border:1px solid #e8eaed;padding:2px 6px;text-align:right;
   white-space:nowrap}
 table.sortable tr.front td{background:#fdecea}
 section{margin-bottom:2em} .skipped li{color:#5f6368}
+table.confirm{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+table.confirm th,table.confirm td{border:1px solid #dadce0;padding:3px 8px;text-align:right}
+table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em}
 </style>
 """
 
 
-def table_html(data: StudyData, table: pd.DataFrame) -> str:
-    """The ranked rows as a sortable HTML table, each float column with the digits it
-    needs to tell trials apart."""
+def table_cells(data: StudyData, table: pd.DataFrame) -> dict[str, list[str]]:
+    """The ranked rows as text, column by column (header -> cells).
+
+    Each float column gets the digits it needs to tell trials apart. An objective with a
+    standard error column (a study swept with replicates) is one column, ``<name> ± SE``,
+    reading ``0.912 ± 0.004``; the tables written to files keep the two numbers apart.
+    """
     cells: dict[str, list[str]] = {}
+    folded = {f"{o}_se" for o in data.objectives if f"{o}_se" in table.columns}
     for c in table.columns:
         col = table[c]
-        if pd.api.types.is_float_dtype(col):
+        if c in folded:
+            continue
+        if f"{c}_se" in folded:
+            cells[f"{c} ± SE"] = mean_se_texts(col.to_numpy(np.float64),
+                                               table[f"{c}_se"].to_numpy(np.float64))
+        elif pd.api.types.is_float_dtype(col):
             fmt = float_formatter(col.to_numpy(np.float64))
             cells[c] = [fmt(float(v)) for v in col]
         else:
             cells[c] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                         for v in col]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    return cells
+
+
+def replicates_note(data: StudyData) -> str:
+    """What the objectives of a study swept with replicates are, in a sentence ("" for
+    a study swept with one seed per setting)."""
+    if data.replicates <= 1:
+        return ""
+    return (f"Objectives are means ± standard error over {data.replicates} paired seeds "
+            "(--replicates), and trials are ranked by the means.")
+
+
+def table_html(data: StudyData, table: pd.DataFrame) -> str:
+    """The ranked rows as a sortable HTML table (``table_cells``)."""
+    cells = table_cells(data, table)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells)
     body = []
     front = (table["pareto_rank"] == 0).tolist() if "pareto_rank" in table else [False] * len(
         table)
     for i in range(len(table)):
-        tds = "".join(f"<td>{html.escape(cells[c][i])}</td>" for c in table.columns)
+        tds = "".join(f"<td>{html.escape(column[i])}</td>" for column in cells.values())
         body.append(f"<tr class='front'>{tds}</tr>" if front[i] and not data.scalar
                     else f"<tr>{tds}</tr>")
     return (f"<div class='table-wrap'><table class='sortable'><thead><tr>{head}</tr></thead>"
@@ -326,7 +356,11 @@ def table_html(data: StudyData, table: pd.DataFrame) -> str:
 def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
                  include_infeasible: bool = False, png: bool = True, table_rows: int = 100,
                  scale: float = 1.0) -> Path:
-    """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs."""
+    """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs.
+
+    The report says whether the front was confirmed against the method's default
+    (``stagetune confirm``): the newest confirmation's comparisons, or the command to run.
+    """
     from analysis._load import redact
 
     ranked = rank_trials(data, include_pruned=include_pruned,
@@ -334,6 +368,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     ranked["hover"] = hover_text(ranked, data.objectives)
     built = build_figures(data, ranked)
     write_tables(data, ranked, out)
+    confirmation = latest_confirmation(data)
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
                                                           strict=True))
     table = ranked_records(data, ranked).head(table_rows)
@@ -352,6 +387,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<p>{html.escape(counts_sentence(data))}</p>",
         f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",
         f"<p>{html.escape(ranked_note)}.</p>",
+        f"<p>{html.escape(header_sentence(data, confirmation))}</p>",
         "</div>",
     ]
     if built.skipped:
@@ -361,11 +397,15 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         parts.append("</ul></div>")
     shown = (f"all {len(table)}" if len(table) == len(ranked)
              else f"top {len(table)} of {len(ranked)}; all of them in ranked.csv")
+    seeds = replicates_note(data)
     parts += [
         f"<section id='ranked'><h2>Ranked trials ({shown})</h2>",
         f"<p class='meta'>Ordered by {order}; click a column to sort"
-        + ("; front rows shaded" if not data.scalar else "") + ".</p>",
+        + ("; front rows shaded" if not data.scalar else "") + "."
+        + (f" {html.escape(seeds)}" if seeds else "") + "</p>",
         table_html(data, table), "</section>",
+        section_html(data, confirmation,
+                     set(ranked.loc[ranked["pareto_rank"] == 0, "number"].astype(int))),
     ]
     for i, (name, fig) in enumerate(built.figures.items()):
         parts.append(f"<section id='figure-{name}'>")

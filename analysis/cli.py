@@ -82,17 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_table(df, top: int) -> None:
-    import numpy as np
+def _print_table(data, df, top: int) -> None:
     import pandas as pd
 
-    from analysis._format import float_formatter
+    from analysis._report import table_cells
 
-    shown = df.head(top).copy()
-    for c in shown.columns:
-        if pd.api.types.is_float_dtype(shown[c]):
-            fmt = float_formatter(shown[c].to_numpy(np.float64))  # apart where shown
-            shown[c] = [fmt(float(v)) for v in shown[c]]
+    shown = pd.DataFrame(table_cells(data, df.head(top)))  # digits apart where shown
     with pd.option_context("display.max_columns", 30, "display.width", 200):
         print(shown.to_string(index=False))
 
@@ -100,12 +95,14 @@ def _print_table(df, top: int) -> None:
 def cmd_rank(args) -> int:
     from analysis._load import load_study
     from analysis._rank import rank_trials
-    from analysis._report import ranked_records, write_tables
+    from analysis._report import ranked_records, replicates_note, write_tables
 
     data = load_study(args.storage, args.study)
     ranked = rank_trials(data, include_pruned=args.include_pruned,
                          include_infeasible=args.include_infeasible)
-    _print_table(ranked_records(data, ranked), args.top)
+    if data.replicates > 1:
+        print(replicates_note(data))
+    _print_table(data, ranked_records(data, ranked), args.top)
     csv_path, json_path = write_tables(data, ranked, Path(args.out))
     print(f"{len(ranked)} trials ranked; wrote {csv_path} and {json_path}")
     return 0
