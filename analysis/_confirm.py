@@ -2,7 +2,7 @@
 
 ``stagetune confirm`` re-trains the front's best settings and the method's default on
 fresh seeds, paired by seed, and stores the runs beside the study (``search.storage``).
-``search.confirm.summarize`` turns them into paired comparisons (mean difference, 95%
+``search.confirmation.summarize`` turns them into paired comparisons (mean difference, 95%
 interval, paired t test, Holm's correction across the settings); this module only reads
 that summary and says it: a sentence for the report's header and a section with each
 confirmed setting's sentences and a compact table.
@@ -18,26 +18,17 @@ from typing import Any
 
 from analysis._format import params_text
 from analysis._load import StudyData
+from search.confirmation import latest_summary
 from search.paired import format_p
-from search.storage import read_confirmations, redact
+from search.storage import redact
 
 BEATS, WORSE, SAME = "beats", "is worse than", "no different"
 
 
 def latest_confirmation(data: StudyData) -> dict[str, Any] | None:
-    """The study's newest confirmation as ``search.confirm.summarize`` gives it (what
-    ``search.confirm.latest_summary`` returns); ``None`` when it has none.
-
-    ``search.confirm`` imports Ray Tune (its searcher subclasses Tune's), so it is imported
-    only when there is a confirmation to summarise: the report of an unconfirmed study
-    imports neither torch nor ray.
-    """
-    stored = read_confirmations(data.engine, data.name)
-    if not stored:
-        return None
-    from search.confirm import summarize
-
-    return summarize(stored[-1])
+    """The study's newest confirmation as ``search.confirmation.summarize`` gives it;
+    ``None`` when it has none."""
+    return latest_summary(data.engine, data.name)
 
 
 def confirm_command(data: StudyData, summary: dict[str, Any] | None = None) -> str:

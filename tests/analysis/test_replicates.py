@@ -257,8 +257,6 @@ def test_an_unconfirmed_study_gives_the_command_with_the_password_hidden(rep_db,
     engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="search.confirm imports ray.tune at module level (its "
-                   "searcher); summarize() needs to move to a ray-free module of search")
 def test_a_report_with_a_confirmation_imports_no_ray(rep_db, tmp_path):
     import subprocess
     import sys
