@@ -214,13 +214,16 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
             reasons[str(reason)] = reasons.get(str(reason), 0) + 1
     front = [
         {"number": t.number, "values": list(t.values), "params": dict(t.params),
-         "baseline": bool(t.user_attrs.get("baseline", False))}
+         "baseline": bool(t.user_attrs.get("baseline", False)),
+         # standard errors over the trial's replicates (--replicates), else None
+         "se": [t.user_attrs.get(f"{name}_se") for name in objective.names]}
         for t in front_trials(study)
     ]
     front.sort(key=lambda f: (-f["values"][0] if objective.directions[0] == "maximize"
                               else f["values"][0], f["number"]))
     return {"study": study.study_name, "counts": counts, "fail_reasons": reasons,
-            "objectives": objective.names, "mode": objective.mode, "front": front}
+            "objectives": objective.names, "mode": objective.mode, "front": front,
+            "replicates": int(study.user_attrs.get("stagetune_replicates", 1))}
 
 
 def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
@@ -247,12 +250,15 @@ def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
             print(f"Pareto front over {', '.join(names)}: no feasible complete trial yet",
                   file=file)
         header = (f"Pareto front ({len(front)} trial{'s' if len(front) != 1 else ''}) "
-                  f"over {', '.join(names)}:")
+                  f"over {', '.join(names)}"
+                  + (f" (means ± SE over {summary['replicates']} paired seeds)"
+                     if summary.get("replicates", 1) > 1 else "") + ":")
     if front:
         print(header, file=file)
     for f in front:
-        vals = "  ".join(f"{n}={format_value(v)}"
-                         for n, v in zip(names, f["values"], strict=True))
+        errors = f.get("se") or [None] * len(names)
+        vals = "  ".join(f"{n}={format_value(v)}" + (f"±{e:.2g}" if e is not None else "")
+                         for n, v, e in zip(names, f["values"], errors, strict=True))
         params = format_params(dict(sorted(f["params"].items())))
         print(f"  #{f['number']:<4d} {vals}  {params}"
               + ("  (method default)" if f["baseline"] else ""), file=file)
