@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size (None: the trainer's default)")
     g.add_argument("--lr", type=float, default=None,
                    help="learning rate (None: the trainer's default)")
+    g.add_argument("--test-domain", type=int, default=None, metavar="K",
+                   help="domain held out entirely: reported (acc_y_test_domain), never "
+                        "selected on")
+    g.add_argument("--val-domain", type=int, default=None, metavar="K",
+                   help="domain held out of training as an out-of-domain validation split "
+                        "(acc_y_val_domain; --task-metric acc_y_val_domain selects on it)")
     g.add_argument("--base-config", default=None, help="JSON file of a trainer RunConfig")
     s = run.add_argument_group("search space")
     s.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
@@ -84,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--disentanglement-metric", default=DEFAULT_DISENTANGLEMENT_OBJECTIVE,
                    choices=DISENTANGLEMENT_OBJECTIVES,
                    help="the disentanglement objective next to task accuracy")
+    o.add_argument("--task-metric", default=None,
+                   choices=["task_accuracy", "acc_y_val_domain", "lodo_accuracy"],
+                   help="the accuracy objective: in-domain validation accuracy (the "
+                        "method's), the held-out validation domain's (needs --val-domain) "
+                        "or the leave-one-domain-out mean (--lodo); the test domain never "
+                        "selects (default: lodo_accuracy with --lodo, else task_accuracy)")
+    o.add_argument("--lodo", action="store_true",
+                   help="leave-one-domain-out: train every setting once per training domain "
+                        "held out as its validation domain; the task objective is the mean "
+                        "held-out accuracy, per-domain accuracies are stored")
     o.add_argument("--weight", type=float, default=0.5,
                    help="scalar mode: weight of disentanglement against accuracy")
     r = run.add_argument_group("scheduling")
@@ -191,7 +207,8 @@ def _base_config(args: argparse.Namespace) -> dict:
     flat: dict = {**params.pinned(), "write_plots": False, "device": "auto"}
     if args.smoke_test:
         flat.update(SMOKE)
-    for name in ("epochs", "dataset", "data_root", "max_samples", "batch_size", "lr"):
+    for name in ("epochs", "dataset", "data_root", "max_samples", "batch_size", "lr",
+                 "test_domain", "val_domain"):
         value = getattr(args, name)
         if value is not None:
             flat[name] = value
@@ -213,8 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = _base_config(args)
     epochs = RunConfig.from_dict(base).optim.epochs
     space = build_space(epochs, file=args.space, fixes=args.set, ranges=args.range)
+    task = args.task_metric or ("lodo_accuracy" if args.lodo else "task_accuracy")
     objective = Objective(mode=args.objective, disentanglement=args.disentanglement_metric,
-                          weight=args.weight)
+                          weight=args.weight, task=task)
     if args.asha and args.objective != "scalar":
         print("note: --asha compares the scalar validation score "
               f"(weight {args.weight}) even in pareto mode", flush=True)
@@ -224,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
         asha=args.asha, retries=args.retries, replicates=args.replicates,
-        population=args.population,
+        population=args.population, lodo=args.lodo,
         imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
         resume_command=resume_command(getattr(args, "argv", None)),

@@ -407,7 +407,8 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
             confirmation, jobs, engine=engine, on_event=progress,
             trial_options={"objective": {"mode": objective.mode,
                                          "disentanglement": objective.disentanglement,
-                                         "weight": objective.weight},
+                                         "weight": objective.weight,
+                                         "task": objective.task},
                            "threads": max(1, int(opts.cpus_per_trial)),
                            "imports": list(opts.imports)})
         stop = SignalStop(searcher)

@@ -20,7 +20,7 @@ from search._progress import (
     summarize,
 )
 from search.objective import EPOCH_SCORE, Objective
-from search.replicates import OPTION, trial_option
+from search.replicates import OPTION, lodo_folds, trial_option
 from search.space import SearchSpace
 from search.storage import DRIVER_BEAT_S, beat, end_driver, redact
 from search.study import (
@@ -52,6 +52,7 @@ class SweepOptions:
     asha: bool = False
     retries: int = 2
     replicates: int = 1  # seeds per suggested setting, paired across settings
+    lodo: bool = False  # every setting once per held-out training domain
     population: int = 1  # Optuna trials trained together in one Ray trial
     imports: tuple[str, ...] = ()
     tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
@@ -95,12 +96,47 @@ def check_trial_config(opts: SweepOptions) -> None:
         raise PreflightError(f"data root {root} does not exist or is not a directory")
 
 
-def replicate_option(base_config: dict[str, Any], replicates: int) -> dict[str, Any] | None:
-    """The trials' replicate seeds and pinned split, from the base configuration."""
+def replicate_option(base_config: dict[str, Any], replicates: int, *, lodo: bool = False
+                     ) -> dict[str, Any] | None:
+    """The trials' replicate seeds, pinned split and leave-one-domain-out folds, from the
+    base configuration."""
     from trainer import RunConfig
 
     base = RunConfig.from_dict(base_config)
-    return trial_option(base.seed, base.data_seed, replicates)
+    folds = (lodo_folds(len(base.data.domains), base.data.test_domain, base.data.val_domain)
+             if lodo else None)
+    return trial_option(base.seed, base.data_seed, replicates, folds)
+
+
+def check_task_metric(opts: SweepOptions) -> None:
+    """Refuse a task objective the runs cannot measure, in one line each."""
+    from search.objective import LODO_METRIC
+    from trainer import RunConfig
+
+    cfg = RunConfig.from_dict(opts.base_config)
+    task = opts.objective.task
+    if opts.lodo:
+        if cfg.data.dataset == "camelyon17":
+            raise PreflightError("--lodo cannot re-split camelyon17: WILDS fixes its "
+                                 "hospitals; use --task-metric acc_y_val_domain (WILDS' "
+                                 "out-of-distribution validation hospital)")
+        if opts.asha:
+            raise PreflightError("--asha cannot be combined with --lodo: a trial's epoch "
+                                 "rows are its folds' average, known only once every fold "
+                                 "has trained")
+        if task != LODO_METRIC:
+            raise PreflightError(f"--lodo optimises {LODO_METRIC}; leave --task-metric unset "
+                                 f"or set it to {LODO_METRIC} (got {task})")
+        try:
+            lodo_folds(len(cfg.data.domains), cfg.data.test_domain, cfg.data.val_domain)
+        except ValueError as exc:
+            raise PreflightError(str(exc)) from None
+    elif task == LODO_METRIC:
+        raise PreflightError(f"--task-metric {LODO_METRIC} needs --lodo")
+    if task == "acc_y_val_domain" and cfg.data.val_domain is None \
+            and cfg.data.dataset != "camelyon17":
+        raise PreflightError("--task-metric acc_y_val_domain needs a validation domain: "
+                             "--val-domain K (a domain other than --test-domain)")
 
 
 def check_resources(opts: SweepOptions) -> float:
@@ -166,6 +202,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     from search.population import check_population
 
     check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
+    check_task_metric(opts)
     done_before = peek_study(opts.storage, opts.study, opts.objective,
                              replicates=opts.replicates)
     gpus = 0.0
@@ -261,10 +298,12 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
         base_config=opts.base_config,
         trial_options={"objective": {"mode": opts.objective.mode,
                                      "disentanglement": opts.objective.disentanglement,
-                                     "weight": opts.objective.weight},
+                                     "weight": opts.objective.weight,
+                                     "task": opts.objective.task},
                        "threads": max(1, int(opts.cpus_per_trial)),
                        "imports": list(opts.imports),
-                       OPTION: replicate_option(opts.base_config, opts.replicates)},
+                       OPTION: replicate_option(opts.base_config, opts.replicates,
+                                                lodo=opts.lodo)},
         experiment=experiment, engine=engine, on_event=progress,
         total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
     )

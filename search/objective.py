@@ -1,8 +1,10 @@
 """What a sweep optimises: names, directions and feasibility, from ``trainer.objectives``.
 
-``pareto`` (default): maximise task accuracy and a disentanglement metric; the study is
-multi-objective. ``scalar``: one weighted score. Either way a trial whose zay collapsed
-is infeasible (an Optuna constraint), so collapse cannot win.
+``pareto`` (default): maximise a task accuracy (``--task-metric``: in-domain validation,
+the held-out validation domain, or the leave-one-domain-out mean; never the test domain)
+and a disentanglement metric; the study is multi-objective. ``scalar``: one weighted
+score. Either way a trial whose zay collapsed is infeasible (an Optuna constraint), so
+collapse cannot win.
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ EPOCH_PROXIES = {
 }
 
 
+#: the task objectives ``--task-metric`` chooses from: per-epoch proxy and meaning; each
+#: is maximised, and none reads the test domain (which is reported, never selected on)
+TASK_METRICS = {
+    TASK_OBJECTIVE: ("val_acc_y", "in-domain validation accuracy of q(y|zy), as the method "
+                                  "states"),
+    "acc_y_val_domain": ("val_acc_y_val_domain", "accuracy of q(y|zy) on the held-out "
+                                                 "validation domain (--val_domain)"),
+    "lodo_accuracy": ("val_acc_y_val_domain", "mean held-out-domain accuracy over the "
+                                              "leave-one-domain-out folds (--lodo)"),
+}
+#: the task metric of a leave-one-domain-out sweep
+LODO_METRIC = "lodo_accuracy"
+
+
 class ObjectiveError(ValueError):
     pass
 
@@ -40,6 +56,7 @@ class Objective:
     mode: str = "pareto"  # or "scalar"
     disentanglement: str = DEFAULT_DISENTANGLEMENT_OBJECTIVE
     weight: float = 0.5  # scalar: (1 - w) * accuracy + w * disentanglement
+    task: str = TASK_OBJECTIVE  # which accuracy (TASK_METRICS)
 
     def __post_init__(self) -> None:
         if self.mode not in ("pareto", "scalar"):
@@ -51,19 +68,22 @@ class Objective:
             )
         if self.disentanglement not in EPOCH_PROXIES:
             raise ObjectiveError(f"no per-epoch proxy for {self.disentanglement!r}")
+        if self.task not in TASK_METRICS:
+            raise ObjectiveError(f"unknown task metric {self.task!r}; choose one of "
+                                 f"{', '.join(TASK_METRICS)}")
         if not 0.0 <= self.weight <= 1.0:
             raise ObjectiveError(f"--weight must lie in [0, 1] (got {self.weight})")
 
     @property
     def names(self) -> list[str]:
         if self.mode == "pareto":
-            return [TASK_OBJECTIVE, self.disentanglement]
+            return [self.task, self.disentanglement]
         return ["scalar_score"]
 
     @property
     def directions(self) -> list[str]:
         if self.mode == "pareto":
-            return [direction(TASK_OBJECTIVE), direction(self.disentanglement)]
+            return ["maximize", direction(self.disentanglement)]
         return ["maximize"]
 
     def _signed(self, value: float) -> float:
@@ -75,7 +95,7 @@ class Objective:
 
     def values(self, final: dict[str, float]) -> list[float]:
         """The objective values of a finished run, in the order of ``names``."""
-        acc, dis = final[TASK_OBJECTIVE], final[self.disentanglement]
+        acc, dis = final[self.task], final[self.disentanglement]
         if self.mode == "pareto":
             return [acc, dis]
         return [self.scalar(acc, dis)]
@@ -87,9 +107,10 @@ class Objective:
         (``EPOCH_PROXIES``); a row without that proxy gives None, never another metric.
         """
         proxy = EPOCH_PROXIES[self.disentanglement]  # every selectable metric has one
-        if "val_acc_y" not in row or proxy not in row:
+        task = TASK_METRICS[self.task][0]
+        if task not in row or proxy not in row:
             return None
-        return self.scalar(row["val_acc_y"], row[proxy])
+        return self.scalar(row[task], row[proxy])
 
     @staticmethod
     def feasible(final: dict[str, float]) -> bool:
@@ -102,4 +123,5 @@ class Objective:
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "disentanglement": self.disentanglement,
-                "weight": self.weight, "names": self.names, "directions": self.directions}
+                "weight": self.weight, "task": self.task, "names": self.names,
+                "directions": self.directions}

@@ -23,13 +23,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.replicates import (
-    Replicates,
-    combine,
-    replicate_config,
-    replicate_seeds,
-    with_seed,
-)
+from search.replicates import Replicates, combine, run_config, trial_runs, with_seed
 from search.searcher import StudySearcher
 from search.trainable import failure_result, final_result, trial_setup
 
@@ -133,11 +127,20 @@ def run_population_config(config: dict[str, Any], report,
     objective = trial_setup(config)
     settings = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
         write_plots=False) for m in config["members"]]
-    seeds = replicate_seeds(config)
-    runs = [(k, seed, replicate_config(cfg, seed, config)) for k, cfg in enumerate(settings)
-            for seed in seeds]
+    plan = trial_runs(config)
+    runs = [(k, run, run_config(cfg, run, config)) for k, cfg in enumerate(settings)
+            for run in plan]
     owner = [k for k, _, _ in runs]
     epochs = Replicates(settings, owner, objective)
+    # leave-one-domain-out folds train one population after another: their rows are
+    # averaged once every fold has its own
+    folds = len({fold for _, fold in plan}) > 1
+    buffered: dict[int, dict[int, dict[str, float]]] = {}
+
+    def tell(rows: dict[int, dict[str, float]]) -> None:
+        for k, mean in epochs.add(rows):
+            report({**mean, MEMBER: float(k)})
+
     # the members' probes run in torch on the trial's device, all in one batch
     # (trainer.metrics.fit_probes)
     results: list[dict[str, Any] | None] = [None] * len(settings)
@@ -148,8 +151,11 @@ def run_population_config(config: dict[str, Any], report,
         def on_epoch(rows: dict[int, dict[str, float]], group: list[int] = group) -> None:
             row = next(iter(rows.values()))
             where.update(epoch=int(row["epoch"]), stage=int(row["stage"]))
-            for k, mean in epochs.add({group[j]: r for j, r in rows.items()}):
-                report({**mean, MEMBER: float(k)})
+            rows = {group[j]: r for j, r in rows.items()}
+            if folds:
+                buffered.setdefault(int(row["epoch"]), {}).update(rows)
+            else:
+                tell(rows)
 
         t0, started_at = time.perf_counter(), time.time()
         try:
@@ -161,6 +167,8 @@ def run_population_config(config: dict[str, Any], report,
         seconds = time.perf_counter() - t0
         for j, outcome in zip(group, got, strict=True):
             outcomes[j] = (outcome, seconds, started_at, len(group))
+    for epoch in sorted(buffered):
+        tell(buffered[epoch])
     for k in range(len(settings)):
         if results[k] is not None:
             continue
@@ -168,10 +176,10 @@ def run_population_config(config: dict[str, Any], report,
         failed = [(runs[j][1], outcomes[j][0]) for j in mine
                   if isinstance(outcomes[j][0], DivergenceError)]
         if failed:
-            seed, error = failed[0]
+            (seed, fold), error = failed[0]
             results[k] = failure_result(error, {"phase": "training"})
-            if len(seeds) > 1:
-                results[k]["failure_json"] = with_seed(results[k]["failure_json"], seed)
+            if len(plan) > 1:
+                results[k]["failure_json"] = with_seed(results[k]["failure_json"], seed, fold)
             continue
         finals = []
         for j in mine:
@@ -182,7 +190,7 @@ def run_population_config(config: dict[str, Any], report,
             final["population_size"] = float(size)
             finals.append(final)
         first = outcomes[mine[0]][0]
-        final = combine(finals, seeds, objective) if len(seeds) > 1 else finals[0]
+        final = combine(finals, plan, objective) if len(plan) > 1 else finals[0]
         history = [epochs.last_raw(k)] if epochs.last_raw(k) else first.history
         results[k] = final_result(final, runs[mine[0]][2], objective, history, first.analysis)
         held = epochs.held.get(k)

@@ -15,6 +15,13 @@ Beside the means, the trial stores each objective's standard deviation over seed
 (``<name>_sd``, n - 1 in the denominator) and standard error (``<name>_se`` = sd / √R),
 the per-seed values (``replicate_values``) and the seeds (``replicate_seeds``). A setting
 that diverges on any seed fails, with that seed named.
+
+Leave-one-domain-out (``--lodo``) adds folds: each replicate seed is trained once per
+training domain, that domain held out as the run's validation domain (``val_domain``),
+and the trial's task objective is ``lodo_accuracy``, the mean of the folds' held-out
+accuracies (DIVA's rotated-MNIST protocol). Folds hold different data, so they train as
+one population per fold, one after another; their epoch rows are averaged once all folds
+have run.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from search.objective import Objective
+from search.objective import LODO_METRIC, TASK_METRICS, Objective
 from search.trainable import epoch_result
-from trainer.objectives import COLLAPSE_FLAG, DISENTANGLEMENT_OBJECTIVES, TASK_OBJECTIVE
+from trainer.objectives import COLLAPSE_FLAG, DISENTANGLEMENT_OBJECTIVES
 
+#: a run's accuracy on its held-out validation domain (a LODO fold's held-out accuracy)
+HELD_OUT = "acc_y_val_domain"
 #: the final metrics whose spread over seeds is stored (every selectable objective)
-SPREAD_METRICS = (TASK_OBJECTIVE, *DISENTANGLEMENT_OBJECTIVES)
+SPREAD_METRICS = (*TASK_METRICS, *DISENTANGLEMENT_OBJECTIVES)
 #: trial options key: ``{"seeds": [...], "split_seed": int}``
 OPTION = "replicates"
 
@@ -42,24 +51,51 @@ def seeds_for(base_seed: int, replicates: int) -> list[int]:
     return [base_seed + r for r in range(replicates)]
 
 
-def trial_option(base_seed: int, split_seed: int, replicates: int) -> dict[str, Any] | None:
-    """What a trial needs to train its replicates (``None`` for one seed)."""
-    if replicates == 1:
+def trial_option(base_seed: int, split_seed: int, replicates: int,
+                 folds: list[int] | None = None) -> dict[str, Any] | None:
+    """What a trial needs to train its replicates and leave-one-domain-out folds
+    (``None`` for one seed and no folds)."""
+    if replicates == 1 and not folds:
         return None
-    return {"seeds": seeds_for(base_seed, replicates), "split_seed": int(split_seed)}
+    return {"seeds": seeds_for(base_seed, replicates), "split_seed": int(split_seed),
+            "folds": [int(k) for k in folds] if folds else None}
 
 
-def replicate_seeds(config: dict[str, Any]) -> list[int | None]:
-    """A trial's replicate seeds; ``[None]`` when it trains its setting once."""
+def trial_runs(config: dict[str, Any]) -> list[tuple[int | None, int | None]]:
+    """A trial's runs of its setting as ``(seed, fold)``: every replicate seed × every
+    held-out training domain (``--lodo``); ``[(None, None)]`` for one plain run."""
     option = config.get(OPTION)
-    return list(option["seeds"]) if option else [None]
+    if not option:
+        return [(None, None)]
+    folds = option.get("folds") or [None]
+    return [(int(seed), fold) for fold in folds for seed in option["seeds"]]
 
 
-def replicate_config(cfg, seed: int | None, config: dict[str, Any]):
-    """Replicate ``seed`` of the setting ``cfg`` (itself when ``seed`` is None)."""
+def run_config(cfg, run: tuple[int | None, int | None], config: dict[str, Any]):
+    """The setting ``cfg`` for one of its runs: its seed (on the pinned split) and, for a
+    leave-one-domain-out fold, that training domain held out as the validation domain."""
+    seed, fold = run
     if seed is None:
         return cfg
-    return cfg.replace(seed=int(seed), split_seed=int(config[OPTION]["split_seed"]))
+    cfg = cfg.replace(seed=seed, split_seed=int(config[OPTION]["split_seed"]))
+    return cfg if fold is None else cfg.replace(val_domain=int(fold))
+
+
+def lodo_folds(domains: int, test_domain: int | None, val_domain: int | None) -> list[int]:
+    """The held-out training domains of ``--lodo``: every domain but the test domain.
+
+    Raises:
+        ValueError: a validation domain is set (LODO picks its own), or fewer than two
+            training domains are left.
+    """
+    if val_domain is not None:
+        raise ValueError("--lodo holds out each training domain in turn; leave the base "
+                         "configuration's val_domain unset")
+    folds = [k for k in range(domains) if k != test_domain]
+    if len(folds) < 2:
+        raise ValueError(f"--lodo needs at least two training domains (the data has "
+                         f"{domains}, test domain {test_domain})")
+    return folds
 
 
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -116,25 +152,37 @@ class Replicates:
         return self._raw.get(k)
 
 
-def combine(finals: list[dict[str, float]], seeds: list[int | None],
+def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | None]],
             objective: Objective) -> dict[str, Any]:
-    """One setting's final result from its replicates' (same order as ``seeds``).
+    """One setting's final result from its runs' (same order as ``runs``).
 
-    Means of every numeric metric all replicates have; for the objectives and every
-    selectable metric, ``<name>_sd`` and ``<name>_se`` and the per-seed values; collapse
-    in any seed counts as collapse.
+    Leave-one-domain-out folds are averaged first, seed by seed: ``lodo_accuracy`` is the
+    mean over folds of each fold's held-out accuracy (``acc_y_val_domain``), and
+    ``lodo_acc_domain_<k>`` the held-out accuracy of domain k (mean over seeds). Then
+    the seeds: means of every numeric metric all have; for the objectives and every
+    selectable metric, ``<name>_sd`` and ``<name>_se`` (over seeds) and the per-seed
+    values; collapse in any run counts as collapse.
     """
-    n = len(finals)
-    keys = [k for k in finals[0] if all(k in f for f in finals)
-            and isinstance(finals[0][k], int | float)]
-    out: dict[str, Any] = {k: float(np.mean([f[k] for f in finals])) for k in keys}
+    seeds = list(dict.fromkeys(seed for seed, _ in runs))
+    folds = list(dict.fromkeys(fold for _, fold in runs if fold is not None))
+    per_seed = []
+    for seed in seeds:
+        mine = [f for f, (s, _) in zip(finals, runs, strict=True) if s == seed]
+        per_seed.append(_mean_final(mine) if folds else mine[0])
+        if folds:
+            per_seed[-1][LODO_METRIC] = per_seed[-1].get(HELD_OUT, math.nan)
+    n = len(per_seed)
+    out = _mean_final(per_seed)
+    for fold in folds:
+        held = [f.get(HELD_OUT, math.nan) for f, (_, k) in zip(finals, runs, strict=True)
+                if k == fold]
+        out[f"lodo_acc_domain_{fold}"] = float(np.mean(held))
     values: dict[str, list[float]] = {}
     for name in dict.fromkeys((*objective.names, *SPREAD_METRICS)):
         if name not in out:
             continue
-        per_seed = [float(f[name]) for f in finals]
-        values[name] = per_seed
-        sd = float(np.std(per_seed, ddof=1)) if n > 1 else math.nan
+        values[name] = [float(f[name]) for f in per_seed]
+        sd = float(np.std(values[name], ddof=1)) if n > 1 else math.nan
         out[f"{name}_sd"] = sd
         out[f"{name}_se"] = sd / math.sqrt(n)
     if COLLAPSE_FLAG in out:
@@ -145,12 +193,26 @@ def combine(finals: list[dict[str, float]], seeds: list[int | None],
     out["replicates"] = float(n)
     out["replicate_seeds_json"] = json.dumps([int(s) for s in seeds if s is not None])
     out["replicate_values_json"] = json.dumps(values)
+    if folds:
+        out["lodo_folds"] = float(len(folds))
+        out["lodo_domains_json"] = json.dumps(folds)
     return out
 
 
-def with_seed(failure_json: str, seed: int | None) -> str:
-    """A failure's details with the replicate seed that failed named in its reason."""
+def _mean_final(finals: list[dict[str, float]]) -> dict[str, float]:
+    """Numeric metrics every one of ``finals`` has, averaged."""
+    keys = [k for k in finals[0] if all(k in f for f in finals)
+            and isinstance(finals[0][k], int | float)]
+    return {k: float(np.mean([f[k] for f in finals])) for k in keys}
+
+
+def with_seed(failure_json: str, seed: int | None, fold: int | None = None) -> str:
+    """A failure's details with the replicate seed (and LODO fold) that failed named in
+    its reason."""
     details = json.loads(failure_json)
-    details["reason"] = f"replicate seed {seed}: {details.get('reason', 'failed')}"
+    where = f"replicate seed {seed}" + (f", held-out domain {fold}" if fold is not None else "")
+    details["reason"] = f"{where}: {details.get('reason', 'failed')}"
     details["seed"] = seed
+    if fold is not None:
+        details["fold"] = fold
     return json.dumps(details)

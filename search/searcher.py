@@ -226,7 +226,8 @@ class StudySearcher(Searcher):
         trial.set_constraint(COLLAPSE_FLAG, self.objective.constraint(final))
         if config is not None:
             trial.set_user_attr("config", config)
-        for key in ("replicate_seeds", "replicate_values"):  # a trial with replicates
+        # a trial with replicates or leave-one-domain-out folds
+        for key in ("replicate_seeds", "replicate_values", "lodo_domains"):
             if f"{key}_json" in result:
                 trial.set_user_attr(key, json.loads(result[f"{key}_json"]))
         if "correlations_json" in result:

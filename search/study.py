@@ -30,7 +30,7 @@ from search.storage import (
     sqlite_file,
     study_lock,
 )
-from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE
+from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, TASK_OBJECTIVE
 
 log = logging.getLogger("stagetune.search")
 OBJECTIVE_ATTR = "stagetune_objective"
@@ -192,9 +192,11 @@ def _objective_mismatch(stored: dict, directions: list[str], objective: Objectiv
     """What differs between a stored study's objective and ``objective`` ('' if nothing)."""
     spec = objective.describe()
     theirs = {"mode": stored.get("mode"), "metric": stored.get("disentanglement"),
+              "task metric": stored.get("task", TASK_OBJECTIVE),
               "names": stored.get("names"), "directions": directions,
               "weight": stored.get("weight")}
-    ours = {"mode": spec["mode"], "metric": spec["disentanglement"], "names": spec["names"],
+    ours = {"mode": spec["mode"], "metric": spec["disentanglement"],
+            "task metric": spec["task"], "names": spec["names"],
             "directions": spec["directions"], "weight": spec["weight"]}
     if not stored:  # a study made before its objective was recorded: directions only
         theirs = {"directions": directions}
@@ -263,7 +265,8 @@ def summary_objective(study: optuna.Study) -> Objective:
         objective = Objective(mode=spec.get("mode", "pareto"),
                               disentanglement=spec.get("disentanglement",
                                                        DEFAULT_DISENTANGLEMENT_OBJECTIVE),
-                              weight=spec.get("weight", 0.5))
+                              weight=spec.get("weight", 0.5),
+                              task=spec.get("task", TASK_OBJECTIVE))
     else:
         objective = Objective(mode="scalar" if len(directions) == 1 else "pareto")
     if len(directions) != len(objective.names):

@@ -30,7 +30,7 @@ def test_combine_gives_the_mean_the_spread_and_every_seed():
                "other": 3.0},
               {"task_accuracy": 0.6, "disentanglement_score": 0.9, "zay_collapsed": 0.0,
                "other": 5.0}]
-    out = combine(finals, [3, 4, 5], OBJECTIVE)
+    out = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
     assert out["task_accuracy"] == pytest.approx(0.6)
     assert out["other"] == pytest.approx(3.0)
     # sd with n - 1: accuracy deviations ±0.1, 0 -> sqrt(0.02 / 2) = 0.1
