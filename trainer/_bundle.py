@@ -17,7 +17,7 @@ import torch
 
 from trainer._config import ConfigError, DataConfig
 
-SPLITS = ("train", "val", "test", "test_domain")
+SPLITS = ("train", "val", "test", "test_domain", "val_domain")
 #: the fewest validation and test samples the final evaluation can score (unbiased HSIC
 #: and debiased CKA need four)
 MIN_EVAL_SAMPLES = 4
@@ -101,15 +101,22 @@ def registry() -> tuple[dict[str, Loader], dict[str, str], dict[str, int]]:
 def make_splits(
     domain: np.ndarray, cfg: DataConfig, seed: int, *, source: np.ndarray | None = None
 ) -> dict[str, torch.Tensor]:
-    """Seeded train/val/test(/test_domain) split **by source instance**.
+    """Seeded train/val/test(/test_domain/val_domain) split **by source instance**.
 
     Every source id lands in exactly one split, so the same digit rotated into another
     domain never sits on both sides of a split. Fractions are of source ids. With
     ``cfg.test_domain`` set, ``test_domain`` holds that domain's samples of the sources
     reserved for it (sources seen only in that domain, plus ``test_fraction`` of those
     seen in others too); train/val/test never contain that domain, and the reserved
-    sources' samples in other domains are left out. ``source=None``: each sample is its
-    own source.
+    sources' samples in other domains are left out. ``cfg.val_domain`` is held out the
+    same way, after the test domain and from the sources left, into ``val_domain`` (the
+    sources seen only in it among the domains still in play, plus ``val_fraction`` of
+    those seen in others too): an out-of-domain validation set that shares no source
+    with any other split. ``source=None``: each sample is its own source.
+
+    Raises:
+        ConfigError: a mismatched ``source``, no training sample left, or a validation
+            domain with no sample of its own.
     """
     rng = np.random.default_rng(seed + 7919)
     idx = np.arange(len(domain))
@@ -118,18 +125,25 @@ def make_splits(
         raise ConfigError(f"{len(source)} source ids for {len(domain)} samples")
     ids = rng.permutation(np.unique(source))
     splits: dict[str, np.ndarray] = {}
-    if cfg.test_domain is not None:
-        held = domain == cfg.test_domain
+    keep = np.ones(len(domain), dtype=bool)  # samples still in play
+    for name, held_domain, fraction in (("test_domain", cfg.test_domain, cfg.test_fraction),
+                                        ("val_domain", cfg.val_domain, cfg.val_fraction)):
+        if held_domain is None:
+            continue
+        held = keep & (domain == held_domain)
         in_held = np.isin(ids, source[held])
-        in_other = np.isin(ids, source[~held])
+        in_other = np.isin(ids, source[keep & ~held])
         shared = ids[in_held & in_other]
         reserved = np.concatenate([
-            ids[in_held & ~in_other], shared[: round(cfg.test_fraction * len(shared))]])
-        splits["test_domain"] = idx[held & np.isin(source, reserved)]
+            ids[in_held & ~in_other], shared[: round(fraction * len(shared))]])
+        splits[name] = idx[held & np.isin(source, reserved)]
         ids = ids[~np.isin(ids, reserved)]
-        keep = ~held
-    else:
-        keep = np.ones(len(domain), dtype=bool)
+        keep &= domain != held_domain
+    if cfg.val_domain is not None and len(splits["val_domain"]) == 0:
+        raise ConfigError(
+            f"val_domain {cfg.val_domain} has no samples of its own in this data set; "
+            f"choose another --val_domain or raise --max_samples"
+        )
     n_val = max(1, round(cfg.val_fraction * len(ids)))
     n_test = max(1, round(cfg.test_fraction * len(ids)))
     parts = {"val": ids[:n_val], "test": ids[n_val : n_val + n_test],
@@ -139,7 +153,6 @@ def make_splits(
     if len(splits["train"]) == 0:
         raise ConfigError("the data set is too small to leave any training samples")
     return {k: torch.from_numpy(np.sort(v).astype(np.int64)) for k, v in splits.items()}
-
 
 
 def require_root(cfg: DataConfig) -> Path:

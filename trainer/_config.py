@@ -23,6 +23,13 @@ ZaySuppression = Literal["gate", "kl_weight", "kl_target"]
 PenaltyMeasure = Literal["corr", "hsic", "hsic_labels"]
 MODEL_VARIANTS: tuple[str, ...] = ("staged", "diva")
 MODEL_ARCHS: tuple[str, ...] = ("auto", "mlp", "conv")  # auto: the data set's default
+#: what stage-3 early stopping (and the best weights) can follow, and which way is better:
+#: the validation loss (the default), or the task accuracy on the validation domain
+#: (``DataConfig.val_domain``), a training-domain-free, DomainBed-style honest selection
+EARLY_STOPPING_METRICS: dict[str, str] = {
+    "val_loss": "minimize",
+    "val_acc_y_val_domain": "maximize",
+}
 
 
 class ConfigError(ValueError):
@@ -83,6 +90,9 @@ class OptimConfig:
     beta_anneal_epochs: int = 10
     grad_clip: float = 10.0
     patience: int = 10
+    #: the per-epoch column stage-3 early stopping and the best weights follow (one of
+    #: ``EARLY_STOPPING_METRICS``); ``val_acc_y_val_domain`` needs ``DataConfig.val_domain``
+    early_stopping_metric: str = "val_loss"
     max_bad_batch_fraction: float = 0.5  # of one epoch; above it the run has diverged
     max_bad_epochs: int = 3  # consecutive epochs over that fraction before failing
 
@@ -96,6 +106,9 @@ class DataConfig:
     image_size: int | None = None  # None: the data set's native size (digits 16, mnist 28, ..)
     domains: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
     test_domain: int | None = None  # index into domains held out entirely
+    #: index into domains held out of training as an out-of-domain validation set (split
+    #: ``val_domain``, metric ``acc_y_val_domain``); never the test domain
+    val_domain: int | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     max_samples: int | None = None  # cap on samples drawn from large on-disk data sets
@@ -264,6 +277,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"lr must be positive (got {o.lr})")
     if o.patience < 1:
         raise ConfigError(f"patience must be at least 1 (got {o.patience})")
+    if o.early_stopping_metric not in EARLY_STOPPING_METRICS:
+        raise ConfigError(
+            f"unknown early_stopping_metric {o.early_stopping_metric!r}; choose one of "
+            f"{', '.join(EARLY_STOPPING_METRICS)}"
+        )
+    if o.early_stopping_metric == "val_acc_y_val_domain" and d.val_domain is None:
+        raise ConfigError(
+            "early_stopping_metric val_acc_y_val_domain needs a validation domain; "
+            "give --val_domain K"
+        )
     if not 0 < d.val_fraction < 1 or not 0 < d.test_fraction < 1:
         raise ConfigError("val_fraction and test_fraction must lie strictly between 0 and 1")
     if d.val_fraction + d.test_fraction >= 1:
@@ -271,6 +294,15 @@ def validate(cfg: RunConfig) -> None:
     if d.test_domain is not None and not 0 <= d.test_domain < len(d.domains):
         raise ConfigError(
             f"test_domain {d.test_domain} is not a domain index (0..{len(d.domains) - 1})"
+        )
+    if d.val_domain is not None and not 0 <= d.val_domain < len(d.domains):
+        raise ConfigError(
+            f"val_domain {d.val_domain} is not a domain index (0..{len(d.domains) - 1})"
+        )
+    if d.val_domain is not None and d.val_domain == d.test_domain:
+        raise ConfigError(
+            f"val_domain {d.val_domain} is also the test_domain; validating on the test "
+            f"domain is selecting on it: choose another domain"
         )
     if d.image_size is not None and d.image_size < 8:
         raise ConfigError(f"image_size must be at least 8 (got {d.image_size})")

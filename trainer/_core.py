@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer._config import ConfigError, RunConfig
+from trainer._config import EARLY_STOPPING_METRICS, ConfigError, RunConfig
 from trainer._data import DataBundle, check_evaluable, load_dataset
 from trainer._independence import independence_penalty
 from trainer._model import LossTerms, StagedVAE, resolve_arch, staged_loss
@@ -69,7 +69,13 @@ class FitResult:
 @dataclass
 class RunProgress:
     """A run's end-of-epoch state: its rows, the divergence streak, early stopping and the
-    best weights. ``fit`` keeps one; ``fit_population`` keeps one per member."""
+    best weights. ``fit`` keeps one; ``fit_population`` keeps one per member.
+
+    Early stopping follows the row's ``optim.early_stopping_metric`` column (the
+    validation loss by default). ``best_loss`` is its best stage-3 value so far as a
+    loss, lower better: a maximised column's value negated (the name is kept, for the
+    checkpoints that store it).
+    """
 
     cfg: RunConfig
     history: list[dict[str, float]] = field(default_factory=list)
@@ -113,11 +119,12 @@ class RunProgress:
                 )
         else:
             self.bad_streak = 0
-        # Early stopping only compares stage-3 losses: earlier stages optimise another
+        # Early stopping only compares stage-3 rows: earlier stages optimise another
         # objective (zay suppressed or ramping), so their losses are not comparable.
-        if stage == 3 and math.isfinite(row["val_loss"]):
-            if row["val_loss"] < self.best_loss:
-                self.best_loss, self.best_epoch, self.since_best = row["val_loss"], epoch, 0
+        loss = self.stopping_loss(row) if stage == 3 else math.nan
+        if math.isfinite(loss):
+            if loss < self.best_loss:
+                self.best_loss, self.best_epoch, self.since_best = loss, epoch, 0
                 self.best_state = state()
             else:
                 self.since_best += 1
@@ -125,6 +132,22 @@ class RunProgress:
                     self.stopped_early = True
         row["stopped_early"] = float(self.stopped_early)
         self.history.append(row)
+
+    def stopping_loss(self, row: dict[str, float]) -> float:
+        """The row's value of the early-stopping column, as a loss (lower is better).
+
+        Raises:
+            ConfigError: the row lacks the column (``val_acc_y_val_domain`` on data
+                without a ``val_domain`` split).
+        """
+        name = self.cfg.optim.early_stopping_metric
+        if name not in row:
+            raise ConfigError(
+                f"early_stopping_metric {name} is not measured on this data (no "
+                f"val_domain split); give --val_domain K"
+            )
+        value = float(row[name])
+        return value if EARLY_STOPPING_METRICS[name] == "minimize" else -value
 
     def result(self, analysis: dict[str, Any], out_dir: str | Path | None = None
                ) -> FitResult:
@@ -169,6 +192,12 @@ def prepare_run(cfg: RunConfig, data: DataBundle | None) -> tuple[torch.device, 
     if data is None:
         data = load_dataset(cfg.data, cfg.data_seed)
     check_evaluable(data, cfg.data.dataset)
+    if cfg.optim.early_stopping_metric == "val_acc_y_val_domain" and not data.split_size(
+            "val_domain"):
+        raise ConfigError(
+            "early_stopping_metric val_acc_y_val_domain needs a val_domain split, and "
+            "the data given has none (load it with --val_domain K)"
+        )
     data.to(device)
     return device, data
 
@@ -498,7 +527,9 @@ def validate_epoch(
 
     All device tensors (read back once per epoch by the caller). The proxies
     (``trainer.metrics._proxies``) are the per-epoch stand-ins of every disentanglement
-    metric the search can select.
+    metric the search can select. Where the data has a validation domain (a non-empty
+    ``val_domain`` split), ``val_acc_y_val_domain`` is q(y|zy)'s accuracy on it
+    (``val_domain_accuracy``): the column ``--early_stopping_metric`` can follow.
     """
     model.eval()
     idx = data.splits["val"]
@@ -536,7 +567,26 @@ def validate_epoch(
         latents = {g: torch.cat(v) for g, v in means.items()}
         scales = {g: torch.cat(v) for g, v in stds.items()}
         result.update(epoch_proxies(latents, factors, data.factor_groups, half, std=scales))
+    if data.split_size("val_domain"):
+        result["val_acc_y_val_domain"] = val_domain_accuracy(model, data, chunk=chunk)
     return result
+
+
+@torch.no_grad()
+def val_domain_accuracy(model: StagedVAE, data: DataBundle, *, chunk: int = 4096
+                        ) -> torch.Tensor:
+    """q(y|zy)'s accuracy on the whole ``val_domain`` split, a device scalar.
+
+    ``model.predict_y`` (the posterior mean of zy, read by the head), as the final
+    ``acc_y_val_domain`` measures it: one encoder and the head per chunk, no more.
+    """
+    model.eval()
+    idx = data.splits["val_domain"]
+    correct = torch.zeros((), dtype=torch.int64, device=idx.device)
+    for start in range(0, idx.numel(), chunk):
+        b = idx[start : start + chunk]
+        correct = correct + (model.predict_y(data.x[b]) == data.y[b]).sum()
+    return correct / idx.numel()
 
 
 def to_floats(tensors: dict[str, torch.Tensor]) -> dict[str, float]:

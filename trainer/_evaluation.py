@@ -5,7 +5,9 @@ posterior samples drawn from them: what the decoder receives). Probes are fit on
 validation split and scored on the test split; splits are by
 source instance (``trainer._data.make_splits``), so no source image is on both sides.
 Task accuracy is reported on validation, test and, when a domain is held out, on that
-unseen domain as its own metric ``acc_y_test_domain``. Where the data set names its
+unseen domain as its own metric ``acc_y_test_domain``; with a validation domain
+(``--val_domain``) on that one too, as ``acc_y_val_domain`` (out-of-domain validation:
+what honest model selection reads, never the test domain). Where the data set names its
 factors' groups, the factor x group matrix is measured (``trainer.metrics``).
 """
 
@@ -76,6 +78,8 @@ def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInput
     task = {"acc_y_val": acc_val, "acc_y_test": acc_test}
     if data.split_size("test_domain"):
         task["acc_y_test_domain"] = _split_arrays(model, data, "test_domain", n)[4]
+    if data.split_size("val_domain"):
+        task["acc_y_val_domain"] = _split_arrays(model, data, "val_domain", n)[4]
     return EvalInputs(
         fit_latents=fit_latents, fit_factors=fit_factors,
         score_latents=score_latents, score_factors=score_factors,

@@ -9,10 +9,18 @@ our split       WILDS split                                       hospitals
 train           ``train``                                         0, 3, 4
 val, test       ``id_val``: half of each hospital's slides each   0, 3, 4
 test_domain     ``test`` (out of distribution)                    2
-(not used)      ``val`` (the out-of-distribution val set)         1
+val_domain      ``val`` (out-of-distribution validation), only    1
+                with ``--val_domain 1``; otherwise not loaded
 ==============  ================================================  ===============
 
-So ``acc_y_test_domain`` is the out-of-distribution accuracy on WILDS' test hospital.
+So ``acc_y_test_domain`` is the out-of-distribution accuracy on WILDS' test hospital,
+and with ``--val_domain 1`` ``acc_y_val_domain`` (and the per-epoch
+``val_acc_y_val_domain`` that ``--early_stopping_metric`` can follow) that on WILDS'
+validation hospital: training-domain-free model selection, as WILDS intends its ``val``
+split. The test hospital is always held out (it is the official split); the validation
+hospital only on request, so that a run without ``--val_domain`` loads, draws
+(``--max_samples``) and trains exactly as before, and so that whether a run has a
+validation domain is read from its configuration alone, on every data set.
 A slide is a source instance (its patches look alike, so val and test never share one;
 WILDS' own ``id_val`` shares slides with ``train`` by design: it is in-distribution
 validation). WILDS gives no factors beyond y and the hospital,
@@ -29,6 +37,7 @@ from trainer._bundle import DataBundle, register_dataset
 from trainer._config import ConfigError, DataConfig
 
 WILDS_TEST_HOSPITAL = 2  # wilds.datasets.camelyon17_dataset.TEST_CENTER
+WILDS_VAL_HOSPITAL = 1  # wilds.datasets.camelyon17_dataset.VAL_CENTER
 _INSTALL_HINT = "pip install torch==2.13.0 'stagetune[mnist-wilds]'"
 _declared_ops: list[torch.library.Library] = []  # kept alive: the declarations live with it
 
@@ -102,6 +111,12 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
             f"camelyon17 uses WILDS' official split, whose test hospital is "
             f"{WILDS_TEST_HOSPITAL}; leave --test_domain unset (got {cfg.test_domain})"
         )
+    if cfg.val_domain not in (None, WILDS_VAL_HOSPITAL):
+        raise ConfigError(
+            f"camelyon17 uses WILDS' official split, whose out-of-distribution validation "
+            f"hospital is {WILDS_VAL_HOSPITAL}; give --val_domain {WILDS_VAL_HOSPITAL} or "
+            f"leave it unset (got {cfg.val_domain})"
+        )
     dataset_class = camelyon17_class()
     try:
         ds = dataset_class(root_dir=str(root), download=False, split_scheme="official")
@@ -112,11 +127,14 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
         ) from exc
     wilds_split = np.asarray(ds.split_array)
     codes = ds.split_dict  # {'train': 0, 'id_val': 1, 'test': 2, 'val': 3}
-    # our split per sample: 0 train, 1 val or test (id_val), 2 test_domain, -1 unused
+    # our split per sample: 0 train, 1 val or test (id_val), 2 test_domain, 3 val_domain
+    # (WILDS' OOD val, only when asked for), -1 unused
     ours = np.full(len(wilds_split), -1)
     ours[wilds_split == codes["train"]] = 0
     ours[wilds_split == codes["id_val"]] = 1
     ours[wilds_split == codes["test"]] = 2
+    if cfg.val_domain is not None:
+        ours[wilds_split == codes["val"]] = 3
     pick = _pick(ours, cfg.max_samples, seed)
     hospital_col = ds.metadata_fields.index("hospital")
     n_hospitals = int(ds.metadata_array[:, hospital_col].max()) + 1
@@ -150,6 +168,8 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
         "test": np.sort(in_dist[~val_mask]),
         "test_domain": np.flatnonzero(role == 2),
     }
+    if cfg.val_domain is not None:
+        splits["val_domain"] = np.flatnonzero(role == 3)
     empty = [k for k, v in splits.items() if len(v) == 0]
     if empty:
         raise ConfigError(

@@ -17,6 +17,7 @@ from typing import Any
 
 from trainer import params
 from trainer._config import (
+    EARLY_STOPPING_METRICS,
     MODEL_ARCHS,
     ConfigError,
     DataConfig,
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "dataset", default=DataConfig.dataset, help="data set name")
     _flag(p, "data_root", default=None, help="folder of downloaded data sets")
     _flag(p, "test_domain", type=int, default=None, help="domain index held out entirely")
+    _flag(p, "val_domain", type=int, default=None,
+          help="domain index held out of training as out-of-domain validation (metric "
+               "acc_y_val_domain; camelyon17: 1, WILDS' OOD val hospital)")
     _flag(p, "max_samples", type=int, default=None, help="cap on samples (None: all)")
     _flag(p, "seed", type=int, default=0, help="random seed (data split, init, batches)")
     _flag(p, "split_seed", type=int, default=None,
@@ -93,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "lr", type=float, default=OptimConfig.lr, help="Adam learning rate")
     _flag(p, "batch_size", type=int, default=OptimConfig.batch_size, help="batch size")
     _flag(p, "patience", type=int, default=OptimConfig.patience,
-          help="stage-3 epochs without a better validation loss before stopping")
+          help="stage-3 epochs without a better --early_stopping_metric before stopping")
+    _flag(p, "early_stopping_metric", choices=tuple(EARLY_STOPPING_METRICS),
+          default=OptimConfig.early_stopping_metric,
+          help="what stage-3 early stopping and the best weights follow: the validation "
+               "loss, or val_acc_y_val_domain (maximised; needs --val_domain)")
     _flag(p, "device", default="auto", help="auto, cpu or cuda")
     _flag(p, "no_plots", action="store_true", help="skip the figures")
     _flag(p, "config", default=None, help="JSON file of a RunConfig (flags given override it)")
@@ -130,8 +138,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> RunConfig:
             value = True
         flat[param.name] = value
     for name in (*names, "variant", "arch", "conv_channels", "image_size", "dataset",
-                 "data_root", "test_domain", "max_samples", "seed", "split_seed", "lr",
-                 "batch_size", "patience", "device"):
+                 "data_root", "test_domain", "val_domain", "max_samples", "seed",
+                 "split_seed", "lr", "batch_size", "patience", "early_stopping_metric",
+                 "device"):
         if not args.config or name in given:
             flat[name] = getattr(args, name)
     return base.replace(**flat)
@@ -182,6 +191,8 @@ class EpochProgress:
             f"c={row['capacity']:.2f} loss {row.get('train_loss', float('nan')):8.2f} "
             f"val {row['val_loss']:8.2f} acc_y {row['val_acc_y']:.3f}"
         )
+        if "val_acc_y_val_domain" in row:
+            line += f" acc_y_val_domain {row['val_acc_y_val_domain']:.3f}"
         if "val_zay_independence" in row:
             line += f" zay_indep {row['val_zay_independence']:.3f}"
         if row.get("train_penalty"):
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"done in {time.perf_counter() - t0:.1f}s: acc_y val {f['acc_y_val']:.3f} "
         f"test {f['acc_y_test']:.3f}"
+        + (f" val_domain {f['acc_y_val_domain']:.3f}" if "acc_y_val_domain" in f else "")
         + (f", zay_independence_score {f['zay_independence_score']:.3f}, "
            f"disentanglement_score {f['disentanglement_score']:.3f}, "
            f"zay active dims {int(f['zay_active_dims'])}"

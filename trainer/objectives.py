@@ -28,6 +28,9 @@ _SPECS = [
     MetricSpec("acc_y_test", "maximize", "accuracy of q(y|zy), test split (unseen sources)"),
     MetricSpec("acc_y_test_domain", "maximize",
                "accuracy of q(y|zy) on the held-out domain (its own sources)"),
+    MetricSpec("acc_y_val_domain", "maximize",
+               "accuracy of q(y|zy) on the validation domain (--val_domain: held out of "
+               "training, its own sources; camelyon17: WILDS' OOD val hospital)"),
     MetricSpec("zy_zay_correlation", "minimize",
                f"{_CKA} of zy and zay, clipped to [0, 1]; sees any rotated or permuted copy"),
     MetricSpec("za_zay_correlation", "minimize", f"{_CKA} of za and zay, clipped to [0, 1]"),

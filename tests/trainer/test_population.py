@@ -290,3 +290,22 @@ def test_a_population_penalising_zay_with_zx_too_matches_solo():
         assert_same_history(pop[k].history, solo_history(cfg),
                             reassociation_tolerance(cfg, n_train))
     assert all(r["train_penalty"] > 0 for r in pop[0].history[:2])
+
+
+def test_members_stopping_on_the_val_domain_match_solo():
+    """``--val_domain`` and ``--early_stopping_metric``: each member's per-epoch
+    ``val_acc_y_val_domain``, the epoch it stops at and its final ``acc_y_val_domain``
+    are what ``fit`` gives it alone; one member follows the val-domain proxy, the other
+    the validation loss."""
+    configs = [tiny_config(epochs=5, stage1_epochs=1, stage2_epochs=1, val_domain=2,
+                           early_stopping_metric=m, patience=1, lr=lr)
+               for m, lr in (("val_acc_y_val_domain", 3e-3), ("val_loss", 1e-3))]
+    assert group_population(configs) == [[0, 1]]
+    pop = fit_population(configs)
+    n_train = load_dataset(configs[0].data, configs[0].seed).split_size("train")
+    for k, cfg in enumerate(configs):
+        solo = fit(cfg)
+        assert "acc_y_val_domain" in solo.final
+        assert all("val_acc_y_val_domain" in r for r in solo.history)
+        assert_same_run(pop[k], solo, reassociation_tolerance(cfg, n_train))
+        assert pop[k].final["acc_y_val_domain"] == solo.final["acc_y_val_domain"]

@@ -86,6 +86,32 @@ def test_loader_reads_wilds_official_split(camelyon_root):
     assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
 
 
+def test_val_domain_1_is_wilds_ood_validation_hospital(camelyon_root):
+    """``--val_domain 1`` adds WILDS' official ``val`` split (hospital 1, the
+    out-of-distribution validation set) as ``val_domain``; the other splits are those
+    of a run without it, patch for patch."""
+    from wilds import get_dataset
+
+    plain = load_dataset(DataConfig(dataset="camelyon17", data_root=str(camelyon_root)), 0)
+    data = load_dataset(DataConfig(dataset="camelyon17", data_root=str(camelyon_root),
+                                   val_domain=1), 0)
+    assert data.x.shape == (100, 3, 96, 96)  # hospital 1's 20 patches now loaded too
+    hospitals = {k: set(data.a[v].tolist()) for k, v in data.splits.items()}
+    assert hospitals == {"train": {0, 3, 4}, "val": {0, 3, 4}, "test": {0, 3, 4},
+                         "test_domain": {2}, "val_domain": {1}}
+    assert len(data.splits["val_domain"]) == 20
+    slides = {k: set(data.source[v].tolist()) for k, v in data.splits.items()}
+    for k in ("train", "val", "test", "test_domain"):
+        assert not slides[k] & slides["val_domain"], k
+        assert torch.equal(data.x[data.splits[k]], plain.x[plain.splits[k]]), k
+    ds = get_dataset(dataset="camelyon17", root_dir=str(camelyon_root), download=False)
+    val_idx = np.flatnonzero(ds.split_array == ds.split_dict["val"])
+    assert torch.equal(data.y[data.splits["val_domain"]], ds.y_array[val_idx])
+    with pytest.raises(ConfigError, match="validation hospital is 1"):
+        load_dataset(DataConfig(dataset="camelyon17", data_root=str(camelyon_root),
+                                val_domain=3), 0)
+
+
 def test_max_samples_draws_across_the_used_splits(camelyon_root):
     cfg = DataConfig(dataset="camelyon17", data_root=str(camelyon_root), max_samples=40)
     data = load_dataset(cfg, 0)
