@@ -133,10 +133,10 @@ def check_task_metric(opts: SweepOptions) -> None:
             raise PreflightError(str(exc)) from None
     elif task == LODO_METRIC:
         raise PreflightError(f"--task-metric {LODO_METRIC} needs --lodo")
-    if task == "acc_y_val_domain" and cfg.data.val_domain is None \
-            and cfg.data.dataset != "camelyon17":
+    if task == "acc_y_val_domain" and cfg.data.val_domain is None:
         raise PreflightError("--task-metric acc_y_val_domain needs a validation domain: "
-                             "--val-domain K (a domain other than --test-domain)")
+                             "--val-domain K (a domain other than --test-domain; "
+                             "camelyon17: 1, WILDS' validation hospital)")
 
 
 def check_resources(opts: SweepOptions) -> float:

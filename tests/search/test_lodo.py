@@ -1,0 +1,97 @@
+"""Leave-one-domain-out sweeps and the chosen task objective."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from search.driver import PreflightError, run_sweep
+from search.objective import Objective
+from search.population import run_population_config
+from search.replicates import combine, lodo_folds, trial_option, trial_runs
+from tests.search.conftest import TINY_TRIAL, tiny_options
+from trainer import RunConfig
+
+LODO = Objective(mode="pareto", disentanglement="disentanglement_score", task="lodo_accuracy")
+
+
+def test_the_folds_are_every_domain_but_the_test_domain():
+    assert lodo_folds(6, None, None) == [0, 1, 2, 3, 4, 5]
+    assert lodo_folds(6, 2, None) == [0, 1, 3, 4, 5]
+    with pytest.raises(ValueError, match="leave the base configuration's val_domain unset"):
+        lodo_folds(6, None, 1)
+    with pytest.raises(ValueError, match="at least two training domains"):
+        lodo_folds(2, 0, None)
+    option = trial_option(0, 0, 2, [1, 3])
+    assert trial_runs({"replicates": option}) == [(0, 1), (1, 1), (0, 3), (1, 3)]
+
+
+def test_folds_average_per_seed_and_each_domain_over_seeds():
+    # seeds 0 and 1, folds 0..2; held-out accuracy = 0.5 + 0.1·fold + 0.02·seed
+    runs = [(seed, fold) for fold in (0, 1, 2) for seed in (0, 1)]
+    finals = [{"acc_y_val_domain": 0.5 + 0.1 * fold + 0.02 * seed, "disentanglement_score":
+               0.3 + 0.01 * fold, "task_accuracy": 0.9, "zay_collapsed": 0.0}
+              for seed, fold in runs]
+    out = combine(finals, runs, LODO)
+    # per seed: mean over folds 0.6 + 0.02·seed -> 0.60, 0.62; their mean 0.61
+    assert json.loads(out["replicate_values_json"])["lodo_accuracy"] == pytest.approx(
+        [0.60, 0.62])
+    assert out["lodo_accuracy"] == pytest.approx(0.61)
+    # two seeds: se = |0.60 - 0.62| / 2
+    assert out["lodo_accuracy_se"] == pytest.approx(0.01)
+    for fold in (0, 1, 2):  # per domain, mean over the seeds
+        assert out[f"lodo_acc_domain_{fold}"] == pytest.approx(0.51 + 0.1 * fold)
+    assert out["disentanglement_score"] == pytest.approx(0.31)
+    assert json.loads(out["lodo_domains_json"]) == [0, 1, 2] and out["lodo_folds"] == 3.0
+    assert LODO.values(out) == [out["lodo_accuracy"], out["disentanglement_score"]]
+
+
+@pytest.mark.parametrize("kwargs, task, message", [
+    ({}, "lodo_accuracy", "--task-metric lodo_accuracy needs --lodo"),
+    ({}, "acc_y_val_domain", "needs a validation domain"),
+    ({"lodo": True, "asha": True}, "lodo_accuracy", "--asha cannot be combined with --lodo"),
+    ({"lodo": True}, "task_accuracy", "--lodo optimises lodo_accuracy"),
+])
+def test_a_task_metric_the_runs_cannot_measure_is_refused_before_anything_is_stored(
+        tmp_path, kwargs, task, message):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opts = tiny_options(url, "x", 2, tmp_path, **kwargs)
+    opts.objective = Objective(task=task, mode="scalar" if kwargs.get("asha") else "pareto")
+    with pytest.raises(PreflightError, match=message):
+        run_sweep(opts)
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_lodo_on_camelyon17_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opts = tiny_options(url, "x", 2, tmp_path, lodo=True)
+    opts.base_config = RunConfig.from_dict(opts.base_config).replace(
+        dataset="camelyon17").to_dict()
+    opts.objective = LODO
+    with pytest.raises(PreflightError, match="WILDS fixes its hospitals"):
+        run_sweep(opts)
+
+
+def test_a_lodo_trial_holds_each_training_domain_out_in_turn():
+    base = RunConfig().replace(**{**TINY_TRIAL, "domains": (0.0, 30.0, 60.0),
+                                  "test_domain": 2}).to_dict()
+    config = {"base": base, "members": [{"params": {"stage1_epochs": 1, "stage2_epochs": 1}}],
+              "objective": {"mode": "pareto", "disentanglement": "disentanglement_score",
+                            "weight": 0.5, "task": "lodo_accuracy"},
+              "threads": 1, "imports": [], "replicates": trial_option(0, 0, 1, [0, 1])}
+    rows = []
+    out = run_population_config(config, rows.append)
+    (final,) = json.loads(out["members_json"])
+    assert "trial_failed" not in final, final
+    # two folds (domains 0 and 1; domain 2 is the test domain, in no fold)
+    assert json.loads(final["lodo_domains_json"]) == [0, 1]
+    held = [final["lodo_acc_domain_0"], final["lodo_acc_domain_1"]]
+    assert final["lodo_accuracy"] == pytest.approx(sum(held) / 2)
+    assert all(0.0 <= h <= 1.0 for h in held)
+    assert "acc_y_test_domain" in final  # reported, never a fold
+    # the epoch rows are the two folds' average, one per epoch, in order
+    assert [int(r["epoch"]) for r in rows] == list(range(TINY_TRIAL["epochs"] - 1))
+    assert {r["replicates"] for r in rows} == {2.0}
+    assert all(math.isfinite(r["val_acc_y_val_domain"]) for r in rows)
