@@ -19,6 +19,8 @@ interval, paired t test, Holm's correction across settings).
   ``stagetune_confirmations`` and ``stagetune_confirmation_runs`` in the same database
   (``search.storage``), keyed by setting and seed, which is what the paired analysis
   needs and what a resume checks.
+- **The study's protocol.** In a leave-one-domain-out study each confirmation run is a
+  run of every fold (the study's held-out domains), so it measures ``lodo_accuracy``.
 - **Resumable.** The settings and seeds are frozen when a confirmation starts; every run
   is written as it finishes; running the same command again runs only what is missing.
   A confirmation of another front (the sweep went on) or of another ``--top``/``--seeds``
@@ -39,7 +41,8 @@ from ray.tune.search import Searcher
 
 from search import storage as db
 from search.confirmation import DEFAULT, summarize
-from search.objective import Objective
+from search.objective import LODO_METRIC, Objective
+from search.replicates import OPTION, trial_option
 from search.searcher import own_metrics
 from search.storage import StorageError, redact
 
@@ -191,6 +194,19 @@ def used_seeds(study) -> set[int]:
     return used
 
 
+def lodo_domains(study, objective: Objective) -> list[int] | None:
+    """The held-out domains of a leave-one-domain-out study (its runs repeat them), else
+    ``None``."""
+    if objective.task != LODO_METRIC:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        domains = t.user_attrs.get("lodo_domains")
+        if domains:
+            return [int(k) for k in domains]
+    raise ConfirmError(f"study {study.study_name!r} optimises {LODO_METRIC} but no trial "
+                       "records its held-out domains")
+
+
 def fresh_seeds(study, n: int) -> list[int]:
     """``n`` seeds above every seed the study used."""
     used = used_seeds(study)
@@ -257,6 +273,10 @@ class ConfirmSearcher(Searcher):
         first = self.settings[job[0][0]]["config"]
         members = [{"params": run_params(self.settings[key], seed)} for key, seed in job]
         config = {"base": first, **self.trial_options}
+        folds = self.confirmation.get("lodo_domains")
+        if folds:  # a leave-one-domain-out study: each run is all of its folds
+            seed = job[0][1]
+            config[OPTION] = trial_option(seed, seed, 1, folds)
         if len(job) > 1:
             config["members"] = members
         else:
@@ -372,7 +392,7 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
         init_ray,
     )
 
-    _study, storage, objective, confirmation, created = open_confirmation(opts)
+    study, storage, objective, confirmation, created = open_confirmation(opts)
     engine = storage.engine
     population = opts.population
     jobs = jobs_for(confirmation, population=population)
@@ -403,6 +423,7 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
             print(f"  {what}: " + ("done" if kind == "complete" else f"failed: {info['reason']}"),
                   flush=True)
 
+        confirmation["lodo_domains"] = lodo_domains(study, objective)
         searcher = ConfirmSearcher(
             confirmation, jobs, engine=engine, on_event=progress,
             trial_options={"objective": {"mode": objective.mode,

@@ -95,3 +95,26 @@ def test_a_lodo_trial_holds_each_training_domain_out_in_turn():
     assert [int(r["epoch"]) for r in rows] == list(range(TINY_TRIAL["epochs"] - 1))
     assert {r["replicates"] for r in rows} == {2.0}
     assert all(math.isfinite(r["val_acc_y_val_domain"]) for r in rows)
+
+
+def test_a_confirmation_of_a_lodo_study_runs_every_fold_on_each_fresh_seed():
+    import optuna
+
+    from search.confirm import ConfirmSearcher, lodo_domains
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    trial.set_user_attr("lodo_domains", [0, 1, 3])
+    study.tell(trial, [0.5, 0.5])
+    assert lodo_domains(study, LODO) == [0, 1, 3]
+    assert lodo_domains(study, Objective()) is None  # not a LODO study: plain runs
+    config = RunConfig().replace(**TINY_TRIAL).to_dict()
+    confirmation = {"id": 1, "seeds": [7], "lodo_domains": [0, 1, 3],
+                    "settings": [{"key": "default", "config": config},
+                                 {"key": "trial_4", "config": config}]}
+    searcher = ConfirmSearcher(confirmation, [[("default", 7), ("trial_4", 7)]], engine=None,
+                               trial_options={})
+    suggested = searcher.suggest("t1")
+    assert len(suggested["members"]) == 2
+    assert trial_runs(suggested) == [(7, 0), (7, 1), (7, 3)]  # seed 7, its own split
+    assert suggested["replicates"]["split_seed"] == 7
