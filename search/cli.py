@@ -268,18 +268,12 @@ def resume_command(argv: list[str] | None) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     import io
 
-    import optuna
-
     from search.driver import print_summary, summarize
-    from search.study import open_storage_read_only, summary_objective
+    from search.study import load_named_study, open_storage_read_only, summary_objective
 
     # read only: status never creates, migrates or writes a database
     storage = open_storage_read_only(args.storage)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if args.study not in names:
-        raise StorageError(f"no study {args.study!r} in {redact(args.storage)}; studies "
-                           f"there: {', '.join(sorted(names)) or 'none'}")
-    study = optuna.load_study(study_name=args.study, storage=storage)
+    study = load_named_study(storage, args.storage, args.study)
     objective = summary_objective(study)  # refuses a study it cannot summarise
     summary = summarize(study, objective)
     from search.confirmation import latest_summary

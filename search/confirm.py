@@ -43,8 +43,7 @@ from search import storage as db
 from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
 from search.replicates import OPTION, trial_option
-from search.searcher import own_metrics
-from search.storage import StorageError, redact
+from search.searcher import DatabaseState, own_metrics
 
 log = logging.getLogger("stagetune.search")
 
@@ -242,7 +241,7 @@ def run_params(setting: dict[str, Any], seed: int) -> dict[str, Any]:
             "write_plots": False}
 
 
-class ConfirmSearcher(Searcher):
+class ConfirmSearcher(DatabaseState, Searcher):
     """Hands Tune the pending runs of a confirmation and stores each as it ends."""
 
     def __init__(self, confirmation: dict[str, Any], jobs: list[list[tuple[str, int]]], *,
@@ -328,18 +327,6 @@ class ConfirmSearcher(Searcher):
         self.__dict__.update(state)
         self.engine, self.on_event = None, lambda kind, info: None
 
-    def save(self, checkpoint_path: str) -> None:
-        return None
-
-    def restore(self, checkpoint_path: str) -> None:
-        return None
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        return None
-
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        return None
-
 
 def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
                settings: list[dict[str, Any]]) -> bool:
@@ -350,9 +337,8 @@ def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
 def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[str, Any], bool]:
     """The study, its storage, its objective and the confirmation to run (resumed when
     one with this plan exists, else created); the last item says whether it was made now."""
-    import optuna
 
-    from search.study import open_storage, summary_objective
+    from search.study import load_named_study, open_storage, summary_objective
 
     if opts.top < 1:
         raise ConfirmError(f"--top must be at least 1 (got {opts.top})")
@@ -360,11 +346,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
         raise ConfirmError(f"--seeds must be at least 2 for a paired comparison "
                            f"(got {opts.seeds})")
     storage = open_storage(opts.storage)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if opts.study not in names:
-        raise StorageError(f"no study {opts.study!r} in {redact(opts.storage)}; studies "
-                           f"there: {', '.join(sorted(names)) or 'none'}")
-    study = optuna.load_study(study_name=opts.study, storage=storage)
+    study = load_named_study(storage, opts.storage, opts.study)
     objective = summary_objective(study)
     settings = select_settings(study, objective, opts.top)
     engine = storage.engine

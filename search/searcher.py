@@ -57,7 +57,30 @@ def own_metrics(result: dict[str, Any]) -> dict[str, float]:
             and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-class StudySearcher(Searcher):
+class DatabaseState:
+    """For a Tune searcher whose state is the study database: nothing to save beside the
+    experiment, nothing to restore from it (a resume reopens the database)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        return None
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        return None
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        return None
+
+
+class StudySearcher(DatabaseState, Searcher):
     """Suggests from an Optuna study and tells it every outcome."""
 
     def __init__(
@@ -250,24 +273,6 @@ class StudySearcher(Searcher):
         self.study, self._engine, self._live = None, None, {}
         self._lock, self.on_event = threading.Lock(), lambda kind, info: None
 
-    # The study database is the searcher's state: nothing to save beside the experiment.
-    def save(self, checkpoint_path: str) -> None:
-        return None
-
-    def restore(self, checkpoint_path: str) -> None:
-        return None
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        return None
-
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        return None
-
-    def get_state(self) -> dict:
-        return {}
-
-    def set_state(self, state: dict) -> None:
-        return None
 
 
 class SignalStopper(Stopper):

@@ -236,6 +236,16 @@ def _load_existing(storage, name: str, objective: Objective, sampler: str,
                              sampler=make_sampler(sampler, seed))
 
 
+def load_named_study(storage, url: str, name: str) -> optuna.Study:
+    """The study ``name`` of an opened storage; a missing one is refused in one line that
+    lists the studies there (``url`` shown without its password)."""
+    names = [s.study_name for s in storage.get_all_studies()]
+    if name not in names:
+        raise StorageError(f"no study {name!r} in {redact(url)}; studies there: "
+                           f"{', '.join(sorted(names)) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def study_replicates(study: optuna.Study) -> int:
     """The seeds per setting a study was swept with (1 for a study made before)."""
     return int(study.user_attrs.get(REPLICATES_ATTR, 1))

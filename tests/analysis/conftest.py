@@ -139,3 +139,22 @@ def make_dominant_study(url: str, name: str = "dominant", n: int = 80) -> None:
                                    user_attrs={"feasible": True},
                                    system_attrs={"constraints": [-0.5]}))
     study.add_trials(trials)
+
+
+def assert_report_imports_no_torch_or_ray(db_path, study: str, out) -> None:
+    """Write the report of ``study`` in a fresh interpreter; fail if it imported torch or
+    ray (analysis reads the database only)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from analysis.cli import main\n"
+        f"assert main(['report', '--storage', 'sqlite:///{db_path}', '--study', '{study}', "
+        f"'--out', '{out}', '--no-png']) == 0\n"
+        "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

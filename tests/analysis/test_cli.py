@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from analysis.cli import main
-from tests.analysis.conftest import checksum, make_study
+from tests.analysis.conftest import assert_report_imports_no_torch_or_ray, checksum, make_study
 
 
 def _run(capsys, *argv):
@@ -165,19 +165,7 @@ def test_dashboard_refuses_a_database_that_is_not_a_study(tmp_path, capsys):
 
 
 def test_analysis_never_imports_torch_or_ray(study_db, tmp_path):
-    import sys
-
-    code = (
-        "import sys\n"
-        "from analysis.cli import main\n"
-        f"assert main(['report', '--storage', 'sqlite:///{study_db}', '--study', 'known', "
-        f"'--out', '{tmp_path}', '--no-png']) == 0\n"
-        "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert_report_imports_no_torch_or_ray(study_db, "known", tmp_path)
 
 
 def test_report_header_names_failure_reasons_and_a_scalar_best(tmp_path, capsys):

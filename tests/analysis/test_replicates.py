@@ -20,7 +20,12 @@ from analysis._report import build_figures, write_report
 from analysis.cli import main
 from search.objective import Objective
 from search.storage import add_confirmation, create_tables, write_confirmation_run
-from tests.analysis.conftest import DISTS, checksum, new_study
+from tests.analysis.conftest import (
+    DISTS,
+    assert_report_imports_no_torch_or_ray,
+    checksum,
+    new_study,
+)
 
 OBJECTIVES = ["task_accuracy", "zay_independence_score"]
 # (accuracy, independence, their standard errors): #0-#2 are the front, #1 the method's
@@ -258,19 +263,6 @@ def test_an_unconfirmed_study_gives_the_command_with_the_password_hidden(rep_db,
 
 
 def test_a_report_with_a_confirmation_imports_no_ray(rep_db, tmp_path):
-    import subprocess
-    import sys
-
     confirm(f"sqlite:///{rep_db}")
-    code = (
-        "import sys\n"
-        "from analysis.cli import main\n"
-        f"assert main(['report', '--storage', 'sqlite:///{rep_db}', '--study', 'rep', "
-        f"'--out', '{tmp_path}', '--no-png']) == 0\n"
-        "bad = [m for m in ('torch', 'ray') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert_report_imports_no_torch_or_ray(rep_db, "rep", tmp_path)
 
