@@ -560,3 +560,16 @@ def compare_figure(fronts: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
     fig.update_layout(title="Pareto fronts compared", xaxis_title=x_name, yaxis_title=y_name,
                       width=900, height=600)
     return fig
+
+
+# --------------------------------------------------------------------- task objective
+
+
+def state_task(fig: go.Figure, sentence: str) -> go.Figure:
+    """Add which task objective the study selected on (``sentence``) to the title of a
+    figure that shows the task accuracy."""
+    text = fig.layout.title.text or ""
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's default
+    fig.update_layout(title={"text": f"{text}<br><sup>{sentence}</sup>"},
+                      margin={"t": top + 25})  # room for the added line
+    return fig

@@ -22,8 +22,10 @@ from analysis._figures import (
     learning_curves_figure,
     parallel_coordinates_figure,
     pareto_figure,
+    state_task,
 )
 from analysis._format import float_formatter, mean_se_texts
+from analysis._heldout import task_sentence
 from analysis._load import AnalysisError, StudyData
 from analysis._pareto import hypervolume_2d
 from analysis._rank import default_reference, hypervolume_over_trials, rank_trials, table_columns
@@ -31,6 +33,8 @@ from analysis._rank import default_reference, hypervolume_over_trials, rank_tria
 log = logging.getLogger("stagetune.analysis")
 FIGURES = ("pareto", "hypervolume", "curves", "effects", "parallel", "importance", "heatmap")
 MAIN_FIGURES = ("pareto", "hypervolume", "effects", "importance")
+#: the figures that show the task accuracy: their titles say which task objective it is
+TASK_FIGURES = ("pareto", "hypervolume", "effects", "parallel", "importance")
 FAIL_REASON_ATTR = "fail_reason"  # as the searcher stores it
 
 
@@ -153,6 +157,10 @@ def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12
             else:
                 out.skipped["heatmap"] = (f"the best trial #{int(row['number'])} stored no "
                                           "latent correlations")
+    sentence = task_sentence(data.objective_spec)
+    for name in TASK_FIGURES:
+        if name in out.figures:
+            state_task(out.figures[name], sentence)
     return out
 
 
@@ -383,6 +391,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<h1>Study {html.escape(data.name)}</h1>",
         f"<p class='meta'>{html.escape(redact(data.url or str(data.engine.url)))} · objectives: "
         f"{html.escape(objectives)}</p>",
+        f"<p class='meta'>{html.escape(task_sentence(data.objective_spec))}</p>",
         "<div class='summary'>",
         f"<p>{html.escape(counts_sentence(data))}</p>",
         f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",
