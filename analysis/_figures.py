@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ from plotly.subplots import make_subplots
 
 from analysis._format import float_formatter, mean_se_texts
 from trainer import params as registry  # plain Python: no torch
+
+if TYPE_CHECKING:
+    from analysis._heldout import HeldOut
 
 #: above this many trials, clouds of points become 2-D histograms (the front stays on top)
 DENSITY_ABOVE = 2_000
@@ -559,4 +562,119 @@ def compare_figure(fronts: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
                                  legendgroup=name))
     fig.update_layout(title="Pareto fronts compared", xaxis_title=x_name, yaxis_title=y_name,
                       width=900, height=600)
+    return fig
+
+
+# --------------------------------------------------------------------- task objective
+
+
+def state_task(fig: go.Figure, sentence: str) -> go.Figure:
+    """Add which task objective the study selected on (``sentence``) to the title of a
+    figure that shows the task accuracy."""
+    text = fig.layout.title.text or ""
+    top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's default
+    fig.update_layout(title={"text": f"{text}<br><sup>{sentence}</sup>"},
+                      margin={"t": top + 25})  # room for the added line
+    return fig
+
+
+# ------------------------------------------------------------------- held-out domains
+
+DEFAULT_LINE = "#000000"
+DIVA_COLOUR = "#1f77b4"
+
+
+def setting_name(number: int, role: str) -> str:
+    """A setting's legend entry: ``#3``, ``#1 method default (...)`` or ``#7 DIVA variant
+    (no zay)``."""
+    if role == "default":
+        return f"#{number} {method_default_name()}"
+    if role == "diva":
+        return f"#{number} DIVA variant (no zay)"
+    return f"#{number}"
+
+
+def _se(row: pd.Series, measures: list[str]) -> dict[str, Any] | None:
+    """± 1 standard error bars from ``<measure>_se`` where stored; ``None`` if none is."""
+    se = [row.get(f"{m}_se") for m in measures]
+    if all(v is None or pd.isna(v) for v in se):
+        return None
+    return {"type": "data", "symmetric": True, "visible": True, "thickness": 1, "width": 3,
+            "array": [float("nan") if v is None or pd.isna(v) else float(v) for v in se]}
+
+
+def _style(role: str, k: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Colour, line and marker of a setting by its role (the default stands out)."""
+    if role == "default":
+        return DEFAULT_LINE, {"color": DEFAULT_LINE, "width": 3.5}, {
+            "symbol": "star", "size": 16, "color": "#ffbf00",
+            "line": {"width": 1, "color": "black"}}
+    if role == "diva":
+        return DIVA_COLOUR, {"color": DIVA_COLOUR, "width": 3, "dash": "dash"}, {
+            "symbol": "diamond", "size": 10, "color": DIVA_COLOUR}
+    colour = TRIAL_COLOURS[k % len(TRIAL_COLOURS)]
+    return colour, {"color": colour, "width": 1.6}, {"size": 7, "color": colour}
+
+
+def held_out_figure(held: HeldOut) -> go.Figure:
+    """Held-out-domain accuracy per setting, from ``analysis._heldout.HeldOut``.
+
+    Leave-one-domain-out (``kind == "lodo"``): x is the held-out domain, one line per
+    setting through its stored per-domain accuracies, in domain order; the test domain,
+    when stored, is a separate point, reported and not selected on. Otherwise
+    (``"splits"``): grouped bars of in-domain validation, held-out validation domain and
+    test domain accuracy per setting. The method's default is highlighted; error bars
+    only where standard errors were stored.
+    """
+    fig = go.Figure()
+    df = held.settings
+    if held.kind == "lodo":
+        order = list(held.labels)
+        if held.test is not None:
+            order.append(held.test[1])
+        fronts = 0
+        for _, row in df.iterrows():
+            number, role = int(row["number"]), str(row["role"])
+            colour, line, marker = _style(role, fronts)
+            fronts += role == "front"
+            name = setting_name(number, role)
+            fig.add_trace(go.Scatter(
+                x=held.labels, y=[float(row[m]) for m in held.measures],
+                mode="lines+markers", name=name, legendgroup=name, line=line, marker=marker,
+                error_y=_se(row, held.measures),
+                hovertemplate=f"{name}<br>held out %{{x}}: %{{y:.4g}}<extra></extra>"))
+            if held.test is not None and pd.notna(row.get(held.test[0])):
+                fig.add_trace(go.Scatter(
+                    x=[held.test[1]], y=[float(row[held.test[0]])], mode="markers",
+                    name=f"{name}: test domain", legendgroup=name, showlegend=False,
+                    marker={**marker, "symbol": "circle-open", "size": 11,
+                            "line": {"width": 2, "color": colour}},
+                    error_y=_se(row, [held.test[0]]),
+                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.4g}}<extra></extra>"))
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                         title_text="held-out domain")
+        fig.update_yaxes(title_text="held-out accuracy")
+        head = "Held-out-domain accuracy per setting (leave-one-domain-out folds)"
+    else:
+        names = [setting_name(int(n), str(r)) for n, r in zip(df["number"], df["role"],
+                                                               strict=True)]
+        edge = [3 if r == "default" else 0 for r in df["role"]]
+        for j, (measure, text) in enumerate(zip(held.measures, held.labels, strict=True)):
+            se = df[f"{measure}_se"] if f"{measure}_se" in df.columns else None
+            fig.add_trace(go.Bar(
+                x=names, y=df[measure].astype(float).tolist(), name=text,
+                marker={"color": ("#9aa0a6", "#1f77b4", "#d62728")[j % 3],
+                        "pattern": {"shape": "/" if measure.endswith("test_domain") else ""},
+                        "line": {"width": edge, "color": "#ffbf00"}},
+                error_y=None if se is None or not se.notna().any() else {
+                    "type": "data", "array": se.astype(float).tolist(), "visible": True},
+                hovertemplate="%{x}<br>" + text + ": %{y:.4g}<extra></extra>"))
+        fig.update_layout(barmode="group")
+        fig.update_xaxes(type="category", title_text="setting (method default outlined)")
+        fig.update_yaxes(title_text="accuracy")
+        head = "In-domain vs held-out-domain accuracy per setting"
+    fig.update_layout(
+        title={"text": f"{head}<br><sup>{held.note}</sup><br><sup>{held.task}</sup>"},
+        width=max(900, 110 * (len(held.labels) + 2)), height=560, margin={"t": 120},
+        legend={"orientation": "h", "y": -0.18})
     return fig

@@ -101,6 +101,40 @@ class StudyData:
                 out.setdefault(int(tid), []).append(json.loads(metrics))
         return out
 
+    def configs(self, trial_ids: list[int] | None = None, *,
+                containing: str | None = None) -> dict[int, dict[str, Any]]:
+        """The trainer configurations (the ``config`` user attribute) of the given Optuna
+        trial ids, or of every trial of the study when ``trial_ids`` is None.
+
+        ``containing`` keeps only configurations whose stored JSON text contains it (a
+        cheap filter in the database, e.g. ``"diva"``; check the parsed value too).
+        """
+        if trial_ids is not None and not trial_ids:
+            return {}
+        sql = ("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config' "
+               "AND trial_id IN ")
+        params: dict[str, Any] = {}
+        if trial_ids is None:
+            sql += "(SELECT trial_id FROM trials WHERE study_id = :s)"
+            params["s"] = self.study_id
+        else:
+            sql += ":ids"
+            params["ids"] = [int(t) for t in trial_ids]
+        if containing is not None:
+            sql += " AND value_json LIKE :like"
+            params["like"] = f"%{containing}%"
+        query = sa.text(sql)
+        if trial_ids is not None:
+            query = query.bindparams(sa.bindparam("ids", expanding=True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query, params).all()
+        out: dict[int, dict[str, Any]] = {}
+        for tid, value_json in rows:
+            value = json.loads(value_json)
+            if isinstance(value, dict):
+                out[int(tid)] = value
+        return out
+
     def artifact(self, trial_id: int, name: str) -> Any | None:
         if not _has_table(self.engine, "stagetune_artifacts"):
             return None

@@ -16,21 +16,27 @@ import plotly.graph_objects as go
 from analysis._confirm import header_sentence, latest_confirmation, section_html
 from analysis._figures import (
     effects_figure,
+    held_out_figure,
     hover_text,
     hypervolume_figure,
     importance_figure,
     learning_curves_figure,
     parallel_coordinates_figure,
     pareto_figure,
+    state_task,
 )
 from analysis._format import float_formatter, mean_se_texts
+from analysis._heldout import held_out_records, task_sentence
 from analysis._load import AnalysisError, StudyData
 from analysis._pareto import hypervolume_2d
 from analysis._rank import default_reference, hypervolume_over_trials, rank_trials, table_columns
 
 log = logging.getLogger("stagetune.analysis")
-FIGURES = ("pareto", "hypervolume", "curves", "effects", "parallel", "importance", "heatmap")
-MAIN_FIGURES = ("pareto", "hypervolume", "effects", "importance")
+FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", "importance",
+           "heatmap")
+MAIN_FIGURES = ("pareto", "domains", "hypervolume", "effects", "importance")
+#: the figures that show the task accuracy: their titles say which task objective it is
+TASK_FIGURES = ("pareto", "hypervolume", "effects", "parallel", "importance")
 FAIL_REASON_ATTR = "fail_reason"  # as the searcher stores it
 
 
@@ -93,6 +99,14 @@ def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12
                 scored, data.objectives, infeasible=infeasible, reference=reference,
                 hypervolume=hv, title=f"{data.name}: {data.objectives[0]} vs "
                                       f"{data.objectives[1]}")
+    if "domains" in which:
+        held = held_out_records(data, ranked)
+        if held is not None:
+            out.figures["domains"] = held_out_figure(held)
+        elif which != FIGURES:  # asked for by name; otherwise a study without held-out
+            # domains simply has no such figure
+            out.skipped["domains"] = ("the study stored no held-out-domain accuracy "
+                                      "(no --lodo folds, no --val-domain or --test-domain)")
     if "hypervolume" in which:
         if n_obj != 2:
             out.skipped["hypervolume"] = (
@@ -153,6 +167,10 @@ def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12
             else:
                 out.skipped["heatmap"] = (f"the best trial #{int(row['number'])} stored no "
                                           "latent correlations")
+    sentence = task_sentence(data.objective_spec)
+    for name in TASK_FIGURES:
+        if name in out.figures:
+            state_task(out.figures[name], sentence)
     return out
 
 
@@ -383,6 +401,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<h1>Study {html.escape(data.name)}</h1>",
         f"<p class='meta'>{html.escape(redact(data.url or str(data.engine.url)))} · objectives: "
         f"{html.escape(objectives)}</p>",
+        f"<p class='meta'>{html.escape(task_sentence(data.objective_spec))}</p>",
         "<div class='summary'>",
         f"<p>{html.escape(counts_sentence(data))}</p>",
         f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",

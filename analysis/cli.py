@@ -93,6 +93,7 @@ def _print_table(data, df, top: int) -> None:
 
 
 def cmd_rank(args) -> int:
+    from analysis._heldout import task_sentence
     from analysis._load import load_study
     from analysis._rank import rank_trials
     from analysis._report import ranked_records, replicates_note, write_tables
@@ -100,6 +101,9 @@ def cmd_rank(args) -> int:
     data = load_study(args.storage, args.study)
     ranked = rank_trials(data, include_pruned=args.include_pruned,
                          include_infeasible=args.include_infeasible)
+    objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
+                                                          strict=True))
+    print(f"Study {data.name}: objectives {objectives}; {task_sentence(data.objective_spec)}")
     if data.replicates > 1:
         print(replicates_note(data))
     _print_table(data, ranked_records(data, ranked), args.top)

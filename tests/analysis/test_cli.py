@@ -45,7 +45,10 @@ def test_rank_prints_the_table_and_writes_csv_and_json(study_db, tmp_path, capsy
                         "known", "--out", str(tmp_path))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["position", "number", "pareto_rank", "crowding"]
+    assert lines[0].startswith("Study known: objectives task_accuracy (maximize), "
+                               "zay_independence_score (maximize); task objective: "
+                               "task_accuracy")
+    assert lines[1].split()[:4] == ["position", "number", "pareto_rank", "crowding"]
     import json
 
     rows = json.loads((tmp_path / "ranked.json").read_text())

@@ -165,7 +165,8 @@ def test_the_ranked_table_shows_mean_and_standard_error(rep_db, tmp_path, capsys
     assert main(["rank", "--storage", f"sqlite:///{rep_db}", "--study", "rep", "--out",
                  str(tmp_path / "rank")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Objectives are means ± standard error over 3 paired seeds")
+    assert out.splitlines()[1].startswith("Objectives are means ± standard error over 3 "
+                                          "paired seeds")
     assert "0.850 ± 0.005" in out and "task_accuracy_se" not in out
 
 
