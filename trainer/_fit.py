@@ -16,6 +16,7 @@ import torch
 
 from trainer._config import RunConfig
 from trainer._core import (
+    EVALUATION,
     BatchPlan,
     DivergenceError,
     EpochKnobs,
@@ -34,6 +35,7 @@ from trainer._core import (
     load_checkpoint,
     make_generator,
     make_optimiser,
+    noted,
     prepare_run,
     resolve_device,
     rng_state,
@@ -194,4 +196,7 @@ def fit(
         if report is not None:
             report(dict(row))
     [analysis] = final_analyses(run.model, data, [(cfg, run.progress.best_state)])
+    if isinstance(analysis, DivergenceError):
+        with noted(EVALUATION):
+            raise analysis
     return run.progress.result(analysis, out_dir)

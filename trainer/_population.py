@@ -511,7 +511,9 @@ def fit_population(
         (m.cfg, m.progress.best_state if m.progress.best_state is not None else m.final_state)
         for m in trained_ok]) if evaluate else [{"metrics": {}} for _ in trained_ok])
     by_member = dict(zip((m.index for m in trained_ok), analyses, strict=True))
-    return [DivergenceError(m.error) if m.error is not None else m.progress.result(
+    return [DivergenceError(m.error) if m.error is not None
+            else by_member[m.index] if isinstance(by_member[m.index], DivergenceError)
+            else m.progress.result(
                 by_member[m.index],
                 Path(out_dir) / f"member_{m.index}" if out_dir is not None else None)
             for m in pop.members]
