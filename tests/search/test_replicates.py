@@ -117,6 +117,7 @@ def test_a_sweep_with_replicates_and_a_population_stores_means_seeds_and_errors(
         run_sweep(tiny_options(url, "rep", 6, tmp_path, population=2, replicates=3))
 
 
+@pytest.mark.slow  # a second Ray sweep (~50 s); the population sweep above runs in every suite
 def test_solo_trials_train_their_replicates_side_by_side_under_asha(tmp_path, local_ray):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     opts = tiny_options(url, "solo", 2, tmp_path, replicates=2, asha=True)
