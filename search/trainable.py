@@ -118,7 +118,8 @@ def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
         phase = "evaluation"
     place = (f"epoch {epoch}, stage {stage}" if epoch is not None else phase or "setup")
     if phase == "evaluation":
-        place = f"evaluation after epoch {epoch}"
+        place = (f"evaluation after epoch {epoch}" if epoch is not None
+                 else "the final evaluation")
     details = {
         "reason": f"{type(exc).__name__}: {message} ({place})" if message
         else f"{type(exc).__name__} ({place})",

@@ -769,9 +769,11 @@ def final_analyses(model: StagedVAE, data: DataBundle,
                 model.load_state_dict(state)
             got = eval_inputs(model, data, cfg)
             bad = non_finite_groups(got)
-            inputs.append(DivergenceError(
-                f"the final evaluation found non-finite latents in {', '.join(bad)}: the "
-                "trained weights are not finite") if bad else got)
+            if bad:
+                got = DivergenceError(f"the final evaluation found non-finite latents in "
+                                      f"{', '.join(bad)}: the trained weights are not finite")
+                got.add_note(EVALUATION)
+            inputs.append(got)
         fine = [i for i in inputs if not isinstance(i, DivergenceError)]
         if fine:
             fit_probes(fine)

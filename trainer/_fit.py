@@ -16,7 +16,6 @@ import torch
 
 from trainer._config import RunConfig
 from trainer._core import (
-    EVALUATION,
     BatchPlan,
     DivergenceError,
     EpochKnobs,
@@ -35,7 +34,6 @@ from trainer._core import (
     load_checkpoint,
     make_generator,
     make_optimiser,
-    noted,
     prepare_run,
     resolve_device,
     rng_state,
@@ -196,7 +194,6 @@ def fit(
         if report is not None:
             report(dict(row))
     [analysis] = final_analyses(run.model, data, [(cfg, run.progress.best_state)])
-    if isinstance(analysis, DivergenceError):
-        with noted(EVALUATION):
-            raise analysis
+    if isinstance(analysis, DivergenceError):  # noted as raised in the evaluation
+        raise analysis
     return run.progress.result(analysis, out_dir)
