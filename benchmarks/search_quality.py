@@ -18,18 +18,20 @@ The space is the sweep's own (``search.space.build_space``) with the opt-in leve
 ranged (``RANGES``: the KL weights of zay and zx on the registry's log range, and which
 pairs the penalty measures) beside the stage lengths, the penalty switch and λ. The
 method's default (``SearchSpace.baseline()`` and penalty pairs zy_za: thirds, penalty
-on, λ = 10, all KL weights 1) is trial 0 of every study and its point is the hypervolume's reference:
-the hypervolume is the area that found settings add beyond the default. A second column
-uses the reference (0, 0). Only feasible trials count. Each sampler's hypervolumes over
-the search seeds are compared with random search's by a one-sided Mann-Whitney U test
-(``alternative="greater"``), α = 0.1, at every budget.
+on, λ = 10, all KL weights 1) is trial 0 of every study and its point is the
+hypervolume's reference: the hypervolume is the area that found settings add beyond the
+default. A second column uses the reference (0, 0). Only feasible trials count. Each
+sampler's hypervolumes over the search seeds are compared with random search's by a
+one-sided Mann-Whitney U test (``alternative="greater"``), α = 0.1, at every budget.
 
 How it runs: all studies advance in lockstep rounds. In a round each study below the
 current budget asks ``--population`` trials (its sampler made as a sweep makes it,
 seeded per trial from the search seed and the trial number); every new setting x
-replicate is one member of one ``trainer.fit_population`` call over the shared data
-set (split by ``trainer.group_population`` only where members cannot share a model:
-the penalty pairs). A setting already trained (the default in every study; the random
+replicate is one member of a ``trainer.fit_population`` call over the shared data set
+(split by ``trainer.group_population`` where members cannot share a model, the penalty
+pairs, and into populations of at most ``MAX_MEMBERS``; a population whose final
+evaluation raises is trained again in halves until the failing member is found, which
+fails its trial). A setting already trained (the default in every study; the random
 draws that TPE, GP and NSGA-II start from, which with the same search seed are random
 search's own) is not trained again: training is a deterministic function of the
 setting, the seed and the data (up to float reassociation in a population). Studies
@@ -74,6 +76,9 @@ LARGE: dict[str, Any] = dict(SIZES, epochs=24, max_samples=1000, lr=1e-3,
 RANGES = ("beta_ay=0.25:4", "beta_x=0.25:4", "penalty_pairs=zy_za,zy_za_zx")
 OBJECTIVES = ("task_accuracy", "disentanglement_score")
 DATA_SEED = 0
+#: members per ``fit_population`` call: larger populations gain little on a CPU, and a
+#: population whose evaluation raises is trained again in halves
+MAX_MEMBERS = 24
 ALPHA = 0.1
 INTERRUPTED = "interrupted"
 BASELINE = "baseline"
@@ -159,12 +164,11 @@ class ReplicateTrainer:
         members = [(key, r) for key in todo for r in range(self.replicates)]
         cfgs = [self.config(params[key], r) for key, r in members]
         outcomes = {key: Outcome() for key in todo}
-        for group in group_population(cfgs, shared_data=True) if cfgs else []:
-            c0 = time.process_time()
-            results = fit_population([cfgs[i] for i in group], data=self.data)
-            self.cpu_s += time.process_time() - c0
-            self.member_runs += len(group)
-            for i, result in zip(group, results, strict=True):
+        groups = group_population(cfgs, shared_data=True) if cfgs else []
+        chunks = [g[i:i + MAX_MEMBERS] for g in groups for i in range(0, len(g), MAX_MEMBERS)]
+        for chunk in chunks:
+            results = self._fit(fit_population, [cfgs[i] for i in chunk])
+            for i, result in zip(chunk, results, strict=True):
                 key, r = members[i]
                 out = outcomes[key]
                 if isinstance(result, Exception):
@@ -178,6 +182,29 @@ class ReplicateTrainer:
                 out.constraint.append(float(self.objective.constraint(final)))
         self.cache.update(outcomes)
         return [self.cache[setting_key(p)] for p in settings]
+
+    def _fit(self, fit_population, cfgs: list) -> list:
+        """``fit_population`` over ``cfgs``; where it raises (the final evaluation raises
+        for the whole population when one member's latents are not finite), the members
+        are trained again in halves, down to the member that fails, whose exception is
+        its result."""
+        c0 = time.process_time()
+        try:
+            results = fit_population(cfgs, data=self.data)
+        except Exception as exc:
+            results = exc
+        self.cpu_s += time.process_time() - c0  # the failed attempt's cost counts too
+        self.member_runs += len(cfgs)
+        if not isinstance(results, Exception):
+            return results
+        if len(cfgs) == 1:
+            return [results]
+        print(f"  a population of {len(cfgs)} raised ({type(results).__name__}: "
+              f"{str(results).splitlines()[0][:80]}); training it again in halves",
+              flush=True)
+        half = len(cfgs) // 2
+        return (self._fit(fit_population, cfgs[:half])
+                + self._fit(fit_population, cfgs[half:]))
 
     def remember(self, trial) -> None:
         """Put a stored trial's outcome into the cache (a rerun trains nothing twice)."""
@@ -282,7 +309,8 @@ def run(storage: str, samplers: list[str], seeds: list[int], budgets: list[int],
     t_start, rounds = time.time(), 0
     for budget in budgets:
         while True:
-            behind = [(k, s) for k, s in studies.items() if len(counted(s)) < budget]
+            n_done = {k: len(counted(s)) for k, s in studies.items()}
+            behind = [(k, s) for k, s in studies.items() if n_done[k] < budget]
             if not behind:
                 break
             if deadline is not None and time.time() > deadline:
@@ -291,7 +319,7 @@ def run(storage: str, samplers: list[str], seeds: list[int], budgets: list[int],
             t0, c0, m0, ask_s = time.time(), trainer.cpu_s, trainer.member_runs, 0.0
             asked = []
             for (sampler, seed), study in behind:
-                for _ in range(min(population, budget - len(counted(study)))):
+                for _ in range(min(population, budget - n_done[(sampler, seed)])):
                     a0 = time.perf_counter()
                     study.sampler = make_sampler(sampler, trial_seed(seed, len(study.trials)),
                                                  n_trials=total)
@@ -489,8 +517,10 @@ def best_report(summary: dict[str, Any]) -> str:
     if best is None:
         return "no feasible setting besides the default"
     row = best["row"]
-    lines = [f"best setting: {row['study']} trial {row['number']} "
-             f"({'dominates the default; hypervolume contribution ' + _fmt(best['hypervolume_contribution']) if best['dominates_default'] else 'no setting dominates the default; largest summed improvement'}), "
+    how = ("dominates the default; hypervolume contribution "
+           + _fmt(best["hypervolume_contribution"]) if best["dominates_default"] else
+           "no setting dominates the default; largest summed improvement")
+    lines = [f"best setting: {row['study']} trial {row['number']} ({how}), "
              f"found in {', '.join(best['same_setting_in'])}",
              "params: " + json.dumps(row["params"]),
              "as sweep flags: " + " ".join(f"--set {k}={v}" for k, v in
