@@ -549,16 +549,31 @@ def sweep_flags(params: dict[str, Any]) -> dict[str, str]:
 # -- the scaling check ---------------------------------------------------------------------
 
 
-def scaling_check(replicates: int) -> dict[str, Any]:
+def scaling_check(replicates: int, previous: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """Train ``SCALING_SETTINGS`` at ``SIZES`` and at ``LARGE`` with seeds
-    ``0..replicates-1`` and compare their order on both objectives (Spearman's rho)."""
+    ``0..replicates-1`` and compare their order on both objectives (Spearman's rho).
+
+    A problem whose sizes, settings and replicates are those of ``previous`` (the last
+    check's JSON) is not trained again: its results are reused (``reused`` says which).
+    """
     from scipy.stats import spearmanr
 
     from search.space import build_space
 
     out: dict[str, Any] = {"settings": list(SCALING_SETTINGS), "replicates": replicates,
-                           "sizes": {"small": SIZES, "large": LARGE}, "results": {}}
+                           "sizes": {"small": SIZES, "large": LARGE}, "results": {},
+                           "reused": []}
     for label, sizes in (("small", SIZES), ("large", LARGE)):
+        if (previous and previous.get("settings") == list(SCALING_SETTINGS)
+                and previous.get("replicates") == replicates
+                and previous.get("sizes", {}).get(label) == json.loads(json.dumps(sizes))
+                and label in previous.get("results", {})):
+            out["results"][label] = previous["results"][label]
+            out.setdefault("cost", {})[label] = previous.get("cost", {}).get(label)
+            out["reused"].append(label)
+            print(f"scaling check, {label}: the previous check's results (same sizes)")
+            continue
         t0, c0 = time.time(), time.process_time()
         trainer = ReplicateTrainer(sizes, replicates)
         base = method_default(build_space(sizes["epochs"], ranges=list(RANGES)))
@@ -567,6 +582,7 @@ def scaling_check(replicates: int) -> dict[str, Any]:
         res = {}
         for name, outcome in zip(SCALING_SETTINGS, outcomes, strict=True):
             res[name] = {"error": outcome.error, "feasible": outcome.feasible,
+                         "per_seed": outcome.per_seed,
                          **{m: mean_se(v) for m, v in outcome.per_seed.items()}}
         out["results"][label] = res
         out.setdefault("cost", {})[label] = {"wall_s": time.time() - t0,
@@ -645,8 +661,9 @@ def main() -> None:
     samplers = args.samplers.split(",")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.scaling_check:
-        check = scaling_check(max(args.replicates, 3))
         path = Path(args.out).with_name(stem + "_scaling.json")
+        previous = json.loads(path.read_text()) if path.exists() else None
+        check = scaling_check(max(args.replicates, 3), previous)
         path.write_text(json.dumps(check, indent=1, default=str))
         print(scaling_table(check))
         return
