@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "search_quality.py
 def sq():
     spec = importlib.util.spec_from_file_location("search_quality", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
