@@ -90,6 +90,7 @@ def test_every_setting_gets_the_same_seeds_so_identical_settings_agree_seed_by_s
     assert all("last_epoch_json" in f for f in finals)
 
 
+@pytest.mark.slow  # a Ray sweep of two populations (~50 s); pairing is checked above
 def test_a_sweep_with_replicates_and_a_population_stores_means_seeds_and_errors(
         tmp_path, local_ray):
     url = f"sqlite:///{tmp_path / 'study.db'}"
