@@ -30,10 +30,9 @@ interval, paired t test, Holm's correction across settings).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,6 @@ from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
 from search.replicates import OPTION, trial_option
 from search.searcher import DatabaseState, own_metrics
-
-log = logging.getLogger("stagetune.search")
 
 
 def setting_key(number: int) -> str:
@@ -73,7 +70,6 @@ class ConfirmOptions:
     tune_dir: str = ""
     quiet: bool = False
     verbose: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- what to confirm ----------------------------------------------------------------------
