@@ -101,8 +101,7 @@ def lodo_folds(domains: int, test_domain: int | None, val_domain: int | None) ->
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     """Rows of one epoch averaged key by key (keys every row has); ``replicates`` counts
     the rows."""
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
-    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out = _mean_final(rows)
     for k in ("epoch", "stage"):
         if k in out:
             out[k] = float(rows[0][k])
