@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -226,9 +227,29 @@ def session(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+# What a process sees when another one created the same schema object between its check
+# and its create (SQLite, PostgreSQL's catalog), or held the file's write lock meanwhile.
+_SCHEMA_RACE = ("UNIQUE constraint", "duplicate key", "already exists", "database is locked")
+SCHEMA_ATTEMPTS = 5
+
+
+def lost_schema_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is another process creating the same schema at the same moment."""
+    return any(sign in str(exc) for sign in _SCHEMA_RACE)
+
+
 def create_tables(engine: sa.Engine) -> None:
-    """Create our tables if they are missing (idempotent)."""
-    metadata.create_all(engine, checkfirst=True)
+    """Create our tables if they are missing (idempotent, and safe when several processes
+    open a new database at once: ``checkfirst`` then ``CREATE`` is not atomic, so a process
+    that loses the race checks again, and finds the table there)."""
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except sa.exc.DBAPIError as exc:
+            if not lost_schema_race(exc) or attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.3 * (attempt + 1))
 
 
 def write_epoch(engine: sa.Engine, trial_id: int, epoch: int, stage: int,

@@ -13,16 +13,19 @@ import warnings
 from dataclasses import dataclass
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search.objective import Objective
 from search.storage import (
     DRIVER_STALE_S,
+    SCHEMA_ATTEMPTS,
     StorageError,
     create_tables,
     existing_database,
     has_study_tables,
     live_experiments,
+    lost_schema_race,
     make_engine,
     ping,
     redact,
@@ -107,23 +110,23 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     engine = make_engine(url)
     ping(engine, url)
     engine.dispose()
-    attempts = 5
-    for attempt in range(attempts):
+    for attempt in range(SCHEMA_ATTEMPTS):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
             break
         except Exception as exc:
             # Two processes creating a new database's schema at once: one of them loses
             # the race on Optuna's version table. The schema exists now; open it again.
-            text = str(exc)
-            racing = any(sign in text for sign in ("UNIQUE constraint", "duplicate key",
-                                                   "already exists", "database is locked"))
-            if racing and attempt < attempts - 1:
+            if lost_schema_race(exc) and attempt < SCHEMA_ATTEMPTS - 1:
                 time.sleep(0.3 * (attempt + 1))
                 continue
             raise StorageError(f"cannot open study database {redact(url)}: "
                                f"{redact(str(exc).splitlines()[0])}") from None
-    create_tables(storage.engine)
+    try:
+        create_tables(storage.engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(f"cannot create stagetune's tables in {redact(url)}: "
+                           f"{redact(str(exc).splitlines()[0])}") from None
     return storage
 
 

@@ -83,6 +83,32 @@ def _open(url: str) -> str:
     return "ok"
 
 
+def test_create_tables_survives_a_table_created_between_its_check_and_its_create(tmp_path):
+    """The race CI once hit, made certain: another connection (another process, in life)
+    creates a table after this one checked that it is missing and before it creates it."""
+    import sqlalchemy as sa
+
+    from search.storage import confirmation_runs
+
+    url = f"sqlite:///{tmp_path / 'raced.db'}"
+    engine, rival = make_engine(url), make_engine(url)
+    raced = []
+
+    def rival_creates_it_first(target, connection, **kw):
+        if not raced:
+            raced.append(True)
+            target.create(rival)
+
+    sa.event.listen(confirmation_runs, "before_create", rival_creates_it_first)
+    try:
+        create_tables(engine)
+    finally:
+        sa.event.remove(confirmation_runs, "before_create", rival_creates_it_first)
+    assert raced == [True]
+    assert sa.inspect(engine).has_table(confirmation_runs.name)
+    create_tables(engine)  # and again: idempotent
+
+
 def test_concurrent_opens_of_a_new_database_all_succeed(tmp_path):
     import multiprocessing as mp
 
