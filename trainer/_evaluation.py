@@ -7,8 +7,10 @@ source instance (``trainer._data.make_splits``), so no source image is on both s
 Task accuracy is reported on validation, test and, when a domain is held out, on that
 unseen domain as its own metric ``acc_y_test_domain``; with a validation domain
 (``--val_domain``) on that one too, as ``acc_y_val_domain`` (out-of-domain validation:
-what honest model selection reads, never the test domain). Where the data set names its
-factors' groups, the factor x group matrix is measured (``trainer.metrics``).
+what honest model selection reads, never the test domain). The analysis keeps each
+held-out domain's confusion matrix (``confusion``): which classes an unseen domain turns
+into which. Where the data set names its factors' groups, the factor x group matrix is
+measured (``trainer.metrics``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ def _split_arrays(
     return latents, stds, factors, kl, acc
 
 
+@torch.no_grad()
+def _held_out(model: StagedVAE, data: DataBundle, split: str, max_samples: int
+              ) -> tuple[float, list[list[int]]]:
+    """The class head's accuracy on a held-out domain split, and its confusion matrix
+    (rows: true class, columns: predicted): how the model errs on an unseen domain."""
+    model.eval()
+    idx = data.splits[split][:max_samples]
+    y, pred = data.y[idx].cpu(), model.predict_y(data.x[idx]).cpu()
+    k = data.n_classes
+    counts = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    return float((pred == y).float().mean()), counts.tolist()
+
+
 def evaluate(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> dict[str, Any]:
     """All final metrics of a trained model, plus the tables the plots draw."""
     inputs = eval_inputs(model, data, cfg)
@@ -76,15 +91,15 @@ def eval_inputs(model: StagedVAE, data: DataBundle, cfg: RunConfig) -> EvalInput
     score_latents, score_std, score_factors, kl, acc_test = _split_arrays(
         model, data, SCORE_SPLIT, n)
     task = {"acc_y_val": acc_val, "acc_y_test": acc_test}
-    if data.split_size("test_domain"):
-        task["acc_y_test_domain"] = _split_arrays(model, data, "test_domain", n)[4]
-    if data.split_size("val_domain"):
-        task["acc_y_val_domain"] = _split_arrays(model, data, "val_domain", n)[4]
+    confusion = {}
+    for split in ("test_domain", "val_domain"):
+        if data.split_size(split):
+            task[f"acc_y_{split}"], confusion[split] = _held_out(model, data, split, n)
     return EvalInputs(
         fit_latents=fit_latents, fit_factors=fit_factors,
         score_latents=score_latents, score_factors=score_factors,
         interaction_factor=data.interaction_factor, factor_groups=dict(data.factor_groups),
-        kl=kl, task=task, seed=cfg.seed, fit_std=fit_std, score_std=score_std,
+        kl=kl, task=task, confusion=confusion, seed=cfg.seed, fit_std=fit_std, score_std=score_std,
         # every trial's probes: the torch ones, on the device the model trained on
         probes=ProbeBackend("torch", str(next(model.parameters()).device)),
     )
@@ -97,7 +112,7 @@ def evaluate_inputs(inputs: EvalInputs, data: DataBundle, groups: tuple[str, ...
     score_latents = inputs.score_latents
     fit_factors, score_factors = inputs.fit_factors, inputs.score_factors
     factors = ["y", "a"] + ([data.interaction_factor] if data.interaction_factor else [])
-    return {
+    analysis = {
         "metrics": metrics,
         "correlations": correlation_matrices(score_latents),
         "probe_accuracy": {
@@ -106,3 +121,6 @@ def evaluate_inputs(inputs: EvalInputs, data: DataBundle, groups: tuple[str, ...
         "splits": {"probe_fit": FIT_SPLIT, "probe_score": SCORE_SPLIT,
                    "n_fit": len(fit_factors["y"]), "n_score": len(score_factors["y"])},
     }
+    if inputs.confusion:  # held-out domain splits: rows true class, columns predicted
+        analysis["confusion"] = inputs.confusion
+    return analysis

@@ -156,6 +156,14 @@ def test_acc_y_val_domain_on_a_known_answer(pixel, in_domain, out_of_domain):
     final = task_accuracy(inputs)
     assert final["acc_y_val_domain"] == inputs.task["acc_y_val_domain"]
     assert "acc_y_test_domain" not in final  # no test domain here
+    # its confusion matrix on the validation domain: the reader predicts the pixel it
+    # reads, so cell (y, p) counts the validation images whose class is y and pixel is p
+    held = data.splits["val_domain"]
+    read = data.x[held, pixel, 0, 0].long()
+    expected = [[int(((data.y[held] == t) & (read == p)).sum()) for p in (0, 1)]
+                for t in (0, 1)]
+    assert inputs.confusion == {"val_domain": expected}
+    assert expected == ([[20, 0], [0, 20]] if pixel == 0 else [[5, 15], [15, 5]])
     row = validate_epoch(model, data, cfg, capacity=1.0, beta=1.0)
     assert float(row["val_acc_y_val_domain"]) == pytest.approx(out_of_domain, abs=1e-7)
     assert float(row["val_acc_y"]) == in_domain

@@ -66,6 +66,8 @@ class EvalInputs:
     factor_groups: dict[str, str] = field(default_factory=dict)
     kl: dict[str, float] = field(default_factory=dict)  # mean KL per group, score split
     task: dict[str, float] = field(default_factory=dict)  # accuracies of the model's heads
+    # the class head's confusion matrix (rows true, columns predicted) per held-out split
+    confusion: dict[str, list[list[int]]] = field(default_factory=dict)
     seed: int = 0
     fit_std: dict[str, np.ndarray] = field(default_factory=dict)
     score_std: dict[str, np.ndarray] = field(default_factory=dict)
