@@ -26,17 +26,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "unsuppressed": {"staged_training": False, "use_independence_penalty": False},
-    "diva": {"variant": "diva"},
-}
+from search.space import reference_settings  # noqa: E402 (the project, from ROOT)
+
+SETTINGS = reference_settings("default", "unsuppressed", "diva")
 METRICS = ("acc_y_val", "acc_y_val_domain", "acc_y_test_domain")
 LABELS = {"acc_y_val": "ID val (hospitals 0, 3, 4)",
           "acc_y_val_domain": "OOD val (hospital 1)",

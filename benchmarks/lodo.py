@@ -59,16 +59,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from search.space import reference_settings  # noqa: E402 (the project, from ROOT)
+
 #: sizes beside the epochs and samples (the project's benchmark sizes)
 SIZES: dict[str, Any] = dict(image_size=8, hidden_dim=64, zy_dim=8, za_dim=8, zay_dim=8,
                              zx_dim=8, batch_size=64, eval_max_samples=500)
 #: what each setting changes on top of the method's default
-SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "unsuppressed": {"staged_training": False, "use_independence_penalty": False},
-    "kl_weight": {"zay_suppression": "kl_weight"},
-    "diva": {"variant": "diva"},
-}
+SETTINGS = reference_settings()
 #: the data split every run shares (seeds vary the model only)
 SPLIT_SEED = 0
 #: a fold's held-out accuracy

@@ -35,13 +35,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-SETTINGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "unsuppressed": {"staged_training": False, "use_independence_penalty": False},
-    "kl_weight": {"zay_suppression": "kl_weight"},
-}
+from search.space import reference_settings
+
+SETTINGS = reference_settings("default", "unsuppressed", "kl_weight")
 FACTORS = ("y", "a", "s", "hue_residual")
 GROUPS = ("zy", "za", "zay", "zx")
 SCORES = (

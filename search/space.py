@@ -35,6 +35,22 @@ def baseline_params(epochs: int) -> dict[str, Any]:
     return registry.baseline(epochs)
 
 
+#: Named departures from the method's default that comparisons put beside it (trainer
+#: fields on top of ``baseline_params``): zay never suppressed (no staging, no penalty),
+#: the published ``kl_weight`` suppression, and DIVA itself (no zay, so no penalty).
+REFERENCE_SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "unsuppressed": {"staged_training": False, "use_independence_penalty": False},
+    "kl_weight": {"zay_suppression": "kl_weight"},
+    "diva": {"variant": "diva"},
+}
+
+
+def reference_settings(*names: str) -> dict[str, dict[str, Any]]:
+    """Those of ``REFERENCE_SETTINGS`` named, in that order (all when none is)."""
+    return {n: REFERENCE_SETTINGS[n] for n in (names or REFERENCE_SETTINGS)}
+
+
 def default_bounds(p: Param, epochs: int) -> tuple[Any, ...]:
     """A searched parameter's default range ``(lo, hi)`` or choices for ``epochs`` (an
     ``opt_in`` one's is its default alone: pinned until a range is given)."""
