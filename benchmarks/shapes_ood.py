@@ -28,7 +28,9 @@ split (``split_seed`` 0: seeds vary the model only, so seed s of one setting is 
 with seed s of another), as ``fit_population`` populations; ``sweep`` runs
 ``stagetune sweep`` with ``--task-metric acc_y_val_domain`` at the same sizes and then
 ``stagetune confirm`` of its best settings against the default on fresh seeds. ``report``
-prints both from ``--out`` and the study database.
+prints both from ``--out`` and the study database. ``check --val-domain 3 --out F`` trains
+the same with a validation domain of the test domain's parity (training domains 0, 1, 2,
+4): whether a validation domain can show the parity flip depends on its parity.
 """
 
 from __future__ import annotations
@@ -76,17 +78,18 @@ def parity_flip(confusion: list[list[int]]) -> float:
     return flipped / total if total else float("nan")
 
 
-def run_config(setting: str, seed: int, sizes: dict[str, Any]):
+def run_config(setting: str, seed: int, sizes: dict[str, Any], val_domain: int = VAL_DOMAIN):
     from search.space import baseline_params
     from trainer import RunConfig
 
     flat = {**baseline_params(sizes["epochs"]), **sizes, **SETTINGS[setting]}
-    return RunConfig().replace(seed=seed, split_seed=SPLIT_SEED, val_domain=VAL_DOMAIN,
+    return RunConfig().replace(seed=seed, split_seed=SPLIT_SEED, val_domain=val_domain,
                                test_domain=TEST_DOMAIN, device="cpu", write_plots=False,
                                **flat)
 
 
-def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any]) -> None:
+def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any],
+          val_domain: int = VAL_DOMAIN) -> None:
     """Train every (setting, seed) not yet in ``out``; record accuracies, flips, s row."""
     import torch
 
@@ -94,11 +97,13 @@ def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any
 
     torch.set_num_threads(1)
     records = json.loads(out.read_text())["runs"] if out.exists() else []
-    if records and records[0]["sizes"] != sizes:
-        raise SystemExit(f"{out} holds runs at other sizes; give another --out")
+    if records and (records[0]["sizes"], records[0].get("val_domain", VAL_DOMAIN)) != (
+            sizes, val_domain):
+        raise SystemExit(f"{out} holds runs at other sizes or another validation domain; "
+                         "give another --out")
     done = {(r["setting"], r["seed"]) for r in records}
     wanted = [(s, seed) for s in settings for seed in seeds if (s, seed) not in done]
-    configs = [run_config(s, seed, sizes) for s, seed in wanted]
+    configs = [run_config(s, seed, sizes, val_domain) for s, seed in wanted]
     data = load_dataset(configs[0].data, SPLIT_SEED) if configs else None
     for group in group_population(configs):
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -107,6 +112,7 @@ def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any
         for i, result in zip(group, results, strict=True):
             setting, seed = wanted[i]
             record: dict[str, Any] = {"setting": setting, "seed": seed, "sizes": sizes,
+                                      "val_domain": val_domain,
                                       "population_wall_s": wall, "population_cpu_s": cpu}
             if isinstance(result, DivergenceError):
                 record["error"] = str(result)
@@ -273,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--seeds", type=int, default=3, help="check: seeds 0..S-1")
+    p.add_argument("--val-domain", type=int, default=VAL_DOMAIN,
+                   help="check: the validation domain (the sweep's is 4)")
     p.add_argument("--epochs", type=int, default=SIZES["epochs"])
     p.add_argument("--max-samples", type=int, default=SIZES["max_samples"])
     p.add_argument("--n-trials", type=int, default=24)
@@ -287,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "gpu-command":
         print(GPU_COMMAND)
     elif args.what == "check":
-        check(args.out, args.settings.split(","), list(range(args.seeds)), dict(SIZES))
+        check(args.out, args.settings.split(","), list(range(args.seeds)), dict(SIZES),
+              args.val_domain)
         print(check_report(args.out))
     elif args.what == "sweep":
         os.environ.setdefault("OMP_NUM_THREADS", "1")
