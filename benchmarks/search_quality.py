@@ -218,23 +218,6 @@ class ReplicateTrainer:
 # -- the studies ---------------------------------------------------------------------------
 
 
-def method_default(space) -> dict[str, Any]:
-    """The method's own setting in ``space``: ``SearchSpace.baseline()`` plus the method's
-    value of every searched parameter it leaves to the space (``baseline=False`` in the
-    registry, e.g. ``penalty_pairs``) where the space offers a choice, so that trial 0 of
-    every study is the same setting and no sampler draws part of it."""
-    from trainer import params as registry
-
-    values = space.baseline()
-    for p in registry.searched():
-        if p.name in values or p.name in space.fixed or not p.applies(values):
-            continue
-        choices = space.bounds[p.name]
-        if len(set(choices)) > 1 and p.default in choices:
-            values[p.name] = p.method_value(space.epochs)
-    return values
-
-
 def open_study(storage: str, sampler: str, seed: int, total: int | None = None):
     """The study of one sampler and search seed (created if missing); trials a cut run
     left RUNNING are marked failed and ``interrupted`` (not counted)."""
@@ -302,7 +285,7 @@ def run(storage: str, samplers: list[str], seeds: list[int], budgets: list[int],
         for seed in seeds:
             study = open_study(storage, sampler, seed, total)
             if not study.trials:
-                study.enqueue_trial(method_default(space), user_attrs={BASELINE: True})
+                study.enqueue_trial(space.baseline(), user_attrs={BASELINE: True})
             for t in study.trials:
                 trainer.remember(t)
             studies[(sampler, seed)] = study
@@ -368,9 +351,11 @@ def summarise(storage: str, samplers: list[str], seeds: list[int], budgets: list
               ) -> dict[str, Any]:
     """Hypervolumes per study and budget, Mann-Whitney p-values against random search,
     the settings that dominate the default, the best setting and the interaction row."""
+    import optuna
     from optuna.trial import TrialState
     from scipy.stats import mannwhitneyu
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     out: dict[str, Any] = {"sizes": SIZES, "ranges": RANGES, "objectives": OBJECTIVES,
                            "data_seed": DATA_SEED, "alpha": ALPHA, "studies": {}}
     default_row = None
@@ -378,7 +363,9 @@ def summarise(storage: str, samplers: list[str], seeds: list[int], budgets: list
     for sampler in samplers:
         for seed in seeds:
             name = f"{sampler}-seed{seed}"
-            study = open_study(storage, sampler, seed)
+            # read only: a summary taken while a run goes on must not touch its trials
+            # (``open_study`` marks RUNNING ones interrupted, which is for resuming)
+            study = optuna.load_study(study_name=name, storage=storage)
             done = counted(study)
             rows = [t for t in done if t.state == TrialState.COMPLETE]
             base = [t for t in rows if t.user_attrs.get(BASELINE)]
@@ -576,7 +563,7 @@ def scaling_check(replicates: int, previous: dict[str, Any] | None = None
             continue
         t0, c0 = time.time(), time.process_time()
         trainer = ReplicateTrainer(sizes, replicates)
-        base = method_default(build_space(sizes["epochs"], ranges=list(RANGES)))
+        base = build_space(sizes["epochs"], ranges=list(RANGES)).baseline()
         settings = [{**base, **over} for over in SCALING_SETTINGS.values()]
         outcomes = trainer.train(settings)
         res = {}

@@ -163,8 +163,7 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
 
         config = chosen[0].user_attrs["config"]
         epochs = int(config["optim"]["epochs"])
-        values = {**{p.name: p.default for p in params.searched() if p.opt_in},
-                  **params.baseline(epochs)}
+        values = {p.name: p.method_value(epochs) for p in params.searched()}
         default_config = apply_flat(config, values)
         default = {"key": DEFAULT, "number": None, "params": values, "values": None}
     out = [{**default, "config": default_config}]

@@ -209,11 +209,17 @@ class SearchSpace:
         return True
 
     def baseline(self) -> dict[str, Any]:
-        """The method's own setting in this space: ``baseline_params`` plus the method's
-        value of each ``opt_in`` parameter this space searches (ranged, not fixed)."""
+        """The method's own setting in this space, whole: ``baseline_params`` plus the
+        method's value of every other parameter the space leaves to the sampler (ranged
+        or offered a choice: an ``opt_in`` KL weight, the penalty's pairs or measure, the
+        suppression), so that no sampler draws any part of the default a study runs
+        first. A parameter with one value in the space (fixed, or never ranged) keeps it.
+        Where the method's value is outside the space, ``admits`` says so."""
         values = baseline_params(self.epochs)
         for p in registry.searched():
-            if p.opt_in and p.name not in self.fixed and len(set(self.bounds[p.name])) > 1:
+            if p.name in values or p.name in self.fixed or not p.applies(values):
+                continue
+            if len(set(self.bounds[p.name])) > 1:
                 values[p.name] = p.method_value(self.epochs)
         return values
 

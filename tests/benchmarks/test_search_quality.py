@@ -24,11 +24,11 @@ def sq():
     return module
 
 
-def test_method_default_is_the_whole_default_and_in_the_space(sq):
+def test_the_benchmarks_default_is_the_whole_method_default_and_in_its_space(sq):
     from search.space import build_space
 
     space = build_space(6, ranges=list(sq.RANGES))
-    default = sq.method_default(space)
+    default = space.baseline()
     assert default == {"stage1_epochs": 2, "stage2_epochs": 2,
                        "use_independence_penalty": True, "independence_penalty": 10.0,
                        "beta_ay": 1.0, "beta_x": 1.0, "penalty_pairs": "zy_za"}
@@ -52,7 +52,7 @@ def test_summary_hypervolumes_tests_and_best(sq, tmp_path):
 
     storage = f"sqlite:///{tmp_path / 'sq.db'}"
     space = build_space(6, ranges=list(sq.RANGES))
-    default = sq.method_default(space)
+    default = space.baseline()
     better = {**default, "beta_x": 2.0}
     best = {**default, "beta_x": 3.0}
     collapsed = {**default, "beta_ay": 4.0}
@@ -71,7 +71,14 @@ def test_summary_hypervolumes_tests_and_best(sq, tmp_path):
                 sampled = space.sample(trial)
                 assert trial.params == settings[i]
                 sq.tell(study, trial, sampled, outcomes[i], 2)
+    # a trial of a run still going on: the summary must leave it RUNNING
+    live = sq.open_study(storage, "tpe", 0, 4).ask()
     summary = sq.summarise(storage, ["tpe", "random"], [0, 1, 2], [2, 4])
+    import optuna
+
+    again = optuna.load_study(study_name="tpe-seed0", storage=storage)
+    assert again.trials[live.number].state == optuna.trial.TrialState.RUNNING
+    assert summary["studies"]["tpe-seed0"]["trials"] == 4  # the live one is not counted
     assert summary["default"]["values"] == pytest.approx([0.71, 0.51])
     tpe = summary["studies"]["tpe-seed0"]
     # the box of `better` (0.72, 0.52) beyond (0.71, 0.51), then `best` (0.72, 0.56)

@@ -124,6 +124,32 @@ def test_jobs_are_one_run_or_one_population_per_seed_and_skip_what_is_done():
                                             [(DEFAULT, 4), ("trial_1", 4)]]
 
 
+def test_a_default_outside_the_space_is_the_methods_whole_default():
+    """A study whose space left the method's default out has no baseline trial: the
+    confirmation's default is then the method's value of every searched parameter on a
+    front trial's configuration, the choices that trial made (pairs, suppression, KL
+    weights) undone."""
+    from search.confirm import select_settings
+    from search.objective import Objective
+
+    searched = {"stage1_epochs": 1, "stage2_epochs": 5, "use_independence_penalty": False,
+                "independence_penalty": 0.5, "penalty_pairs": "zy_za_zx",
+                "zay_suppression": "kl_weight", "beta_ay": 0.3, "beta_x": 2.0}
+    config = RunConfig().replace(epochs=12, **searched).to_dict()
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    trial.set_user_attr("config", config)
+    study.tell(trial, [0.7, 0.6])
+    default, chosen = select_settings(study, Objective(), top=1)
+    assert default["key"] == DEFAULT and default["number"] is None
+    assert chosen["config"] == config
+    # thirds, penalty on, λ 10, zy_za, gate, every β 1
+    method = RunConfig().replace(epochs=12, stage1_epochs=4, stage2_epochs=4)
+    assert default["config"]["stages"] == {**config["stages"],
+                                           **method.to_dict()["stages"]}
+    assert default["config"]["model"] == method.to_dict()["model"]
+
+
 def test_a_study_without_trials_or_with_a_bad_plan_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(storage=url, study_name="e", directions=["maximize", "maximize"])

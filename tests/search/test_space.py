@@ -363,3 +363,28 @@ def test_the_sweep_help_shows_the_kl_weights_as_opt_in():
     assert ("beta_x (beta_zx): KL weight of zx: the loss's term beta_scale * beta_x * "
             "KL(q(zx|x) || N(0, I)); searched only when given a range (e.g. --range "
             "beta_x=0.25:4, sampled on a log scale); method default 1") in text
+
+
+@pytest.mark.parametrize("ranges", [
+    ["pairs=zy_za_zx,zy_za"], ["suppression=kl_weight,gate,kl_target"],
+    ["measure=hsic,corr"], ["pairs=zy_za,zy_za_zx", "beta_zay=0.25:4", "beta_zx=0.5:2"],
+])
+def test_the_baseline_is_the_whole_method_default_whatever_the_space_offers(ranges):
+    """Every parameter the space leaves to the sampler gets the method's value in the
+    baseline (trial 0), whatever order the choices were given in; nothing is drawn."""
+    space = build_space(12, ranges=ranges)
+    base = space.baseline()
+    for p in params.searched():
+        if p.applies(base) and len(set(space.bounds[p.name])) > 1:
+            assert base[p.name] == p.method_value(12), p.name
+    assert space.admits(base)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    study.enqueue_trial(base)
+    drawn = space.sample(study.ask())
+    assert {k: drawn[k] for k in base} == base
+
+
+def test_a_space_without_the_methods_choice_does_not_admit_the_baseline():
+    space = build_space(12, ranges=["suppression=kl_weight,kl_target"])
+    assert space.baseline()["zay_suppression"] == "gate"
+    assert not space.admits(space.baseline())

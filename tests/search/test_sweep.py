@@ -64,11 +64,20 @@ def test_a_gp_sweep_searches_a_ranged_kl_weight_end_to_end(tmp_path, local_ray):
     from search.space import build_space
 
     url = f"sqlite:///{tmp_path / 'gp.db'}"
-    space = build_space(4, ranges=["beta_zx=0.25:4"], fixes=["stage1=1", "stage2=1"])
+    space = build_space(4, ranges=["beta_zx=0.25:4", "pairs=zy_za,zy_za_zx",
+                                   "suppression=kl_weight,gate"],
+                        fixes=["stage1=1", "stage2=1"])
     opts = dataclasses.replace(tiny_options(url, "g", 2, tmp_path), sampler="gp", space=space)
     assert run_sweep(opts)["counts"]["complete"] == 2
     trials = _check_study(url, "g", 2)
-    assert trials[0].params["beta_x"] == 1.0  # the baseline keeps the method's value
+    # trial 0 is the method's default whole: no sampler draws any part of it, the choices
+    # the space offers included
+    assert trials[0].user_attrs["baseline"] is True
+    assert trials[0].params["beta_x"] == 1.0
+    assert trials[0].params["penalty_pairs"] == "zy_za"
+    assert trials[0].params["zay_suppression"] == "gate"
+    stages = trials[0].user_attrs["config"]["stages"]
+    assert (stages["penalty_pairs"], stages["zay_suppression"]) == ("zy_za", "gate")
     for t in trials:
         assert 0.25 <= t.params["beta_x"] <= 4.0
         assert t.user_attrs["config"]["model"]["beta_x"] == t.params["beta_x"]
