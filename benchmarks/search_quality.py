@@ -635,9 +635,16 @@ def main() -> None:
     p.add_argument("--summary-only", action="store_true", help="report what is stored")
     p.add_argument("--scaling-check", action="store_true",
                    help="compare the order of a few settings at these sizes and larger ones")
+    p.add_argument("--lr", type=float, default=SIZES["lr"],
+                   help="learning rate of every trial (the method's default is 1e-3)")
+    p.add_argument("--max-samples", type=int, default=SIZES["max_samples"],
+                   help="source digits (all: 1,797)")
     args = p.parse_args()
-    SIZES["epochs"] = args.epochs
-    stem = "search_quality_replicates" + ("" if args.epochs == 6 else f"_e{args.epochs}")
+    changed = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                 ("max_samples", args.max_samples)) if SIZES[k] != v}
+    SIZES.update(changed)  # LARGE was made from the defaults: the scaling check's target
+    tags = {"epochs": "e", "lr": "lr", "max_samples": "n"}
+    stem = "search_quality_replicates" + "".join(f"_{tags[k]}{v:g}" for k, v in changed.items())
     args.storage = args.storage or f"sqlite:///{ROOT / 'benchmarks/out' / (stem + '.db')}"
     args.out = args.out or str(ROOT / "benchmarks/out" / (stem + ".json"))
     import torch
