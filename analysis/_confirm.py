@@ -18,7 +18,7 @@ from typing import Any
 
 from analysis._format import params_text
 from analysis._load import StudyData
-from search.confirmation import latest_summary
+from search.confirmation import latest_summary, reported_sentence
 from search.paired import format_p
 from search.storage import redact
 
@@ -130,6 +130,13 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
             rows.append([f"#{s['number']}", name, _mean_se(c["setting"], d),
                          _mean_se(c["default"], d), _difference(c["difference"], e),
                          format_p(c["p_holm"])])
+        for name, c in s.get("reported", {}).items():  # e.g. the test domain: never selects
+            d = decimals_for([c["setting"]["se"], c["default"]["se"]])
+            e = decimals_for([c["difference"]["se"]])
+            rows.append([f"#{s['number']}", f"{name} (reported only)",
+                         _mean_se(c["setting"], d), _mean_se(c["default"], d),
+                         _difference(c["difference"], e),
+                         f"{format_p(c['difference']['p'])} (unadjusted)"])
     return rows
 
 
@@ -154,6 +161,7 @@ def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[i
     lines = [c["sentence"] for name in summary["objectives"]
              if (c := setting["objectives"].get(name)) is not None] or [setting["sentence"]]
     lines = [line[0].upper() + line[1:] for line in lines]
+    lines += [reported_sentence(name, c) for name, c in setting.get("reported", {}).items()]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return (f"<h3>Trial #{setting['number']}</h3>"
             f"<p class='meta'>{html.escape(' · '.join(notes))}</p><ul>{items}</ul>")

@@ -104,6 +104,37 @@ def test_a_known_shift_is_found_with_its_interval_and_holm_adjusted_p():
     assert summary["complete"] and summary["runs_done"] == 15
 
 
+def test_the_test_domain_is_compared_beside_the_objectives_but_reported_only(capsys):
+    """A study with a test domain: its accuracy is compared seed by seed like an
+    objective, unadjusted (nothing is selected on it), printed and shown in the report's
+    table marked "reported only"; a study without one shows no such line."""
+    from analysis._confirm import comparison_rows
+    from search.confirmation import print_confirmation
+
+    c = _confirmation({DEFAULT: [0.7, 0.7, 0.7], "trial_2": [0.7, 0.7, 0.7]}, seeds=[4, 5, 6])
+    held = {DEFAULT: [0.20, 0.25, 0.30], "trial_2": [0.23, 0.27, 0.34]}  # +0.03, +0.02, +0.04
+    for run in c["runs"]:
+        run["metrics"]["acc_y_test_domain"] = held[run["setting"]][run["seed"] - 4]
+    summary = summarize(c)
+    (row,) = summary["settings"]
+    diff = row["reported"]["acc_y_test_domain"]["difference"]
+    assert diff["mean"] == pytest.approx(0.03) and diff["n"] == 3
+    # sd of (0.03, 0.02, 0.04) is 0.01: t = 0.03 / (0.01 / sqrt 3), two-sided, 2 df
+    from scipy.stats import t as student
+
+    assert diff["p"] == pytest.approx(2 * student.sf(0.03 / (0.01 / math.sqrt(3)), 2))
+    assert "acc_y_test_domain" not in row["objectives"]  # never an objective
+    print_confirmation(summary)
+    out = capsys.readouterr().out
+    assert "acc_y_test_domain (reported only, never selected on): 0.280 against the " \
+           "default's 0.250, +0.030" in out
+    rows = comparison_rows(summary)
+    assert [r[1] for r in rows] == ["acc", "dis", "acc_y_test_domain (reported only)"]
+    assert rows[-1][-1].endswith("(unadjusted)")
+    plain = summarize(_confirmation({DEFAULT: [0.7, 0.8], "trial_2": [0.7, 0.9]}, [1, 2]))
+    assert plain["settings"][0]["reported"] == {}
+
+
 def test_failed_runs_leave_their_seed_out_of_the_pairs():
     summary = summarize(_confirmation({DEFAULT: [0.5, 0.6, 0.7, 0.8],
                                        "trial_1": [0.6, None, 0.8, 0.9]}, seeds=[5, 6, 7, 8]))
