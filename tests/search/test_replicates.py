@@ -42,6 +42,13 @@ def test_combine_gives_the_mean_the_spread_and_every_seed():
     assert json.loads(out["replicate_seeds_json"]) == [3, 4, 5]
     assert json.loads(out["replicate_values_json"])["disentanglement_score"] == [0.2, 0.4, 0.9]
     assert out["replicates"] == 3.0
+    assert "acc_y_test_domain_se" not in out  # no test domain, no spread of it
+    for f, held in zip(finals, (0.2, 0.3, 0.1), strict=True):
+        f["acc_y_test_domain"] = held
+    out = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
+    # the test domain is reported with its spread (deviations 0, ±0.1: sd 0.1)
+    assert out["acc_y_test_domain"] == pytest.approx(0.2)
+    assert out["acc_y_test_domain_se"] == pytest.approx(0.1 / math.sqrt(3))
 
 
 def test_rows_average_per_epoch_and_the_last_one_is_held_for_the_final_result():
