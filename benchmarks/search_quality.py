@@ -639,7 +639,11 @@ def main() -> None:
                    help="learning rate of every trial (the method's default is 1e-3)")
     p.add_argument("--max-samples", type=int, default=SIZES["max_samples"],
                    help="source digits (all: 1,797)")
+    p.add_argument("--device", default="cpu",
+                   help="where the populations train (cuda: a GPU; the figures do not "
+                        "depend on it beyond float reassociation)")
     args = p.parse_args()
+    SIZES["device"] = args.device
     changed = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                  ("max_samples", args.max_samples)) if SIZES[k] != v}
     SIZES.update(changed)  # LARGE was made from the defaults: the scaling check's target
