@@ -640,8 +640,8 @@ def main() -> None:
     p.add_argument("--max-samples", type=int, default=SIZES["max_samples"],
                    help="source digits (all: 1,797)")
     p.add_argument("--device", default="cpu",
-                   help="where the populations train (cuda: a GPU; the figures do not "
-                        "depend on it beyond float reassociation)")
+                   help="where the populations train (cuda: a GPU, whose random streams "
+                        "differ from the CPU's: another draw of the same experiment)")
     args = p.parse_args()
     SIZES["device"] = args.device
     changed = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
