@@ -429,6 +429,10 @@ def effects_figure(df: pd.DataFrame, objectives: list[str]) -> go.Figure:
 # ------------------------------------------------------------------- parallel coordinates
 
 
+#: the tick of a categorical axis for trials the parameter did not apply to
+NOT_APPLICABLE = "n/a"
+
+
 def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
                                 colour_by: str | None = None) -> go.Figure:
     """Settings and objectives of every trial.
@@ -455,9 +459,10 @@ def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
         if _is_switch(p):
             shown = df[p].map(lambda v: "on" if bool(v) else "off")
             choices = ["off", "on"]
-        else:
-            shown = df[p].astype(str)
-            choices = sorted(set(shown))
+        else:  # a choice that did not apply to a trial (pairs, with the penalty off): n/a
+            shown = df[p].map(lambda v: NOT_APPLICABLE if pd.isna(v) else str(v))
+            choices = sorted(set(shown) - {NOT_APPLICABLE}) + (
+                [NOT_APPLICABLE] if NOT_APPLICABLE in set(shown) else [])
             if len(choices) < 2:
                 continue
         codes = shown.map({c: k for k, c in enumerate(choices)}).astype(float)

@@ -156,6 +156,18 @@ def test_parallel_coordinates_use_categorical_and_split_axes(study_db):
     assert all(float(v).is_integer() for v in stage.tickvals)
 
 
+def test_a_choice_that_did_not_apply_to_some_trials_gets_its_own_tick():
+    """penalty_pairs exists only where the penalty is on: the trials without it sit on an
+    "n/a" tick after the choices (the report once failed sorting 'zy_za' with NaN)."""
+    ranked = _random_ranked(6).assign(
+        use_independence_penalty=[True, True, False, True, False, True],
+        penalty_pairs=["zy_za", "zy_za_zx", np.nan, "zy_za", np.nan, "zy_za_zx"])
+    fig = parallel_coordinates_figure(ranked, ["task_accuracy", "zay_independence_score"])
+    pairs = {d.label: d for d in fig.data[0].dimensions}["penalty pairs"]
+    assert list(pairs.ticktext) == ["zy_za", "zy_za_zx", "n/a"]
+    assert list(pairs.values) == [0, 1, 2, 0, 2, 1]
+
+
 def test_the_default_legend_and_labels_come_from_the_registry(monkeypatch):
     import dataclasses
 
