@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +202,11 @@ def lodo_domains(study, objective: Objective) -> list[int] | None:
                        "records its held-out domains")
 
 
-def fresh_seeds(study, n: int) -> list[int]:
-    """``n`` seeds above every seed the study used."""
-    used = used_seeds(study)
+def fresh_seeds(study, n: int, also_used: Iterable[int] = ()) -> list[int]:
+    """``n`` seeds above every seed the study used and every seed in ``also_used`` (the
+    study's earlier confirmations: a new confirmation is an independent sample, so that
+    confirming again after a suggestive result is not the same seeds counted twice)."""
+    used = used_seeds(study) | set(also_used)
     start = max(used) + 1 if used else 0
     return list(range(start, start + n))
 
@@ -346,10 +349,11 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
     settings = select_settings(study, objective, opts.top)
     engine = storage.engine
     db.create_tables(engine)
-    for stored in reversed(db.read_confirmations(engine, opts.study)):
+    earlier = db.read_confirmations(engine, opts.study)
+    for stored in reversed(earlier):
         if _same_plan(stored, opts.top, opts.seeds, settings):
             return study, storage, objective, stored, False
-    seeds = fresh_seeds(study, opts.seeds)
+    seeds = fresh_seeds(study, opts.seeds, (s for c in earlier for s in c["seeds"]))
     cid = db.add_confirmation(engine, opts.study, top=opts.top, seeds=seeds,
                               objectives={"names": objective.names,
                                           "directions": objective.directions},

@@ -49,7 +49,35 @@ def test_fresh_seeds_lie_above_every_seed_the_study_used():
     _trial_with(study, 4)  # a trial with its own --seed
     _trial_with(study, 1, split=9)  # a split drawn from seed 9
     assert fresh_seeds(study, 3) == [10, 11, 12]
+    # an earlier confirmation's seeds are used too: a new one is an independent sample
+    assert fresh_seeds(study, 2, also_used=[10, 11, 12]) == [13, 14]
     assert fresh_seeds(optuna.create_study(), 2) == [0, 1]
+
+
+def test_a_new_confirmation_draws_seeds_no_earlier_one_used(tmp_path):
+    """Confirming again (here with more seeds, after a first look) is an independent
+    sample: its seeds lie above the first confirmation's too, not only the study's. The
+    same plan again resumes the first."""
+    from search.confirm import open_confirmation
+    from search.objective import Objective
+    from search.study import open_study
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    study = open_study(url, "c", Objective(), sampler="random", seed=0).study
+    for seed, acc in ((0, 0.6), (1, 0.7)):
+        trial = study.ask()
+        trial.set_user_attr("config", RunConfig().replace(seed=seed).to_dict())
+        study.tell(trial, [acc, 0.5])
+
+    def plan(seeds: int) -> dict:
+        return open_confirmation(ConfirmOptions(storage=url, study="c", top=1, seeds=seeds,
+                                                quiet=True))[3]
+
+    first = plan(3)
+    assert first["seeds"] == [2, 3, 4]  # above the study's seeds 0 and 1 (and split 0)
+    assert plan(3)["id"] == first["id"]  # the same plan: the same confirmation, resumed
+    second = plan(5)
+    assert second["id"] != first["id"] and second["seeds"] == [5, 6, 7, 8, 9]
 
 
 def test_the_front_is_ordered_by_what_each_point_adds_alone():
