@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from search import storage as db
-from search.paired import ALPHA, Paired, describe, holm, paired_difference
+from search.paired import ALPHA, Paired, describe, format_p, holm, paired_difference
 
 #: the key of the method's default among a confirmation's settings
 DEFAULT = "default"
@@ -84,8 +84,6 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
 def reported_sentence(name: str, c: dict[str, Any]) -> str:
     """One reported-only comparison in words: ``acc_y_test_domain (reported only, never
     selected on): 0.259 against the default's 0.233, +0.026 (95% CI ...), p = 0.002``."""
-    from search.paired import format_p
-
     d = c["difference"]
     return (f"{name} (reported only, never selected on): {c['setting']['mean']:.3f} against "
             f"the default's {c['default']['mean']:.3f}, {d['mean']:+.3f} (95% CI "
