@@ -21,7 +21,6 @@ and 70.3 ± 6.4 (OOD test); the fixture's numbers are not comparable to it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from search.paired import paired_difference
+    from search.paired import mean_sd_text, paired_by_seed
     from search.space import baseline_params
     from tests.trainer.wilds_layout import write_camelyon17
     from trainer import (
@@ -112,24 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(METRICS))
     for setting in SETTINGS:
         rows = [v for (s, _), v in final.items() if s == setting]
-        cells = []
-        for m in METRICS:
-            vals = [r[m] for r in rows]
-            cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
-                         if len(vals) > 1 else (f"{vals[0]:.3f}" if vals else "–"))
+        cells = [mean_sd_text([r[m] for r in rows]) for m in METRICS]
         print(f"| {setting} | {len(rows)} | " + " | ".join(cells) + " |")
     print("\nAgainst the default (paired over seeds, mean ± SE, two-sided p):\n")
+    def by_seed(setting: str, metric: str) -> dict[int, float]:
+        return {k: v[metric] for (s, k), v in final.items() if s == setting}
+
     for setting in list(SETTINGS)[1:]:
-        seeds = [k for k in range(args.seeds) if (setting, k) in final
-                 and ("default", k) in final]
-        parts = []
-        for m in METRICS:
-            if len(seeds) < 2:
-                continue
-            d = paired_difference([final[(setting, k)][m] for k in seeds],
-                                  [final[("default", k)][m] for k in seeds])
-            parts.append(f"{m} {d.mean:+.3f} ± {d.se:.3f} (p = {d.p:.2f})")
-        print(f"- {setting} ({len(seeds)} seeds): " + "; ".join(parts))
+        parts = [f"{m} {d.mean:+.3f} ± {d.se:.3f} (p = {d.p:.2f}, n = {d.n})"
+                 for m in METRICS
+                 if (d := paired_by_seed(by_seed(setting, m), by_seed("default", m)))]
+        print(f"- {setting}: " + ("; ".join(parts) or "fewer than two paired seeds"))
     return 0
 
 

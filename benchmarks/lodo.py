@@ -224,17 +224,10 @@ def colour_check(folds: list[int], epochs: int, max_samples: int | None, seed: i
     return "\n".join(lines)
 
 
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
-
-
 def report(out: Path, settings: list[str]) -> str:
     """Markdown tables: held-out accuracy per domain and LODO mean, in-domain validation
     accuracy, and each setting against ``default`` (paired over seeds)."""
-    from search.paired import format_p, paired_difference
+    from search.paired import format_p, mean_sd_text, paired_by_seed
     from trainer import DataConfig
 
     domains = DataConfig().domains
@@ -274,10 +267,10 @@ def report(out: Path, settings: list[str]) -> str:
                   "|---" * (1 + len(settings)) + "|"]
         for k, angle in enumerate(domains):
             lines.append(f"| {angle:g}° | " + " | ".join(
-                _ms(per_domain(s, metric, k)) for s in settings) + " |")
+                mean_sd_text(per_domain(s, metric, k)) for s in settings) + " |")
         label = "LODO mean" if metric == HELD_OUT else "mean over folds"
         lines.append(f"| **{label}** | " + " | ".join(
-            f"**{_ms(list(lodo(s, metric).values()))}**" for s in settings) + " |")
+            f"**{mean_sd_text(list(lodo(s, metric).values()))}**" for s in settings) + " |")
         lines.append("")
 
     lines += ["**extremes vs middle** (held-out accuracy; per seed, mean of 0° and 75° "
@@ -292,7 +285,7 @@ def report(out: Path, settings: list[str]) -> str:
             e = statistics.fmean([by_fold[0], by_fold[last]])
             m = statistics.fmean([by_fold[k] for k in range(1, last)])
             ext.append(e), mid.append(m), gap.append(e - m)
-        lines.append(f"| {s} | {_ms(ext)} | {_ms(mid)} | {_ms(gap)} |")
+        lines.append(f"| {s} | {mean_sd_text(ext)} | {mean_sd_text(mid)} | {mean_sd_text(gap)} |")
     lines.append("")
 
     base = lodo("default", HELD_OUT) if "default" in acc else {}
@@ -303,11 +296,10 @@ def report(out: Path, settings: list[str]) -> str:
                   "| setting | n | difference ± se | 95% CI | t | p |", "|---|---|---|---|---|---|"]
         for s in others:
             mine = lodo(s, HELD_OUT)
-            seeds = sorted(set(mine) & set(base))
-            if len(seeds) < 2:
-                lines.append(f"| {s} | {len(seeds)} | – | – | – | – |")
+            d = paired_by_seed(mine, base)
+            if d is None:
+                lines.append(f"| {s} | {len(set(mine) & set(base))} | – | – | – | – |")
                 continue
-            d = paired_difference([mine[x] for x in seeds], [base[x] for x in seeds])
             lines.append(f"| {s} | {d.n} | {d.mean:+.3f} ± {d.se:.3f} | "
                          f"{d.low:+.3f} to {d.high:+.3f} | {d.t:.2f} | {format_p(d.p)} |")
         lines.append("")

@@ -127,17 +127,9 @@ def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any
               f"{wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
 
 
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def check_report(out: Path) -> str:
     """Per setting, mean ± sd over seeds; each setting against the default (paired)."""
-    from search.paired import paired_difference
+    from search.paired import mean_sd_text, paired_by_seed
 
     runs = [r for r in json.loads(out.read_text())["runs"] if "final" in r]
     settings = list(dict.fromkeys(r["setting"] for r in runs))
@@ -156,7 +148,7 @@ def check_report(out: Path) -> str:
         table[s] = {c: {r["seed"]: v for r in mine if (v := value(r, c)) is not None}
                     for c in cols}
         lines.append(f"| {s} | {len(mine)} | "
-                     + " | ".join(_ms(list(table[s][c].values())) for c in cols) + " |")
+                     + " | ".join(mean_sd_text(list(table[s][c].values())) for c in cols) + " |")
     lines += ["", "Against the default (paired over seeds; mean ± SE, p of a two-sided "
               "paired t test):", "",
               "| setting | " + " | ".join(ACCURACIES) + " |", "|---|" + "---|" * 3]
@@ -165,12 +157,10 @@ def check_report(out: Path) -> str:
             continue
         cells = []
         for c in ACCURACIES:
-            a, b = table[s][c], table["default"][c]
-            seeds = sorted(set(a) & set(b))
-            if len(seeds) < 2:
+            d = paired_by_seed(table[s][c], table["default"][c])
+            if d is None:
                 cells.append("–")
                 continue
-            d = paired_difference([a[k] for k in seeds], [b[k] for k in seeds])
             cells.append(f"{d.mean:+.3f} ± {d.se:.3f} (p = {d.p:.2f}, n = {d.n})")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

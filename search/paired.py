@@ -24,7 +24,7 @@ spread: its interval is [0, 0] and its p-value 1, not a division by zero.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,6 +79,25 @@ def paired_difference(setting: Sequence[float], default: Sequence[float]) -> Pai
         t = mean / se
         p = float(2.0 * stats.t.sf(abs(t), n - 1))
     return Paired(n=n, mean=mean, sd=sd, se=se, low=mean - half, high=mean + half, t=t, p=p)
+
+
+def paired_by_seed(setting: Mapping[int, float], default: Mapping[int, float]
+                   ) -> Paired | None:
+    """``paired_difference`` over the seeds both have (seed -> value); ``None`` when fewer
+    than two seeds are shared (no paired test)."""
+    seeds = sorted(set(setting) & set(default))
+    if len(seeds) < 2:
+        return None
+    return paired_difference([setting[k] for k in seeds], [default[k] for k in seeds])
+
+
+def mean_sd_text(values: Sequence[float]) -> str:
+    """``0.233 ± 0.038`` (mean ± sample sd); one value alone; ``–`` for none."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{float(np.mean(values)):.3f} ± {float(np.std(values, ddof=1)):.3f}"
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -100,3 +100,20 @@ def test_sentences_say_better_worse_or_no_different():
     assert describe("leakage", better, better.p, higher_is_better=False).startswith(
         "is worse than the default on leakage")
     assert format_p(0.0004) == "< 0.001" and format_p(0.0312) == "0.031"
+
+
+def test_paired_by_seed_pairs_only_the_shared_seeds():
+    from search.paired import paired_by_seed
+
+    setting = {0: 0.6, 1: 0.7, 2: 0.9, 5: 0.1}  # seed 5 has no partner
+    default = {0: 0.5, 1: 0.5, 2: 0.6, 3: 0.9}  # nor has seed 3
+    d = paired_by_seed(setting, default)
+    assert d.n == 3 and d.mean == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    assert paired_by_seed({0: 0.6, 4: 0.7}, {0: 0.5}) is None  # one shared seed: no test
+
+
+def test_mean_sd_text():
+    from search.paired import mean_sd_text
+
+    assert mean_sd_text([0.2, 0.4]) == f"0.300 ± {math.sqrt(0.02):.3f}"  # sd with n - 1
+    assert mean_sd_text([0.25]) == "0.250" and mean_sd_text([]) == "–"
