@@ -200,22 +200,41 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
                                  error_x=error_bars(base, x_name, "black"),
                                  error_y=error_bars(base, y_name, "black"),
                                  hovertext=_hover(base, objectives), hoverinfo="text"))
-    note = f"front: {len(front)} of {len(ranked)} ranked trials"
+    clauses = [f"front: {len(front)} of {len(ranked)} ranked trials"]
     if error_bars(ranked, x_name, FRONT_COLOUR) or error_bars(ranked, y_name, FRONT_COLOUR):
-        note += (f"; points are means over {replicates_shown(ranked)} paired seeds, "
-                 "bars ± 1 standard error")
+        clauses.append(f"points are means over {replicates_shown(ranked)} paired seeds, "
+                       "bars ± 1 standard error")
     if hypervolume is not None and reference is not None:
         ref = ", ".join(f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True))
         fmt = float_formatter([hypervolume])
-        note += f"; hypervolume {fmt(hypervolume)} against the reference point ({ref})"
+        clauses.append(f"hypervolume {fmt(hypervolume)} against the reference point ({ref})")
     if not two:
-        note += f"; showing the first two of {len(objectives)} objectives"
+        clauses.append(f"showing the first two of {len(objectives)} objectives")
+    lines = subtitle_lines(clauses)
     fig.update_layout(
         title={"text": (title or f"Pareto front: {x_name} vs {y_name}")
-               + f"<br><sup>{note}</sup>"},
-        xaxis_title=x_name, yaxis_title=y_name, width=900, height=620,
+               + "".join(f"<br><sup>{line}</sup>" for line in lines)},
+        xaxis_title=x_name, yaxis_title=y_name, width=900, height=600 + 20 * len(lines),
+        margin={"t": 80 + 20 * len(lines)},
         legend={"orientation": "h", "y": -0.15})
     return fig
+
+
+#: characters of a ``<sup>`` subtitle line that fit in a 900 px wide figure
+SUBTITLE_WIDTH = 130
+
+
+def subtitle_lines(clauses: list[str], width: int = SUBTITLE_WIDTH) -> list[str]:
+    """Clauses joined by "; " into lines of at most ``width`` characters, breaking only
+    between clauses (a clause longer than ``width`` gets a line of its own): plotly does
+    not wrap a title, and a static export cuts what runs past the figure's edge."""
+    lines: list[str] = []
+    for clause in clauses:
+        if lines and len(lines[-1]) + 2 + len(clause) <= width:
+            lines[-1] += "; " + clause
+        else:
+            lines.append(clause)
+    return lines
 
 
 def hypervolume_figure(hv: pd.DataFrame, *, reference: list[float] | None = None,
@@ -578,8 +597,10 @@ def state_task(fig: go.Figure, sentence: str) -> go.Figure:
     figure that shows the task accuracy."""
     text = fig.layout.title.text or ""
     top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's default
-    fig.update_layout(title={"text": f"{text}<br><sup>{sentence}</sup>"},
-                      margin={"t": top + 25})  # room for the added line
+    lines = subtitle_lines(sentence.split("; "))
+    fig.update_layout(title={"text": text + "".join(f"<br><sup>{line}</sup>"
+                                                    for line in lines)},
+                      margin={"t": top + 25 * len(lines)})  # room for the added lines
     return fig
 
 
@@ -678,8 +699,10 @@ def held_out_figure(held: HeldOut) -> go.Figure:
         fig.update_xaxes(type="category", title_text="setting (method default outlined)")
         fig.update_yaxes(title_text="accuracy")
         head = "In-domain vs held-out-domain accuracy per setting"
+    lines = subtitle_lines(held.note.split("; ")) + subtitle_lines(held.task.split("; "))
     fig.update_layout(
-        title={"text": f"{head}<br><sup>{held.note}</sup><br><sup>{held.task}</sup>"},
-        width=max(900, 110 * (len(held.labels) + 2)), height=560, margin={"t": 120},
+        title={"text": head + "".join(f"<br><sup>{line}</sup>" for line in lines)},
+        width=max(900, 110 * (len(held.labels) + 2)), height=520 + 20 * len(lines),
+        margin={"t": 80 + 20 * len(lines)},
         legend={"orientation": "h", "y": -0.18})
     return fig

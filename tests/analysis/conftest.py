@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,9 @@ def assert_report_imports_no_torch_or_ray(db_path, study: str, out) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def subtitle(fig) -> str:
+    """A figure's subtitle as one text: its ``<sup>`` lines joined by "; ", the clause
+    separator at which ``analysis._figures.subtitle_lines`` breaks them."""
+    return "; ".join(re.findall(r"<sup>(.*?)</sup>", fig.layout.title.text or ""))

@@ -18,7 +18,7 @@ from analysis._report import build_figures, write_report
 from analysis.cli import main
 from search.objective import TASK_METRICS, Objective
 from search.study import OBJECTIVE_ATTR
-from tests.analysis.conftest import DISTS, new_study
+from tests.analysis.conftest import DISTS, new_study, subtitle
 
 ANGLES = [0.0, 15.0, 30.0, 45.0, 60.0, 75.0]
 FOLDS = [0, 1, 2, 3, 4]  # domain 5 (75°) is the test domain
@@ -124,8 +124,8 @@ def test_the_header_rank_and_figures_state_the_task_objective(tmp_path, capsys, 
     assert {"pareto", "hypervolume", "effects", "parallel"} <= set(built.figures)
     for name in ("pareto", "hypervolume", "effects", "parallel", "importance"):
         if name in built.figures:  # importance needs more trials than two
-            assert sentence in built.figures[name].layout.title.text, name
-    assert sentence not in (built.figures["curves"].layout.title.text
+            assert sentence in subtitle(built.figures[name]), name
+    assert sentence not in (subtitle(built.figures["curves"])
                             if "curves" in built.figures else "")
 
 
@@ -171,8 +171,8 @@ def test_lodo_lines_carry_the_stored_accuracies_in_domain_order(tmp_path):
     assert f"the DIVA variant (no zay): trial #{DIVA}" in title
     sentence = ("task objective: lodo_accuracy — mean held-out-domain accuracy over the "
                 "leave-one-domain-out folds (--lodo); the test domain never selects")
-    assert sentence in title
-    assert sentence in _figures(url, "lodo").figures["importance"].layout.title.text
+    assert sentence in subtitle(fig)
+    assert sentence in subtitle(_figures(url, "lodo").figures["importance"])
 
 
 def test_at_most_eight_front_settings_are_drawn_beside_the_default(tmp_path):

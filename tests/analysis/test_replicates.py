@@ -9,11 +9,13 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 
 import pytest
 import sqlalchemy as sa
 from optuna.trial import create_trial
 
+from analysis._figures import SUBTITLE_WIDTH, subtitle_lines
 from analysis._load import load_study, open_read_only
 from analysis._rank import rank_trials
 from analysis._report import build_figures, write_report
@@ -25,6 +27,7 @@ from tests.analysis.conftest import (
     assert_report_imports_no_torch_or_ray,
     checksum,
     new_study,
+    subtitle,
 )
 
 OBJECTIVES = ["task_accuracy", "zay_independence_score"]
@@ -134,6 +137,30 @@ def test_pareto_points_carry_their_standard_errors_as_error_bars(rep_db):
     assert "zay_independence_score: 0.850 ± 0.015" in hover and "R = 3 seeds" in hover
     assert "points are means over 3 paired seeds, bars ± 1 standard error" in \
         fig.layout.title.text
+
+
+def test_every_subtitle_line_fits_the_figure_and_keeps_every_clause(rep_db):
+    # the replicates' clause and the hypervolume's made one line of over 160 characters,
+    # which a static export cut at the figure's edge
+    data = load_study(f"sqlite:///{rep_db}", "rep")
+    fig = build_figures(data, rank_trials(data), which=("pareto",)).figures["pareto"]
+    lines = re.findall(r"<sup>(.*?)</sup>", fig.layout.title.text)
+    assert len(lines) >= 2 and all(len(line) <= SUBTITLE_WIDTH for line in lines), lines
+    shown = subtitle(fig)
+    for clause in ("front: 3 of 4 ranked trials",
+                   "points are means over 3 paired seeds, bars ± 1 standard error",
+                   "hypervolume ", "against the reference point (task_accuracy="):
+        assert clause in shown
+    assert fig.layout.margin.t >= 80 + 20 * len(lines)  # room for every line
+
+
+def test_subtitle_lines_break_only_between_clauses():
+    assert subtitle_lines(["a" * 50, "b" * 50, "c" * 30], width=110) == [
+        "a" * 50 + "; " + "b" * 50, "c" * 30]
+    assert subtitle_lines(["a" * 50, "b" * 58], width=110) == ["a" * 50 + "; " + "b" * 58]
+    assert subtitle_lines(["a" * 50, "b" * 59], width=110) == ["a" * 50, "b" * 59]
+    assert subtitle_lines(["x" * 200, "y"], width=110) == ["x" * 200, "y"]
+    assert subtitle_lines([]) == []
 
 
 def test_a_study_without_replicates_draws_no_error_bars(study_db):
