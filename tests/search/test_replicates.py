@@ -11,10 +11,12 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from search.cli import SMOKE
 from search.driver import run_sweep
 from search.objective import Objective
 from search.population import run_population_config
 from search.replicates import Replicates, combine, mean_rows, trial_option
+from search.space import SearchSpace
 from search.storage import read_epochs
 from search.study import StudyError
 from tests.search.conftest import TINY_TRIAL, tiny_options
@@ -97,32 +99,63 @@ def test_every_setting_gets_the_same_seeds_so_identical_settings_agree_seed_by_s
     assert all("last_epoch_json" in f for f in finals)
 
 
-@pytest.mark.slow  # a Ray sweep of two populations (~50 s); pairing is checked above
+@pytest.mark.slow  # a Ray sweep of one population of 12 members (~45 s)
 def test_a_sweep_with_replicates_and_a_population_stores_means_seeds_and_errors(
         tmp_path, local_ray):
+    # the issue's own shape: --replicates 3 --population 4, one population of 4 settings x
+    # 3 seeds told as 4 trials, and the report's error bars read from them
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    summary = run_sweep(tiny_options(url, "rep", 4, tmp_path, population=2, replicates=2))
+    opts = tiny_options(url, "rep", 4, tmp_path, population=4, replicates=3)
+    # at the smoke test's size: the tests' tiny trials collapse zay on some seed of every
+    # setting, and a study without a feasible trial has no front to draw
+    opts.base_config = RunConfig().replace(**{**TINY_TRIAL, **SMOKE}).to_dict()
+    opts.space = SearchSpace(epochs=SMOKE["epochs"])
+    summary = run_sweep(opts)
     assert summary["counts"]["complete"] == 4
     study = optuna.load_study(study_name="rep", storage=url)
-    # two Ray trials, each a population of 2 settings x 2 seeds
-    assert sorted(set(t.user_attrs["population_size"] for t in study.trials)) == [4.0]
+    assert [t.user_attrs["population_size"] for t in study.trials] == [12.0] * 4
     engine = sa.create_engine(url)
     for t in study.trials:
         assert t.state == TrialState.COMPLETE
-        assert t.user_attrs["replicate_seeds"] == [0, 1]
+        assert t.user_attrs["replicate_seeds"] == [0, 1, 2]  # the same in every trial
         per_seed = t.user_attrs["replicate_values"]
         for name, value in zip(Objective().names, t.values, strict=True):
-            assert value == pytest.approx(sum(per_seed[name]) / 2)
-            spread = abs(per_seed[name][0] - per_seed[name][1])
-            # two seeds: sd = |a - b| / √2, se = sd / √2 = |a - b| / 2
-            assert t.user_attrs[f"{name}_se"] == pytest.approx(spread / 2)
+            seeds = per_seed[name]
+            mean = sum(seeds) / 3
+            assert value == pytest.approx(mean)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in seeds) / 2)  # n - 1
+            assert t.user_attrs[f"{name}_sd"] == pytest.approx(sd)
+            assert t.user_attrs[f"{name}_se"] == pytest.approx(sd / math.sqrt(3))
         rows = read_epochs(engine, t._trial_id)
-        assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
-        assert {r["replicates"] for r in rows} == {2.0}
+        assert [int(r["epoch"]) for r in rows] == list(range(SMOKE["epochs"]))
+        assert {r["replicates"] for r in rows} == {3.0}
     engine.dispose()
-    # resuming with another number of replicates would mix means of 2 and 3 seeds
-    with pytest.raises(StudyError, match="--replicates 2"):
-        run_sweep(tiny_options(url, "rep", 6, tmp_path, population=2, replicates=3))
+
+    # the report draws each trial's standard errors as its error bars
+    from analysis._load import load_study
+    from analysis._rank import rank_trials
+    from analysis._report import build_figures
+
+    assert any(t.user_attrs["feasible"] for t in study.trials), "no front to draw"
+    data = load_study(url, "rep")
+    fig = build_figures(data, rank_trials(data), which=("pareto",)).figures["pareto"]
+    se = {(round(t.values[0], 12), round(t.values[1], 12)):
+          (t.user_attrs["task_accuracy_se"], t.user_attrs["zay_independence_score_se"])
+          for t in study.trials}
+    drawn = set()
+    for trace in fig.data:
+        if trace.error_x is None or trace.error_x.array is None:
+            continue
+        for x, y, ex, ey in zip(trace.x, trace.y, trace.error_x.array, trace.error_y.array,
+                                strict=True):
+            assert (ex, ey) == pytest.approx(se[(round(x, 12), round(y, 12))])
+            drawn.add((round(x, 12), round(y, 12)))
+    assert drawn == set(se)  # every trial, feasible or not, with its own bars
+    assert "points are means over 3 paired seeds" in fig.layout.title.text
+
+    # resuming with another number of replicates would mix means of 3 and 2 seeds
+    with pytest.raises(StudyError, match="--replicates 3"):
+        run_sweep(tiny_options(url, "rep", 8, tmp_path, population=4, replicates=2))
 
 
 @pytest.mark.slow  # a second Ray sweep (~50 s); the population sweep above runs in every suite
