@@ -118,17 +118,22 @@ class Replicates:
     """Averages the epoch rows of each setting's replicates as a population reports them.
 
     ``add`` takes one epoch's rows by run index and returns, per setting, its averaged
-    row to report now. The row on which the last of a setting's replicates ends is held
+    row to report now. A replicate that stopped early (stage-3 patience) keeps its last
+    row in the average of every later epoch, so each epoch's mean is over the same seeds
+    (averaging only the replicates still running would lift a setting whose weak seed
+    stopped first). The row on which the last of a setting's replicates ends is held
     (``held``) for the final result, so a scheduler that stops a trial on the epoch it
     ends anyway stops a finished trial, not a pruned one.
     """
 
     def __init__(self, settings: list, owner: list[int], objective: Objective) -> None:
         self.settings, self.owner, self.objective = settings, owner, objective
-        self.live = {k: {j for j, o in enumerate(owner) if o == k}
+        self.runs = {k: {j for j, o in enumerate(owner) if o == k}
                      for k in range(len(settings))}
+        self.live = {k: set(runs) for k, runs in self.runs.items()}
         self.held: dict[int, dict[str, float]] = {}
         self._raw: dict[int, dict[str, float]] = {}
+        self._last: dict[int, dict[str, float]] = {}  # each run's latest row
 
     def add(self, rows: dict[int, dict[str, float]]) -> list[tuple[int, dict[str, float]]]:
         by_setting: dict[int, list[int]] = {}
@@ -136,7 +141,10 @@ class Replicates:
             by_setting.setdefault(self.owner[j], []).append(j)
         out = []
         for k, runs in sorted(by_setting.items()):
-            raw = mean_rows([rows[j] for j in runs])
+            ended = sorted(j for j in self.runs[k] - set(runs)
+                           if j not in self.live[k] and j in self._last)
+            raw = mean_rows([rows[j] for j in runs] + [self._last[j] for j in ended])
+            self._last.update({j: rows[j] for j in runs})
             cfg = self.settings[k]
             self.live[k] -= {j for j in runs if _ended(rows[j], cfg)}
             self._raw[k] = raw

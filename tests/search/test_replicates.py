@@ -68,6 +68,23 @@ def test_rows_average_per_epoch_and_the_last_one_is_held_for_the_final_result():
     assert mean_rows([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0, "replicates": 2.0}
 
 
+def test_a_replicate_that_stopped_early_stays_in_every_later_epochs_mean():
+    # seed 0 stops early (stage-3 patience) at epoch 1 on 0.5; seed 1 runs on. Averaging
+    # only the seeds still running would report 0.9 at epoch 2, over one seed
+    cfg = RunConfig().replace(**TINY_TRIAL)  # 4 epochs: 0..3
+    agg = Replicates([cfg], owner=[0, 0], objective=OBJECTIVE)
+    row = {"stage": 3.0, "val_disentanglement_score": 0.1, "stopped_early": 0.0}
+    out = agg.add({0: {**row, "epoch": 1.0, "val_acc_y": 0.5, "stopped_early": 1.0},
+                   1: {**row, "epoch": 1.0, "val_acc_y": 0.7}})
+    assert out[0][1]["val_acc_y"] == pytest.approx(0.6)
+    out = agg.add({1: {**row, "epoch": 2.0, "val_acc_y": 0.9}})
+    assert out[0][1]["val_acc_y"] == pytest.approx((0.5 + 0.9) / 2)
+    assert out[0][1]["replicates"] == 2.0 and out[0][1]["epoch"] == 2.0
+    assert agg.add({1: {**row, "epoch": 3.0, "val_acc_y": 0.8}}) == []  # the last: held
+    assert agg.held[0]["val_acc_y"] == pytest.approx((0.5 + 0.8) / 2)
+    assert agg.last_raw(0)["epoch"] == 3.0
+
+
 def test_every_setting_gets_the_same_seeds_so_identical_settings_agree_seed_by_seed():
     base = RunConfig().replace(**TINY_TRIAL).to_dict()
     same = {"stage1_epochs": 1, "stage2_epochs": 1, "use_independence_penalty": True,
