@@ -18,11 +18,10 @@ from typing import Any
 
 from analysis._format import params_text
 from analysis._load import StudyData
-from search.confirmation import latest_summary, reported_sentence
-from search.paired import format_p
+from search.confirmation import holm_family_text, latest_summary, reported_sentence
+from search.paired import BEATS, NOT_SHOWN, WORSE, format_p
+from search.paired import verdict as paired_verdict
 from search.storage import redact
-
-BEATS, WORSE, SAME = "beats", "is worse than", "no different"
 
 
 def latest_confirmation(data: StudyData) -> dict[str, Any] | None:
@@ -43,15 +42,13 @@ def confirm_command(data: StudyData, summary: dict[str, Any] | None = None) -> s
 
 
 def verdict(comparison: dict[str, Any] | None, direction: str, alpha: float) -> str | None:
-    """``BEATS``, ``WORSE`` or ``SAME`` for one objective of one setting (the rule of
-    ``search.paired.describe``: a difference counts when its Holm-adjusted p is below
+    """``BEATS``, ``WORSE`` or ``NOT_SHOWN`` for one objective of one setting (the rule of
+    ``search.paired.verdict``: a difference counts when its Holm-adjusted p is below
     ``alpha``); ``None`` when it could not be tested (fewer than two paired seeds)."""
     if comparison is None:
         return None
-    mean = comparison["difference"]["mean"]
-    if comparison["p_holm"] >= alpha or mean == 0.0:
-        return SAME
-    return BEATS if (mean > 0) == (direction == "maximize") else WORSE
+    return paired_verdict(comparison["difference"]["mean"], comparison["p_holm"],
+                          alpha=alpha, higher_is_better=direction == "maximize")
 
 
 def _state(summary: dict[str, Any]) -> str:
@@ -72,7 +69,7 @@ def _setting_phrase(setting: dict[str, Any], summary: dict[str, Any]) -> str:
     if found.get(WORSE):
         parts.append("is worse on " + " and ".join(found[WORSE]))
     if not parts:
-        parts.append("is no different on any objective" if found.get(SAME)
+        parts.append("is not shown to differ on any objective" if found.get(NOT_SHOWN)
                      else "has too few paired seeds yet")
     return f"#{setting['number']} " + " and ".join(parts)
 
@@ -179,16 +176,22 @@ def section_html(data: StudyData, summary: dict[str, Any] | None, front: set[int
         return "".join(parts)
     k, seeds = len(summary["settings"]), summary["seeds"]
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(summary["created_at"]))
+    chosen = ("best trial" if k == 1 else f"{k} best trials") if len(
+        summary["objectives"]) == 1 else (
+        f"{k} best setting{'s' if k != 1 else ''} of the front of the feasible trials "
+        "besides the default (by the hypervolume each adds alone)")
     parts.append(
-        f"<p class='meta'>Confirmation {summary['id']} ({created}): the front's {k} best "
-        f"setting{'s' if k != 1 else ''} by hypervolume and the method's default, re-trained "
+        f"<p class='meta'>Confirmation {summary['id']} ({created}): the study's {chosen} "
+        "and the method's default, re-trained "
         f"on {len(seeds)} fresh seeds ({html.escape(', '.join(map(str, seeds)))}) that no "
         "trial of the sweep used, each drawing its own data split; every setting is paired "
         f"with the default seed by seed. {summary['runs_done']} of {summary['runs_total']} "
         f"runs done, {summary['runs_failed']} failed. Each objective is compared by a paired "
         "t test on the per-seed differences (setting minus default, with a 95% confidence "
-        f"interval), p-values adjusted with Holm's correction across the {k} "
-        f"setting{'s' if k != 1 else ''}, α = {summary['alpha']:g}.</p>")
+        f"interval), p-values adjusted with Holm's correction across "
+        f"{holm_family_text(summary)}, α = {summary['alpha']:g}; the intervals are each "
+        "comparison's own. \"Not shown to differ\" means the seeds did not show a "
+        "difference at that level, not that there is none.</p>")
     if not summary["complete"]:
         parts.append(
             f"<p><b>Incomplete: {summary['runs_done']} of {summary['runs_total']} runs done; "
@@ -197,7 +200,10 @@ def section_html(data: StudyData, summary: dict[str, Any] | None, front: set[int
     if summary["failures"]:
         failed = "; ".join(f"{f['setting']} seed {f['seed']}: {f['reason']}"
                            for f in summary["failures"])
-        parts.append(f"<p>Failed runs: {html.escape(failed)}.</p>")
+        parts.append(f"<p>Failed runs: {html.escape(failed)}; their seeds leave the "
+                     "comparisons of their setting. <code>"
+                     f"{html.escape(confirm_command(data, summary))}</code> retries "
+                     "them.</p>")
     parts += [_setting_html(s, summary, front) for s in summary["settings"]]
     parts += [_table(summary), "</section>"]
     return "".join(parts)

@@ -377,7 +377,8 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     """Write ``report.html`` (plotly embedded once, works offline), tables and PNGs.
 
     The report says whether the front was confirmed against the method's default
-    (``stagetune confirm``): the newest confirmation's comparisons, or the command to run.
+    (``stagetune confirm``): the comparisons of the confirmation that ran last, or the
+    command to run.
     """
     from analysis._load import redact
 

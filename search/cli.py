@@ -195,7 +195,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print_confirmation(summary)
-    return 0 if summary["complete"] else 1
+    compared = any(r["objectives"].get(n) for r in summary["settings"]
+                   for n in summary["objectives"])
+    return 0 if summary["complete"] and compared else 1
 
 
 def _base_config(args: argparse.Namespace) -> dict:

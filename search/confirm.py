@@ -22,9 +22,12 @@ interval, paired t test, Holm's correction across settings).
 - **The study's protocol.** In a leave-one-domain-out study each confirmation run is a
   run of every fold (the study's held-out domains), so it measures ``lodo_accuracy``.
 - **Resumable.** The settings and seeds are frozen when a confirmation starts; every run
-  is written as it finishes; running the same command again runs only what is missing.
-  A confirmation of another front (the sweep went on) or of another ``--top``/``--seeds``
-  starts a new one; the newest is the one ``status`` and the report show.
+  is written as it finishes; running the same command again runs only what is missing
+  and retries failed runs. A confirmation is complete when every run has an outcome (a
+  run that diverged on its seed, after the driver's retries, is one). Other settings
+  (the sweep went on and the front changed, not merely its order) or another
+  ``--top``/``--seeds`` start a new one; ``status`` and the report show the one that
+  ran last.
 """
 
 from __future__ import annotations
@@ -98,15 +101,15 @@ def front_order(values: list[list[float]], directions: list[str],
     if len(directions) == 1:
         return sorted(range(len(values)), key=lambda i: -signed(values[i])[0])
     ref = signed(reference)
-    signed_values = [signed(p) for p in values]
-    order = sorted(range(len(values)),
-                   key=lambda i: (signed_values[i][0], -signed_values[i][1]))
+    # trials with the very same values are one point of the front: each adds what the
+    # point adds (counted twice, neither would add anything and both would rank last)
+    points = sorted({tuple(signed(p)) for p in values}, key=lambda q: (q[0], -q[1]))
     gain = {}
-    for pos, i in enumerate(order):  # x ascending, so y descending along a front
-        left = signed_values[order[pos - 1]][0] if pos > 0 else ref[0]
-        below = signed_values[order[pos + 1]][1] if pos + 1 < len(order) else ref[1]
-        gain[i] = max(0.0, signed_values[i][0] - left) * max(0.0, signed_values[i][1] - below)
-    return sorted(range(len(values)), key=lambda i: (-gain[i], i))
+    for pos, q in enumerate(points):  # x ascending, so y descending along a front
+        left = points[pos - 1][0] if pos > 0 else ref[0]
+        below = points[pos + 1][1] if pos + 1 < len(points) else ref[1]
+        gain[q] = max(0.0, q[0] - left) * max(0.0, q[1] - below)
+    return sorted(range(len(values)), key=lambda i: (-gain[tuple(signed(values[i]))], i))
 
 
 def non_dominated(trials: list, directions: list[str]) -> list:
@@ -129,7 +132,8 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
     The candidates are the front of the feasible trials other than the default (where
     the default is on the study's front this is the study's front without it; where it
     dominates, they are the best the search found besides it, which is what a
-    confirmation should then test), ordered by the hypervolume each adds alone.
+    confirmation should then test), ordered by the hypervolume each adds alone; in a
+    scalar study, every feasible trial but the default, best first.
     """
     from optuna.trial import TrialState
 
@@ -143,7 +147,9 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
     base = [t for t in with_config if t.user_attrs.get("baseline")]
     others = [t for t in with_config if not t.user_attrs.get("baseline")
               and t.user_attrs.get("feasible", True)]
-    front = non_dominated(others, objective.directions)
+    # one objective: every feasible trial, best first (its "front" would be the best alone)
+    front = (others if len(objective.directions) == 1
+             else non_dominated(others, objective.directions))
     if not front:
         raise ConfirmError(f"study {study.study_name!r} has no feasible complete trial besides "
                            "the method's default: there is nothing to confirm against it")
@@ -328,8 +334,10 @@ class ConfirmSearcher(DatabaseState, Searcher):
 
 def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
                settings: list[dict[str, Any]]) -> bool:
+    # the same settings, in whatever order the front now ranks them
     return (stored["top"] == top and len(stored["seeds"]) == n_seeds
-            and [s["key"] for s in stored["settings"]] == [s["key"] for s in settings])
+            and sorted(s["key"] for s in stored["settings"])
+            == sorted(s["key"] for s in settings))
 
 
 def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[str, Any], bool]:
@@ -355,8 +363,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
             return study, storage, objective, stored, False
     seeds = fresh_seeds(study, opts.seeds, (s for c in earlier for s in c["seeds"]))
     cid = db.add_confirmation(engine, opts.study, top=opts.top, seeds=seeds,
-                              objectives={"names": objective.names,
-                                          "directions": objective.directions},
+                              objectives=objective.describe(),
                               settings=settings)
     stored = next(c for c in db.read_confirmations(engine, opts.study) if c["id"] == cid)
     return study, storage, objective, stored, True

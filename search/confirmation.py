@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from search import storage as db
+from search.objective import Objective
 from search.paired import ALPHA, Paired, describe, format_p, holm, paired_difference
 
 #: the key of the method's default among a confirmation's settings
@@ -23,13 +24,23 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     """A confirmation's runs as paired comparisons against the default.
 
     For each setting and objective: the setting's and the default's mean ± SE over the
-    seeds where both completed, the paired difference (``search.paired.Paired``) and its
-    p-value after Holm's correction across the settings; and a sentence.
+    seeds where both completed with a finite value, the paired difference
+    (``search.paired.Paired``) and its p-value after Holm's correction across the
+    settings compared on that objective; and a sentence. An objective's value in a run
+    is what the sweep would have told the study (``Objective.values``: the weighted
+    ``scalar_score`` of a scalar study is computed from the run's metrics).
     """
-    names = confirmation["objectives"]["names"]
-    directions = confirmation["objectives"]["directions"]
-    complete = {(r["setting"], r["seed"]): r["metrics"] for r in confirmation["runs"]
-                if r["state"] == "complete"}
+    spec = confirmation["objectives"]
+    names, directions = spec["names"], spec["directions"]
+    # a plan written before the whole objective was stored names metrics directly
+    objective = Objective.from_spec(spec) if "mode" in spec else None
+    complete = {}
+    for r in confirmation["runs"]:
+        if r["state"] == "complete":
+            metrics = dict(r["metrics"])
+            if objective is not None:
+                metrics.update(objective.named_values(metrics))
+            complete[(r["setting"], r["seed"])] = metrics
     failed = [r for r in confirmation["runs"] if r["state"] == "failed"]
     seeds = confirmation["seeds"]
     total = len(seeds) * len(confirmation["settings"])
@@ -38,35 +49,29 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
         both = [s for s in seeds if (setting["key"], s) in complete and (DEFAULT, s) in complete]
         entry = {"key": setting["key"], "number": setting["number"],
                  "params": setting["params"], "search_values": setting["values"],
-                 "seeds": both, "objectives": {}}
-        for name in names:
-            a = [complete[(setting["key"], s)].get(name, math.nan) for s in both]
-            b = [complete[(DEFAULT, s)].get(name, math.nan) for s in both]
-            if len(both) < 2 or not all(math.isfinite(v) for v in a + b):
-                entry["objectives"][name] = None
-                continue
-            diff = paired_difference(a, b)
-            entry["objectives"][name] = {"setting": _mean_se(a), "default": _mean_se(b),
-                                         "difference": diff.as_dict()}
-        entry["reported"] = {}
-        for name in REPORTED_ONLY:  # unadjusted: no selection rests on them
-            a = [complete[(setting["key"], s)].get(name, math.nan) for s in both]
-            b = [complete[(DEFAULT, s)].get(name, math.nan) for s in both]
-            if len(both) >= 2 and all(math.isfinite(v) for v in a + b):
-                entry["reported"][name] = {"setting": _mean_se(a), "default": _mean_se(b),
-                                           "difference": paired_difference(a, b).as_dict()}
+                 "seeds": both, "objectives": {}, "reported": {}}
+        for name in (*names, *REPORTED_ONLY):
+            comparison = _compare([complete[(setting["key"], s)] for s in both],
+                                  [complete[(DEFAULT, s)] for s in both], name)
+            if name in names:
+                entry["objectives"][name] = comparison
+            elif comparison is not None:  # reported only: unadjusted, nothing rests on it
+                entry["reported"][name] = comparison
         collapsed = sum(complete[(setting["key"], s)].get("zay_collapsed", 0.0) >= 1.0
                         for s in seeds if (setting["key"], s) in complete)
         entry["collapsed"] = int(collapsed)
         rows.append(entry)
+    family = {}
     for name, d in zip(names, directions, strict=True):
         tested = [r for r in rows if r["objectives"].get(name)]
+        family[name] = len(tested)
         adjusted = holm([r["objectives"][name]["difference"]["p"] for r in tested])
         for r, p in zip(tested, adjusted, strict=True):
             cmp = r["objectives"][name]
             cmp["p_holm"] = p
             cmp["sentence"] = describe(name, Paired(**cmp["difference"]), p, alpha=alpha,
-                                       higher_is_better=d == "maximize")
+                                       higher_is_better=d == "maximize",
+                                       family=len(tested))
     for r in rows:
         parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
         r["sentence"] = ("; ".join(parts) if parts else
@@ -75,10 +80,40 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     return {"id": confirmation["id"], "created_at": confirmation["created_at"],
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
             "directions": directions, "runs_done": done, "runs_failed": len(failed),
-            "runs_total": total, "complete": done == total, "alpha": alpha,
+            # complete: every run has an outcome; a failed one (diverged on that seed
+            # after the driver's retries) is an outcome, and the same command retries it
+            "runs_total": total, "complete": done + len(failed) == total, "alpha": alpha,
+            "family": family,
             "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
                          for r in failed],
             "settings": rows}
+
+
+def _compare(setting: list[dict[str, float]], default: list[dict[str, float]],
+             name: str) -> dict[str, Any] | None:
+    """``name`` compared over the paired runs where both have a finite value (a seed on
+    which either is NaN leaves the comparison, on both sides); ``None`` below two."""
+    pairs = [(a.get(name, math.nan), b.get(name, math.nan))
+             for a, b in zip(setting, default, strict=True)]
+    pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+    if len(pairs) < 2:
+        return None
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    return {"setting": _mean_se(a), "default": _mean_se(b),
+            "difference": paired_difference(a, b).as_dict()}
+
+
+def holm_family_text(summary: dict[str, Any]) -> str:
+    """How many settings each objective's Holm correction ran over: "the 3 settings", or
+    per objective where a setting lacked paired seeds on one of them."""
+    family = summary.get("family") or {n: len(summary["settings"])
+                                       for n in summary["objectives"]}
+    sizes = set(family.values())
+    if len(sizes) == 1:
+        m = sizes.pop()
+        return f"the {m} setting{'s' if m != 1 else ''}"
+    return ("the settings compared on each objective ("
+            + ", ".join(f"{n}: {m}" for n, m in family.items()) + ")")
 
 
 def reported_sentence(name: str, c: dict[str, Any]) -> str:
@@ -99,9 +134,14 @@ def _mean_se(values: list[float]) -> dict[str, float]:
 
 
 def latest_summary(engine, study_name: str) -> dict[str, Any] | None:
-    """The newest confirmation of a study, summarised (``None`` if it has none)."""
+    """The study's confirmation that ran last (its newest run, or its creation when it
+    has none), summarised; ``None`` if it has none. An older confirmation resumed after a
+    newer one was made is then the one shown."""
     stored = db.read_confirmations(engine, study_name)
-    return summarize(stored[-1]) if stored else None
+    if not stored:
+        return None
+    return summarize(max(stored, key=lambda c: (
+        max([c["created_at"], *(r["finished_at"] for r in c["runs"])]), c["id"])))
 
 
 def print_confirmation(summary: dict[str, Any], file=None) -> None:
@@ -110,15 +150,15 @@ def print_confirmation(summary: dict[str, Any], file=None) -> None:
     file = file or sys.stdout
     state = ("complete" if summary["complete"] else
              f"{summary['runs_done']} of {summary['runs_total']} runs done")
-    print(f"confirmed against the default on {len(summary['seeds'])} fresh seeds "
+    failed = summary["runs_failed"]
+    print(f"confirmation against the default on {len(summary['seeds'])} fresh seeds "
           f"({', '.join(map(str, summary['seeds']))}): {state}"
-          + (f", {summary['runs_failed']} failed" if summary["runs_failed"] else ""),
-          file=file)
+          + (f", {failed} run{'s' if failed != 1 else ''} failed (the same command "
+             "retries them)" if failed else ""), file=file)
     for r in summary["settings"]:
         print(f"  {r['key']} ({len(r['seeds'])} paired seeds): {r['sentence']}", file=file)
         for name, c in r.get("reported", {}).items():
             print(f"    {reported_sentence(name, c)}", file=file)
     if summary["settings"]:
-        print(f"  (paired t test, Holm-adjusted across the {len(summary['settings'])} "
-              f"setting{'s' if len(summary['settings']) != 1 else ''}; α = "
-              f"{summary['alpha']})", file=file)
+        print(f"  (paired t test, Holm-adjusted across {holm_family_text(summary)}; "
+              f"α = {summary['alpha']})", file=file)

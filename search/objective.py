@@ -125,3 +125,18 @@ class Objective:
         return {"mode": self.mode, "disentanglement": self.disentanglement,
                 "weight": self.weight, "task": self.task, "names": self.names,
                 "directions": self.directions}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Objective:
+        """The objective ``describe`` wrote (a key it lacks takes its default)."""
+        return cls(mode=spec.get("mode", "pareto"),
+                   disentanglement=spec.get("disentanglement",
+                                            DEFAULT_DISENTANGLEMENT_OBJECTIVE),
+                   weight=spec.get("weight", 0.5), task=spec.get("task", TASK_OBJECTIVE))
+
+    def named_values(self, final: dict[str, float]) -> dict[str, float]:
+        """``values`` by name; a run that lacks a metric an objective needs gives NaN."""
+        try:
+            return dict(zip(self.names, self.values(final), strict=True))
+        except KeyError:
+            return {name: float("nan") for name in self.names}

@@ -117,19 +117,36 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+#: the three verdicts of a comparison; the last claims no equivalence, only that the
+#: seeds did not show a difference at ``ALPHA``
+BEATS, WORSE, NOT_SHOWN = "beats", "is worse than", "not shown to differ from"
+
+
+def verdict(mean: float, p_adjusted: float, *, alpha: float = ALPHA,
+            higher_is_better: bool = True) -> str:
+    """``BEATS`` or ``WORSE`` when the adjusted p-value is below ``alpha`` (and the mean
+    difference is not zero), else ``NOT_SHOWN``."""
+    if p_adjusted >= alpha or mean == 0.0:
+        return NOT_SHOWN
+    return BEATS if (mean > 0) == higher_is_better else WORSE
+
+
 def describe(name: str, diff: Paired, p_adjusted: float, *, alpha: float = ALPHA,
-             higher_is_better: bool = True, fmt: str = ".3f") -> str:
+             higher_is_better: bool = True, fmt: str = ".3f", family: int = 1) -> str:
     """One comparison in words: "beats the default on accuracy by 0.021 ± 0.005
-    (95% CI 0.008 to 0.034), p = 0.004" or "no different from the default on ..."."""
+    (95% CI +0.008 to +0.034, p = 0.004)" or "not shown to differ from the default on
+    ...". Over a ``family`` of more than one setting the p-value is Holm's and says so
+    ("Holm p"); the interval is the comparison's own (unadjusted), so it can exclude zero
+    where the adjusted test does not call a difference."""
     shown = format_p(p_adjusted)
+    label = "Holm p" if family > 1 else "p"
     interval = (f"95% CI {diff.low:+{fmt}} to {diff.high:+{fmt}}, "
-                f"p {shown if shown.startswith('<') else '= ' + shown}")
-    if p_adjusted >= alpha or diff.mean == 0.0:
-        return (f"no different from the default on {name} ({diff.mean:+{fmt}} ± "
+                f"{label} {shown if shown.startswith('<') else '= ' + shown}")
+    said = verdict(diff.mean, p_adjusted, alpha=alpha, higher_is_better=higher_is_better)
+    if said == NOT_SHOWN:
+        return (f"{NOT_SHOWN} the default on {name} ({diff.mean:+{fmt}} ± "
                 f"{diff.se:{fmt}}, {interval})")
-    better = (diff.mean > 0) == higher_is_better
-    verb = "beats" if better else "is worse than"
-    return f"{verb} the default on {name} by {abs(diff.mean):{fmt}} ± {diff.se:{fmt}} ({interval})"
+    return f"{said} the default on {name} by {abs(diff.mean):{fmt}} ± {diff.se:{fmt}} ({interval})"
 
 
 def format_p(p: float) -> str:

@@ -167,18 +167,21 @@ def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | N
     Leave-one-domain-out folds are averaged first, seed by seed: ``lodo_accuracy`` is the
     mean over folds of each fold's held-out accuracy (``acc_y_val_domain``), and
     ``lodo_acc_domain_<k>`` the held-out accuracy of domain k (mean over seeds). Then
-    the seeds: means of every numeric metric all have; for the objectives and every
-    selectable metric, ``<name>_sd`` and ``<name>_se`` (over seeds) and the per-seed
-    values; collapse in any run counts as collapse.
+    the seeds: means of every numeric metric all have; for the objectives (a scalar
+    study's ``scalar_score`` seed by seed) and every selectable metric, ``<name>_sd`` and
+    ``<name>_se`` (over seeds) and the per-seed values; collapse in any run counts as
+    collapse.
     """
     seeds = list(dict.fromkeys(seed for seed, _ in runs))
     folds = list(dict.fromkeys(fold for _, fold in runs if fold is not None))
     per_seed = []
     for seed in seeds:
         mine = [f for f, (s, _) in zip(finals, runs, strict=True) if s == seed]
-        per_seed.append(_mean_final(mine) if folds else mine[0])
+        per_seed.append(_mean_final(mine) if folds else dict(mine[0]))
         if folds:
             per_seed[-1][LODO_METRIC] = per_seed[-1].get(HELD_OUT, math.nan)
+        if objective.mode == "scalar":  # each seed's weighted score, for its spread
+            per_seed[-1].update(objective.named_values(per_seed[-1]))
     n = len(per_seed)
     out = _mean_final(per_seed)
     for fold in folds:

@@ -66,7 +66,7 @@ confirmations = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),  # unix time
     sa.Column("top", sa.Integer, nullable=False),
     sa.Column("seeds", sa.Text, nullable=False),  # JSON list of ints
-    sa.Column("objectives", sa.Text, nullable=False),  # JSON {"names", "directions"}
+    sa.Column("objectives", sa.Text, nullable=False),  # JSON: Objective.describe()
     sa.Column("settings", sa.Text, nullable=False),  # JSON list of settings (search.confirm)
 )
 #: one row per (confirmation, setting, seed) run that finished, complete or failed

@@ -33,7 +33,7 @@ from search.storage import (
     sqlite_file,
     study_lock,
 )
-from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, TASK_OBJECTIVE
+from trainer.objectives import TASK_OBJECTIVE
 
 log = logging.getLogger("stagetune.search")
 OBJECTIVE_ATTR = "stagetune_objective"
@@ -275,11 +275,7 @@ def summary_objective(study: optuna.Study) -> Objective:
     directions = [d.name.lower() for d in study.directions]
     spec = study.user_attrs.get(OBJECTIVE_ATTR)
     if isinstance(spec, dict):
-        objective = Objective(mode=spec.get("mode", "pareto"),
-                              disentanglement=spec.get("disentanglement",
-                                                       DEFAULT_DISENTANGLEMENT_OBJECTIVE),
-                              weight=spec.get("weight", 0.5),
-                              task=spec.get("task", TASK_OBJECTIVE))
+        objective = Objective.from_spec(spec)
     else:
         objective = Objective(mode="scalar" if len(directions) == 1 else "pareto")
     if len(directions) != len(objective.names):

@@ -227,11 +227,11 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
     half = 0.95 / math.sqrt(2 * 0.975 * 0.025) * se
     assert f"{p_holm:.3f}" == "0.007" and f"{se:.3f}" == "0.006"
     better = (f"Beats the default on task_accuracy by 0.100 ± 0.006 (95% CI "
-              f"{0.1 - half:+.3f} to {0.1 + half:+.3f}, p = 0.007)")
+              f"{0.1 - half:+.3f} to {0.1 + half:+.3f}, Holm p = 0.007)")
     worse = (f"Is worse than the default on zay_independence_score by 0.100 ± 0.006 "
-             f"(95% CI {-0.1 - half:+.3f} to {-0.1 + half:+.3f}, p = 0.007)")
-    same = ("No different from the default on task_accuracy (+0.000 ± 0.000, 95% CI "
-            "+0.000 to +0.000, p = 1.000)")
+             f"(95% CI {-0.1 - half:+.3f} to {-0.1 + half:+.3f}, Holm p = 0.007)")
+    same = ("Not shown to differ from the default on task_accuracy (+0.000 ± 0.000, 95% CI "
+            "+0.000 to +0.000, Holm p = 1.000)")
     section = page.split("<section id='confirmation'>")[1].split("</section>")[0]
     text = html.unescape(section)
     assert better in text and worse in text and same in text
@@ -255,7 +255,7 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
             ) in section
     summary = html.unescape(page.split("<div class='summary'>")[1].split("</div>")[0])
     assert ("Front confirmation against the method default on 3 fresh paired seeds "
-            "(complete): #0 is no different on any objective; #2 beats it on task_accuracy "
+            "(complete): #0 is not shown to differ on any objective; #2 beats it on task_accuracy "
             "and is worse on zay_independence_score.") in summary
 
 
@@ -265,7 +265,9 @@ def test_an_incomplete_confirmation_says_how_to_finish_it(rep_db, tmp_path):
     page = html.unescape(_report(rep_db, tmp_path))
     assert (f"Incomplete: 7 of 9 runs done; run <code>stagetune confirm --storage {url} "
             "--study rep --top 2 --seeds 3</code> again to finish.") in page
-    assert "Failed runs: trial_3 seed 12: CUDA out of memory." in page
+    assert (f"Failed runs: trial_3 seed 12: CUDA out of memory; their seeds leave the "
+            f"comparisons of their setting. <code>stagetune confirm --storage {url} --study "
+            "rep --top 2 --seeds 3</code> retries them.") in page
     assert "7 of 9 runs done, 1 failed" in page
     assert "paired seeds 10, 11</p>" in page  # #0: seed 12 is unpaired
     # #3 is dominated: a confirmation of an earlier front

@@ -90,6 +90,24 @@ def test_the_front_is_ordered_by_what_each_point_adds_alone():
     mirrored = [[a, 1 - b] for a, b in points]
     assert front_order(mirrored, ["maximize", "minimize"], [0.0, 1.0]) == [2, 0, 1]
     assert front_order([[0.3], [0.9], [0.5]], ["maximize"], [0.0]) == [1, 2, 0]
+    # two trials with the very same values are one point and add what it adds: B's twin
+    # ranks with B (0.16), not last with nothing added
+    assert front_order([*points, [0.6, 0.6]], ["maximize", "maximize"], [0.0, 0.0]) == [
+        2, 3, 0, 1]
+
+
+def test_a_scalar_study_confirms_its_top_trials_best_first(tmp_path):
+    from search.confirm import select_settings
+    from search.objective import Objective
+
+    study = optuna.create_study(direction="maximize")
+    for number, score in enumerate((0.50, 0.80, 0.60, 0.70)):
+        trial = study.ask()
+        trial.set_user_attr("config", RunConfig().replace(seed=number).to_dict())
+        trial.set_user_attr("baseline", number == 0)
+        study.tell(trial, score)
+    chosen = select_settings(study, Objective(mode="scalar"), top=2)
+    assert [s["number"] for s in chosen] == [0, 1, 3]  # the default, then 0.80 and 0.70
 
 
 def _confirmation(values: dict[str, list[float | None]], seeds: list[int]) -> dict:
@@ -120,16 +138,83 @@ def test_a_known_shift_is_found_with_its_interval_and_holm_adjusted_p():
     same, shifted = summary["settings"]
     zero = same["objectives"]["acc"]
     assert zero["difference"]["mean"] == 0 and zero["difference"]["p"] == 1.0
-    assert zero["sentence"].startswith("no different from the default on acc")
+    assert zero["sentence"].startswith("not shown to differ from the default on acc")
     acc = shifted["objectives"]["acc"]
     assert acc["difference"]["mean"] == pytest.approx(shift)
     assert acc["difference"]["low"] == pytest.approx(0.0, abs=1e-12)
     assert acc["difference"]["p"] == pytest.approx(0.05, abs=1e-9)
     # Holm over two settings: the smaller p doubles (0.10), the larger stays 1
     assert acc["p_holm"] == pytest.approx(0.10, abs=1e-9) and zero["p_holm"] == 1.0
-    assert acc["sentence"].startswith("no different")  # 0.10 is not below 0.05
+    # 0.10 is not below 0.05: no difference is claimed, and the p shown is Holm's, beside
+    # the comparison's own interval (which touches 0)
+    assert acc["sentence"].startswith("not shown to differ from the default on acc")
+    assert acc["sentence"].endswith(", Holm p = 0.100)")
     assert acc["setting"]["mean"] == pytest.approx(default.mean() + shift)
     assert summary["complete"] and summary["runs_done"] == 15
+
+
+def test_a_scalar_study_is_confirmed_on_the_weighted_score_each_run_gives():
+    # the runs store the metrics, not the score: scalar_score = 0.7 acc + 0.3 ind per seed
+    from search.objective import Objective
+
+    objective = Objective(mode="scalar", weight=0.3)
+    seeds = [20, 21, 22, 23]
+    acc = {DEFAULT: [0.70, 0.72, 0.68, 0.71], "trial_5": [0.74, 0.75, 0.73, 0.76]}
+    ind = {DEFAULT: [0.90, 0.91, 0.89, 0.92], "trial_5": [0.90, 0.92, 0.90, 0.91]}
+    runs = [{"setting": k, "seed": s, "finished_at": 0.0, "state": "complete", "reason": None,
+             "metrics": {"task_accuracy": acc[k][i], "zay_independence_score": ind[k][i]}}
+            for k in acc for i, s in enumerate(seeds)]
+    summary = summarize({
+        "id": 1, "created_at": 0.0, "top": 1, "seeds": seeds, "runs": runs,
+        "objectives": objective.describe(),
+        "settings": [{"key": k, "number": n, "params": {}, "values": None}
+                     for k, n in ((DEFAULT, 0), ("trial_5", 5))]})
+    (row,) = summary["settings"]
+    score = row["objectives"]["scalar_score"]
+    d = [0.7 * (acc["trial_5"][i] - acc[DEFAULT][i]) + 0.3 * (ind["trial_5"][i] - ind[DEFAULT][i])
+         for i in range(4)]
+    assert score["difference"]["n"] == 4
+    assert score["difference"]["mean"] == pytest.approx(np.mean(d))
+    assert score["difference"]["sd"] == pytest.approx(np.std(d, ddof=1))
+    assert score["setting"]["mean"] == pytest.approx(
+        np.mean([0.7 * a + 0.3 * i
+                 for a, i in zip(acc["trial_5"], ind["trial_5"], strict=True)]))
+    assert "not enough paired seeds" not in row["sentence"]
+
+
+def test_a_seed_with_a_nan_objective_leaves_that_comparison_on_both_sides():
+    seeds = [10, 11, 12, 13]
+    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68, 0.71], "trial_1": [0.75, 0.74, 0.73, 0.77],
+                          "trial_2": [0.71, 0.73, 0.69, 0.72]}, seeds)
+    for run in conf["runs"]:  # trial_1's accuracy is NaN on seed 11 (its own run only)
+        if run["setting"] == "trial_1" and run["seed"] == 11:
+            run["metrics"]["acc"] = math.nan
+    summary = summarize(conf)
+    one, two = summary["settings"]
+    kept = [0, 2, 3]  # seeds 10, 12, 13
+    d = [[0.75, 0.74, 0.73, 0.77][i] - [0.70, 0.72, 0.68, 0.71][i] for i in kept]
+    assert one["objectives"]["acc"]["difference"]["n"] == 3
+    assert one["objectives"]["acc"]["difference"]["mean"] == pytest.approx(np.mean(d))
+    assert one["objectives"]["dis"]["difference"]["n"] == 4  # its other objective keeps all
+    assert two["objectives"]["acc"]["difference"]["n"] == 4  # other settings keep the seed
+    assert summary["family"] == {"acc": 2, "dis": 2}
+
+
+def test_holm_states_its_family_when_a_setting_lacks_an_objective():
+    from search.confirmation import holm_family_text
+
+    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68], "trial_1": [0.75, 0.74, 0.73],
+                          "trial_2": [0.71, 0.73, 0.69]}, [10, 11, 12])
+    for run in conf["runs"]:  # trial_2 never stored "dis"
+        if run["setting"] == "trial_2":
+            run["metrics"].pop("dis")
+    summary = summarize(conf)
+    assert summary["family"] == {"acc": 2, "dis": 1}
+    assert holm_family_text(summary) == "the settings compared on each objective (acc: 2, dis: 1)"
+    # trial_1's dis differences are all 0: p = 1 alone, unadjusted, so no "Holm p"
+    assert summary["settings"][0]["objectives"]["dis"]["sentence"].endswith("p = 1.000)")
+    assert "Holm p" not in summary["settings"][0]["objectives"]["dis"]["sentence"]
+    assert "Holm p" in summary["settings"][0]["objectives"]["acc"]["sentence"]
 
 
 def test_the_test_domain_is_compared_beside_the_objectives_but_reported_only(capsys):
@@ -169,7 +254,38 @@ def test_failed_runs_leave_their_seed_out_of_the_pairs():
     (row,) = summary["settings"]
     assert row["seeds"] == [5, 7, 8] and summary["runs_failed"] == 1
     assert row["objectives"]["acc"]["difference"]["mean"] == pytest.approx(0.1)
-    assert not summary["complete"]
+    # every run has an outcome: complete, with the failure counted (a diverged run is a
+    # result; waiting for it would keep the confirmation open for ever)
+    assert summary["complete"] and summary["runs_done"] == 7
+
+
+def test_the_same_settings_in_another_order_are_the_same_plan():
+    from search.confirm import _same_plan
+
+    stored = {"top": 2, "seeds": [7, 8, 9],
+              "settings": [{"key": DEFAULT}, {"key": "trial_4"}, {"key": "trial_9"}]}
+    reordered = [{"key": DEFAULT}, {"key": "trial_9"}, {"key": "trial_4"}]
+    assert _same_plan(stored, 2, 3, reordered)  # the front re-ranked the same two
+    assert not _same_plan(stored, 2, 3, [{"key": DEFAULT}, {"key": "trial_9"},
+                                         {"key": "trial_5"}])
+    assert not _same_plan(stored, 2, 4, reordered)
+
+
+def test_status_shows_the_confirmation_that_ran_last(tmp_path):
+    from search.confirmation import latest_summary
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    db.create_tables(engine)
+    plan = {"objectives": {"names": ["acc"], "directions": ["maximize"]},
+            "settings": [{"key": DEFAULT, "number": 0, "params": {}, "values": None},
+                         {"key": "trial_1", "number": 1, "params": {}, "values": None}]}
+    first = db.add_confirmation(engine, "s", top=1, seeds=[5, 6], **plan)
+    second = db.add_confirmation(engine, "s", top=1, seeds=[7, 8, 9], **plan)
+    assert latest_summary(engine, "s")["id"] == second  # newest, nothing run yet
+    db.write_confirmation_run(engine, first, DEFAULT, 5, state="complete",
+                              metrics={"acc": 0.5})  # the first one resumed afterwards
+    assert latest_summary(engine, "s")["id"] == first
+    engine.dispose()
 
 
 def test_jobs_are_one_run_or_one_population_per_seed_and_skip_what_is_done():
@@ -284,7 +400,7 @@ def test_an_interrupted_confirmation_resumes_only_what_is_missing(swept, tmp_pat
     # status says how far the study has been confirmed
     out = subprocess.run([sys.executable, "-m", "search", "status", "--storage", url,
                           "--study", "s"], env=env, capture_output=True, text=True, check=True)
-    assert "confirmed against the default on 2 fresh seeds" in out.stdout
+    assert "confirmation against the default on 2 fresh seeds" in out.stdout
     assert row["key"] in out.stdout
 
 

@@ -24,7 +24,9 @@ def test_a_difference_of_exactly_zero_has_no_spread_and_p_one():
     default = [0.71, 0.69, 0.74, 0.70, 0.72]
     d = paired_difference(default, default)
     assert (d.mean, d.sd, d.se, d.low, d.high, d.t, d.p) == (0, 0, 0, 0, 0, 0, 1.0)
-    assert describe("accuracy", d, d.p).startswith("no different from the default on accuracy")
+    assert describe("accuracy", d, d.p) == ("not shown to differ from the default on "
+                                            "accuracy (+0.000 ± 0.000, 95% CI +0.000 to "
+                                            "+0.000, p = 1.000)")
 
 
 def test_a_constant_nonzero_difference_is_certain():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
@@ -51,6 +52,14 @@ def test_combine_gives_the_mean_the_spread_and_every_seed():
     # the test domain is reported with its spread (deviations 0, ±0.1: sd 0.1)
     assert out["acc_y_test_domain"] == pytest.approx(0.2)
     assert out["acc_y_test_domain_se"] == pytest.approx(0.1 / math.sqrt(3))
+    # a scalar study's score, seed by seed (0.8 acc + 0.2 dis): 0.44, 0.64, 0.66
+    scalar = Objective(mode="scalar", weight=0.2, disentanglement="disentanglement_score")
+    out = combine(finals, [(3, None), (4, None), (5, None)], scalar)
+    assert json.loads(out["replicate_values_json"])["scalar_score"] == pytest.approx(
+        [0.44, 0.64, 0.66])
+    assert out["scalar_score"] == pytest.approx(scalar.values(out)[0])  # linear: the same
+    assert out["scalar_score_se"] == pytest.approx(np.std([0.44, 0.64, 0.66], ddof=1)
+                                                   / math.sqrt(3))
 
 
 def test_rows_average_per_epoch_and_the_last_one_is_held_for_the_final_result():
