@@ -199,6 +199,11 @@ def test_the_gp_sampler_is_optunas_seeded_and_listed():
     run = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
     choices = next(a for a in run._actions if a.dest == "sampler").choices
     assert list(choices) == list(SAMPLERS) and "gp" in SAMPLERS
+    # the search extra brings greenlet, so the GP maximises its acquisition from all its
+    # starting points as one batch instead of warning and running them one by one
+    from optuna._gp import batched_lbfgsb
+
+    assert batched_lbfgsb._greenlet_imports.is_successful()
 
 
 def test_gp_fits_its_model_with_the_collapse_constraint_and_repeats_by_seed(tmp_path):
