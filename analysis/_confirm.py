@@ -147,6 +147,19 @@ def _table(summary: dict[str, Any]) -> str:
             "</table>")
 
 
+def confirmable(data: StudyData, ranked, summary: dict[str, Any] | None) -> set[int]:
+    """The trial numbers ``stagetune confirm`` would choose from now: the front (a
+    Pareto study), or the ``--top`` best trials besides the default (a scalar study, whose
+    front is its best trial alone). A confirmed setting outside them has been overtaken
+    since the confirmation ran."""
+    if summary is None or not len(ranked):
+        return set()
+    if not data.scalar:
+        return set(ranked.loc[ranked["pareto_rank"] == 0, "number"].astype(int))
+    others = (ranked[~ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked)
+    return set(others.head(summary["top"])["number"].astype(int))
+
+
 def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[int]) -> str:
     seeds = setting["seeds"]
     notes = [params_text(setting["params"]),
@@ -154,7 +167,9 @@ def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[i
     if setting["collapsed"]:
         notes.append(f"zay collapsed on {setting['collapsed']} of its runs")
     if setting["number"] not in front:
-        notes.append("no longer on the front (the sweep went on after this confirmation)")
+        where = ("on the front" if len(summary["objectives"]) > 1 else
+                 f"among the study's {summary['top']} best trials")
+        notes.append(f"no longer {where} (the sweep went on after this confirmation)")
     lines = [c["sentence"] for name in summary["objectives"]
              if (c := setting["objectives"].get(name)) is not None] or [setting["sentence"]]
     lines = [line[0].upper() + line[1:] for line in lines]
@@ -166,7 +181,8 @@ def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[i
 
 def section_html(data: StudyData, summary: dict[str, Any] | None, front: set[int]) -> str:
     """The report's "Confirmed against the default" section; ``front`` holds the trial
-    numbers on the study's front now (a confirmed setting may have left it since)."""
+    numbers a confirmation would choose from now (``confirmable``: a confirmed setting
+    may have left them since)."""
     parts = ["<section id='confirmation'><h2>Confirmed against the default</h2>"]
     if summary is None:
         parts.append(

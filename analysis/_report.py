@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis._confirm import header_sentence, latest_confirmation, section_html
+from analysis._confirm import (
+    confirmable,
+    header_sentence,
+    latest_confirmation,
+    section_html,
+)
 from analysis._figures import (
     effects_figure,
     held_out_figure,
@@ -424,8 +429,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         + ("; front rows shaded" if not data.scalar else "") + "."
         + (f" {html.escape(seeds)}" if seeds else "") + "</p>",
         table_html(data, table), "</section>",
-        section_html(data, confirmation,
-                     set(ranked.loc[ranked["pareto_rank"] == 0, "number"].astype(int))),
+        section_html(data, confirmation, confirmable(data, ranked, confirmation)),
     ]
     for i, (name, fig) in enumerate(built.figures.items()):
         parts.append(f"<section id='figure-{name}'>")

@@ -296,3 +296,20 @@ def test_a_report_with_a_confirmation_imports_no_ray(rep_db, tmp_path):
     confirm(f"sqlite:///{rep_db}")
     assert_report_imports_no_torch_or_ray(rep_db, "rep", tmp_path)
 
+
+
+def test_a_confirmed_setting_is_overtaken_only_when_confirm_would_no_longer_choose_it():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis._confirm import confirmable
+
+    # ranked best first: #4, the default #0, #2, #7 (a scalar study's front is #4 alone)
+    ranked = pd.DataFrame({"number": [4, 0, 2, 7], "pareto_rank": [0, 1, 2, 3],
+                           "baseline": [False, True, False, False]})
+    scalar, pareto = SimpleNamespace(scalar=True), SimpleNamespace(scalar=False)
+    # --top 2 of a scalar study: the two best besides the default, #4 and #2
+    assert confirmable(scalar, ranked, {"top": 2}) == {4, 2}
+    assert confirmable(pareto, ranked, {"top": 2}) == {4}
+    assert confirmable(scalar, ranked, None) == set()
