@@ -18,7 +18,12 @@ from typing import Any
 
 from analysis._format import params_text
 from analysis._load import StudyData
-from search.confirmation import holm_family_text, latest_summary, reported_sentence
+from search.confirmation import (
+    collapse_text,
+    holm_family_text,
+    latest_summary,
+    reported_sentence,
+)
 from search.paired import BEATS, NOT_SHOWN, WORSE, format_p
 from search.paired import verdict as paired_verdict
 from search.storage import redact
@@ -59,6 +64,8 @@ def _state(summary: dict[str, Any]) -> str:
 
 def _setting_phrase(setting: dict[str, Any], summary: dict[str, Any]) -> str:
     """``#2 beats it on task_accuracy and is worse on zay_independence_score``."""
+    if setting["collapsed"]:  # no comparison of a collapsed zay is a win
+        return f"#{setting['number']} is {collapse_text(setting)}"
     found: dict[str | None, list[str]] = {}
     for name, direction in zip(summary["objectives"], summary["directions"], strict=True):
         v = verdict(setting["objectives"].get(name), direction, summary["alpha"])
@@ -165,7 +172,7 @@ def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[i
     notes = [params_text(setting["params"]),
              f"paired seeds {', '.join(map(str, seeds))}" if seeds else "no paired seed yet"]
     if setting["collapsed"]:
-        notes.append(f"zay collapsed on {setting['collapsed']} of its runs")
+        notes.append(collapse_text(setting))
     if setting["number"] not in front:
         where = ("on the front" if len(summary["objectives"]) > 1 else
                  f"among the study's {summary['top']} best trials")

@@ -12,6 +12,7 @@ from typing import Any
 from search import storage as db
 from search.objective import Objective
 from search.paired import ALPHA, Paired, describe, format_p, holm, paired_difference
+from trainer.objectives import COLLAPSE_FLAG
 
 #: the key of the method's default among a confirmation's settings
 DEFAULT = "default"
@@ -57,9 +58,9 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
                 entry["objectives"][name] = comparison
             elif comparison is not None:  # reported only: unadjusted, nothing rests on it
                 entry["reported"][name] = comparison
-        collapsed = sum(complete[(setting["key"], s)].get("zay_collapsed", 0.0) >= 1.0
-                        for s in seeds if (setting["key"], s) in complete)
-        entry["collapsed"] = int(collapsed)
+        mine = [complete[(setting["key"], s)] for s in seeds if (setting["key"], s) in complete]
+        entry["collapsed"] = int(sum(m.get(COLLAPSE_FLAG, 0.0) >= 1.0 for m in mine))
+        entry["runs"] = len(mine)
         rows.append(entry)
     family = {}
     for name, d in zip(names, directions, strict=True):
@@ -76,6 +77,8 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
         parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
         r["sentence"] = ("; ".join(parts) if parts else
                          "not enough paired seeds yet (needs two where both completed)")
+        if r["collapsed"]:  # the sweep's rule: collapse on any seed makes a setting infeasible
+            r["sentence"] = f"{collapse_text(r)}; " + r["sentence"]
     done = len(complete)
     return {"id": confirmation["id"], "created_at": confirmation["created_at"],
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
@@ -101,6 +104,14 @@ def _compare(setting: list[dict[str, float]], default: list[dict[str, float]],
     a, b = [x for x, _ in pairs], [y for _, y in pairs]
     return {"setting": _mean_se(a), "default": _mean_se(b),
             "difference": paired_difference(a, b).as_dict()}
+
+
+def collapse_text(setting: dict[str, Any]) -> str:
+    """"infeasible: zay collapsed on 1 of its 5 runs" for a confirmed setting whose zay
+    collapsed on a confirmation seed (a collapsed zay is trivially independent, so no
+    independence it shows there is a win; the sweep would call the setting infeasible)."""
+    return (f"infeasible: zay collapsed on {setting['collapsed']} of its {setting['runs']} "
+            "runs")
 
 
 def holm_family_text(summary: dict[str, Any]) -> str:

@@ -67,11 +67,11 @@ def make_replicate_study(url: str, name: str = "rep") -> None:
 
 
 def confirm(url: str, name: str = "rep", *, numbers: tuple[int, int] = (0, 2),
-            skip: tuple = (), fail: tuple = ()) -> None:
+            skip: tuple = (), fail: tuple = (), collapsed: tuple = ()) -> None:
     """Store a confirmation of two trials (``numbers``) against the default (#1) on
     ``SEEDS``: the first as the default exactly (``DEFAULT_RUNS``), the second as
     ``BETTER_RUNS``; the (setting, seed) runs in ``skip`` are missing, those in ``fail``
-    failed."""
+    failed, those in ``collapsed`` had zay collapse."""
     engine = sa.create_engine(url)
     create_tables(engine)
     settings = [{"key": "default", "number": 1, "params": _params(1)[0],
@@ -95,7 +95,7 @@ def confirm(url: str, name: str = "rep", *, numbers: tuple[int, int] = (0, 2),
             write_confirmation_run(engine, cid, key, seed, state="complete",
                                    metrics={"task_accuracy": acc,
                                             "zay_independence_score": ind,
-                                            "zay_collapsed": 0.0})
+                                            "zay_collapsed": float((key, seed) in collapsed)})
     engine.dispose()
 
 
@@ -257,6 +257,16 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
     assert ("Front confirmation against the method default on 3 fresh paired seeds "
             "(complete): #0 is not shown to differ on any objective; #2 beats it on task_accuracy "
             "and is worse on zay_independence_score.") in summary
+
+
+def test_a_setting_whose_zay_collapsed_is_reported_infeasible_not_a_win(rep_db, tmp_path):
+    url = f"sqlite:///{rep_db}"
+    confirm(url, collapsed=(("trial_2", 11),))  # #2 "beats" the default on accuracy
+    page = html.unescape(_report(rep_db, tmp_path))
+    summary = page.split("<div class='summary'>")[1].split("</div>")[0]
+    assert "#2 is infeasible: zay collapsed on 1 of its 3 runs." in summary
+    assert "#2 beats" not in summary
+    assert "paired seeds 10, 11, 12 · infeasible: zay collapsed on 1 of its 3 runs" in page
 
 
 def test_an_incomplete_confirmation_says_how_to_finish_it(rep_db, tmp_path):

@@ -200,6 +200,19 @@ def test_a_seed_with_a_nan_objective_leaves_that_comparison_on_both_sides():
     assert summary["family"] == {"acc": 2, "dis": 2}
 
 
+def test_a_setting_whose_zay_collapsed_on_a_confirmation_seed_is_infeasible():
+    # as in the sweep, collapse on any seed makes a setting infeasible: a collapsed zay is
+    # trivially independent, so whatever it "beats" the default on is not a win
+    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68], "trial_1": [0.80, 0.82, 0.78]},
+                         [10, 11, 12])
+    for run in conf["runs"]:
+        if run["setting"] == "trial_1" and run["seed"] == 12:
+            run["metrics"]["zay_collapsed"] = 1.0
+    (row,) = summarize(conf)["settings"]
+    assert row["collapsed"] == 1 and row["runs"] == 3
+    assert row["sentence"].startswith("infeasible: zay collapsed on 1 of its 3 runs; beats")
+
+
 def test_holm_states_its_family_when_a_setting_lacks_an_objective():
     from search.confirmation import holm_family_text
 
