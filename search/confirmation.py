@@ -39,8 +39,9 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     for r in confirmation["runs"]:
         if r["state"] == "complete":
             metrics = dict(r["metrics"])
-            if objective is not None:
-                metrics.update(objective.named_values(metrics))
+            if objective is not None:  # what the run stored stands; computed ones fill in
+                for name, value in objective.named_values(metrics).items():
+                    metrics.setdefault(name, value)
             complete[(r["setting"], r["seed"])] = metrics
     failed = [r for r in confirmation["runs"] if r["state"] == "failed"]
     seeds = confirmation["seeds"]

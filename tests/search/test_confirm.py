@@ -223,6 +223,17 @@ def test_holm_states_its_family_when_a_setting_lacks_an_objective():
             run["metrics"].pop("dis")
     summary = summarize(conf)
     assert summary["family"] == {"acc": 2, "dis": 1}
+    # the same with the whole objective stored, as confirm writes it now: trial_2's
+    # accuracy, which it did store, still counts though it lacks the other objective
+    from search.objective import Objective
+
+    objective = Objective(disentanglement="disentanglement_score")
+    for run in conf["runs"]:
+        run["metrics"] = {"task_accuracy": run["metrics"]["acc"],
+                          **({"disentanglement_score": run["metrics"]["dis"]}
+                             if "dis" in run["metrics"] else {})}
+    stored = summarize({**conf, "objectives": objective.describe()})
+    assert stored["family"] == {"task_accuracy": 2, "disentanglement_score": 1}
     assert holm_family_text(summary) == "the settings compared on each objective (acc: 2, dis: 1)"
     # trial_1's dis differences are all 0: p = 1 alone, unadjusted, so no "Holm p"
     assert summary["settings"][0]["objectives"]["dis"]["sentence"].endswith("p = 1.000)")
