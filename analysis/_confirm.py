@@ -16,10 +16,13 @@ import shlex
 import time
 from typing import Any
 
+import pandas as pd
+
 from analysis._format import params_text
 from analysis._load import StudyData
 from search.confirmation import (
-    collapse_text,
+    caveat_phrase,
+    caveat_text,
     holm_family_text,
     latest_summary,
     reported_sentence,
@@ -30,8 +33,8 @@ from search.storage import redact
 
 
 def latest_confirmation(data: StudyData) -> dict[str, Any] | None:
-    """The study's newest confirmation as ``search.confirmation.summarize`` gives it;
-    ``None`` when it has none."""
+    """The study's confirmation that ran last, as ``search.confirmation.summarize``
+    gives it; ``None`` when it has none."""
     return latest_summary(data.engine, data.name)
 
 
@@ -64,8 +67,8 @@ def _state(summary: dict[str, Any]) -> str:
 
 def _setting_phrase(setting: dict[str, Any], summary: dict[str, Any]) -> str:
     """``#2 beats it on task_accuracy and is worse on zay_independence_score``."""
-    if setting["collapsed"]:  # no comparison of a collapsed zay is a win
-        return f"#{setting['number']} is {collapse_text(setting)}"
+    if caveat_text(setting):  # failed or collapsed on a seed: no comparison is a win
+        return f"#{setting['number']} {caveat_phrase(setting)}"
     found: dict[str | None, list[str]] = {}
     for name, direction in zip(summary["objectives"], summary["directions"], strict=True):
         v = verdict(setting["objectives"].get(name), direction, summary["alpha"])
@@ -77,7 +80,8 @@ def _setting_phrase(setting: dict[str, Any], summary: dict[str, Any]) -> str:
         parts.append("is worse on " + " and ".join(found[WORSE]))
     if not parts:
         parts.append("is not shown to differ on any objective" if found.get(NOT_SHOWN)
-                     else "has too few paired seeds yet")
+                     else "has fewer than two paired seeds"
+                     + ("" if summary["complete"] else " yet"))
     return f"#{setting['number']} " + " and ".join(parts)
 
 
@@ -87,7 +91,8 @@ def header_sentence(data: StudyData, summary: dict[str, Any] | None) -> str:
         return ("Not confirmed: the front has not been re-run against the method default "
                 "on fresh seeds (see Confirmed against the default, below).")
     phrases = "; ".join(_setting_phrase(s, summary) for s in summary["settings"])
-    return (f"Front confirmation against the method default on {len(summary['seeds'])} "
+    what = "Front confirmation" if len(summary["objectives"]) > 1 else "Confirmation"
+    return (f"{what} against the method default on {len(summary['seeds'])} "
             f"fresh paired seeds ({_state(summary)}): {phrases}.")
 
 
@@ -163,16 +168,19 @@ def confirmable(data: StudyData, ranked, summary: dict[str, Any] | None) -> set[
         return set()
     if not data.scalar:
         return set(ranked.loc[ranked["pareto_rank"] == 0, "number"].astype(int))
-    others = (ranked[~ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked)
-    return set(others.head(summary["top"])["number"].astype(int))
+    keep = pd.Series(True, index=ranked.index)
+    for column, wanted in (("baseline", False), ("feasible", True)):  # as confirm chooses
+        if column in ranked:
+            keep &= ranked[column].fillna(wanted).astype(bool) == wanted
+    return set(ranked[keep].head(summary["top"])["number"].astype(int))
 
 
 def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[int]) -> str:
     seeds = setting["seeds"]
     notes = [params_text(setting["params"]),
              f"paired seeds {', '.join(map(str, seeds))}" if seeds else "no paired seed yet"]
-    if setting["collapsed"]:
-        notes.append(collapse_text(setting))
+    if caveat_text(setting):
+        notes.append(caveat_text(setting))
     if setting["number"] not in front:
         where = ("on the front" if len(summary["objectives"]) > 1 else
                  f"among the study's {summary['top']} best trials")

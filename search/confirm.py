@@ -333,9 +333,15 @@ class ConfirmSearcher(DatabaseState, Searcher):
 
 
 def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
-               settings: list[dict[str, Any]]) -> bool:
-    # the same settings, in whatever order the front now ranks them
-    return (stored["top"] == top and len(stored["seeds"]) == n_seeds
+               settings: list[dict[str, Any]], objective: Objective) -> bool:
+    """Whether ``stored`` is this plan: the same settings (in whatever order the front
+    now ranks them), ``--top`` and number of seeds, and objectives it can compare. A plan
+    stored with only the objectives' names cannot compute a scalar study's weighted
+    score, so a scalar study does not resume it."""
+    spec = stored["objectives"]
+    comparable = "mode" in spec or objective.mode == "pareto"
+    return (comparable and spec["names"] == objective.names and stored["top"] == top
+            and len(stored["seeds"]) == n_seeds
             and sorted(s["key"] for s in stored["settings"])
             == sorted(s["key"] for s in settings))
 
@@ -359,7 +365,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
     db.create_tables(engine)
     earlier = db.read_confirmations(engine, opts.study)
     for stored in reversed(earlier):
-        if _same_plan(stored, opts.top, opts.seeds, settings):
+        if _same_plan(stored, opts.top, opts.seeds, settings, objective):
             return study, storage, objective, stored, False
     seeds = fresh_seeds(study, opts.seeds, (s for c in earlier for s in c["seeds"]))
     cid = db.add_confirmation(engine, opts.study, top=opts.top, seeds=seeds,

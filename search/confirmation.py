@@ -46,6 +46,10 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     failed = [r for r in confirmation["runs"] if r["state"] == "failed"]
     seeds = confirmation["seeds"]
     total = len(seeds) * len(confirmation["settings"])
+    done = len(complete)
+    # complete: every run has an outcome; a failed one (diverged on that seed, or lost
+    # after the driver's retries) is an outcome, and the same command retries it
+    complete_ = done + len(failed) == total
     rows = []
     for setting in confirmation["settings"][1:]:
         both = [s for s in seeds if (setting["key"], s) in complete and (DEFAULT, s) in complete]
@@ -61,7 +65,8 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
                 entry["reported"][name] = comparison
         mine = [complete[(setting["key"], s)] for s in seeds if (setting["key"], s) in complete]
         entry["collapsed"] = int(sum(m.get(COLLAPSE_FLAG, 0.0) >= 1.0 for m in mine))
-        entry["runs"] = len(mine)
+        entry["failed"] = sum(r["setting"] == setting["key"] for r in failed)
+        entry["runs"] = len(mine) + entry["failed"]
         rows.append(entry)
     family = {}
     for name, d in zip(names, directions, strict=True):
@@ -77,16 +82,14 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     for r in rows:
         parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
         r["sentence"] = ("; ".join(parts) if parts else
-                         "not enough paired seeds yet (needs two where both completed)")
-        if r["collapsed"]:  # the sweep's rule: collapse on any seed makes a setting infeasible
-            r["sentence"] = f"{collapse_text(r)}; " + r["sentence"]
-    done = len(complete)
+                         "fewer than two seeds where it and the default both completed"
+                         + ("" if complete_ else " yet"))
+        if caveat_text(r):  # the sweep's rule: a setting that fails or collapses on any
+            r["sentence"] = f"{caveat_text(r)}; " + r["sentence"]  # seed wins nothing
     return {"id": confirmation["id"], "created_at": confirmation["created_at"],
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
             "directions": directions, "runs_done": done, "runs_failed": len(failed),
-            # complete: every run has an outcome; a failed one (diverged on that seed
-            # after the driver's retries) is an outcome, and the same command retries it
-            "runs_total": total, "complete": done + len(failed) == total, "alpha": alpha,
+            "runs_total": total, "complete": complete_, "alpha": alpha,
             "family": family,
             "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
                          for r in failed],
@@ -107,12 +110,30 @@ def _compare(setting: list[dict[str, float]], default: list[dict[str, float]],
             "difference": paired_difference(a, b).as_dict()}
 
 
-def collapse_text(setting: dict[str, Any]) -> str:
-    """"infeasible: zay collapsed on 1 of its 5 runs" for a confirmed setting whose zay
-    collapsed on a confirmation seed (a collapsed zay is trivially independent, so no
-    independence it shows there is a win; the sweep would call the setting infeasible)."""
-    return (f"infeasible: zay collapsed on {setting['collapsed']} of its {setting['runs']} "
-            "runs")
+def caveat_text(setting: dict[str, Any]) -> str:
+    """Why a confirmed setting wins nothing whatever its comparisons say, as the sweep
+    would rule on the same runs: "failed on 1 of its 5 runs" (diverged, or lost after
+    the driver's retries: its other seeds alone would be a survivor's record) and/or
+    "infeasible (zay collapsed on 1 of its 5 runs)" (a collapsed zay is trivially
+    independent); "" when neither."""
+    return "; ".join(_caveats(setting))
+
+
+def _caveats(setting: dict[str, Any]) -> list[str]:
+    parts = []
+    if setting.get("failed"):
+        parts.append(f"failed on {setting['failed']} of its {setting['runs']} runs")
+    if setting.get("collapsed"):
+        parts.append(f"infeasible (zay collapsed on {setting['collapsed']} of its "
+                     f"{setting['runs']} runs)")
+    return parts
+
+
+def caveat_phrase(setting: dict[str, Any]) -> str:
+    """``caveat_text`` as a predicate: "failed on 1 of its 5 runs and is infeasible
+    (zay collapsed on ...)"."""
+    return " and ".join(p if p.startswith("failed") else "is " + p
+                        for p in _caveats(setting))
 
 
 def holm_family_text(summary: dict[str, Any]) -> str:
@@ -171,6 +192,6 @@ def print_confirmation(summary: dict[str, Any], file=None) -> None:
         print(f"  {r['key']} ({len(r['seeds'])} paired seeds): {r['sentence']}", file=file)
         for name, c in r.get("reported", {}).items():
             print(f"    {reported_sentence(name, c)}", file=file)
-    if summary["settings"]:
+    if any(summary.get("family", {}).values()):
         print(f"  (paired t test, Holm-adjusted across {holm_family_text(summary)}; "
               f"α = {summary['alpha']})", file=file)

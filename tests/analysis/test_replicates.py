@@ -264,9 +264,9 @@ def test_a_setting_whose_zay_collapsed_is_reported_infeasible_not_a_win(rep_db, 
     confirm(url, collapsed=(("trial_2", 11),))  # #2 "beats" the default on accuracy
     page = html.unescape(_report(rep_db, tmp_path))
     summary = page.split("<div class='summary'>")[1].split("</div>")[0]
-    assert "#2 is infeasible: zay collapsed on 1 of its 3 runs." in summary
+    assert "#2 is infeasible (zay collapsed on 1 of its 3 runs)." in summary
     assert "#2 beats" not in summary
-    assert "paired seeds 10, 11, 12 · infeasible: zay collapsed on 1 of its 3 runs" in page
+    assert "paired seeds 10, 11, 12 · infeasible (zay collapsed on 1 of its 3 runs)" in page
 
 
 def test_an_incomplete_confirmation_says_how_to_finish_it(rep_db, tmp_path):
@@ -281,8 +281,8 @@ def test_an_incomplete_confirmation_says_how_to_finish_it(rep_db, tmp_path):
     assert "7 of 9 runs done, 1 failed" in page
     assert "paired seeds 10, 11</p>" in page  # #0: seed 12 is unpaired
     # #3 is dominated: a confirmation of an earlier front
-    assert ("paired seeds 10, 11 · no longer on the front (the sweep went on after this "
-            "confirmation)") in page
+    assert ("paired seeds 10, 11 · failed on 1 of its 3 runs · no longer on the front (the "
+            "sweep went on after this confirmation)") in page
     assert page.count("no longer on the front") == 1
     assert "on 3 fresh paired seeds (incomplete: 7 of 9 runs done, 1 failed)" in page
 
@@ -321,5 +321,8 @@ def test_a_confirmed_setting_is_overtaken_only_when_confirm_would_no_longer_choo
     scalar, pareto = SimpleNamespace(scalar=True), SimpleNamespace(scalar=False)
     # --top 2 of a scalar study: the two best besides the default, #4 and #2
     assert confirmable(scalar, ranked, {"top": 2}) == {4, 2}
+    # an infeasible trial ranked in (--include-infeasible) is not one confirm would take
+    infeasible = ranked.assign(feasible=[True, True, False, True])
+    assert confirmable(scalar, infeasible, {"top": 2}) == {4, 7}
     assert confirmable(pareto, ranked, {"top": 2}) == {4}
     assert confirmable(scalar, ranked, None) == set()

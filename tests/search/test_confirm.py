@@ -210,7 +210,32 @@ def test_a_setting_whose_zay_collapsed_on_a_confirmation_seed_is_infeasible():
             run["metrics"]["zay_collapsed"] = 1.0
     (row,) = summarize(conf)["settings"]
     assert row["collapsed"] == 1 and row["runs"] == 3
-    assert row["sentence"].startswith("infeasible: zay collapsed on 1 of its 3 runs; beats")
+    assert row["sentence"].startswith("infeasible (zay collapsed on 1 of its 3 runs); beats")
+
+
+def test_a_setting_that_failed_on_a_seed_wins_nothing_on_the_seeds_that_survived():
+    # as in the sweep, where a setting that diverges on any seed fails: its surviving
+    # seeds alone would be a survivor's record
+    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68, 0.71, 0.69],
+                          "trial_1": [0.80, None, 0.78, None, 0.79]}, [10, 11, 12, 13, 14])
+    summary = summarize(conf)
+    (row,) = summary["settings"]
+    assert summary["complete"] and row["failed"] == 2 and row["runs"] == 5
+    assert row["objectives"]["acc"]["difference"]["n"] == 3  # the numbers are still shown
+    assert row["sentence"].startswith("failed on 2 of its 5 runs; beats")
+
+
+def test_a_confirmation_whose_default_failed_everywhere_says_so_without_a_family(capsys):
+    from search.confirmation import print_confirmation
+
+    conf = _confirmation({DEFAULT: [None, None], "trial_1": [0.8, 0.7]}, [10, 11])
+    summary = summarize(conf)
+    assert summary["complete"] and summary["family"] == {"acc": 0, "dis": 0}
+    (row,) = summary["settings"]
+    assert row["sentence"] == "fewer than two seeds where it and the default both completed"
+    print_confirmation(summary)
+    out = capsys.readouterr().out
+    assert "Holm" not in out and "2 runs failed" in out
 
 
 def test_holm_states_its_family_when_a_setting_lacks_an_objective():
@@ -285,14 +310,25 @@ def test_failed_runs_leave_their_seed_out_of_the_pairs():
 
 def test_the_same_settings_in_another_order_are_the_same_plan():
     from search.confirm import _same_plan
+    from search.objective import Objective
 
-    stored = {"top": 2, "seeds": [7, 8, 9],
+    pareto = Objective()
+    stored = {"top": 2, "seeds": [7, 8, 9], "objectives": pareto.describe(),
               "settings": [{"key": DEFAULT}, {"key": "trial_4"}, {"key": "trial_9"}]}
     reordered = [{"key": DEFAULT}, {"key": "trial_9"}, {"key": "trial_4"}]
-    assert _same_plan(stored, 2, 3, reordered)  # the front re-ranked the same two
+    assert _same_plan(stored, 2, 3, reordered, pareto)  # the front re-ranked the same two
     assert not _same_plan(stored, 2, 3, [{"key": DEFAULT}, {"key": "trial_9"},
-                                         {"key": "trial_5"}])
-    assert not _same_plan(stored, 2, 4, reordered)
+                                         {"key": "trial_5"}], pareto)
+    assert not _same_plan(stored, 2, 4, reordered, pareto)
+    # a plan stored with only the names: a Pareto study resumes it; a scalar one cannot
+    # compute its weighted score from it, so it starts a new confirmation
+    names_only = {"names": pareto.names, "directions": pareto.directions}
+    assert _same_plan({**stored, "objectives": names_only}, 2, 3, reordered, pareto)
+    scalar = Objective(mode="scalar")
+    old_scalar = {**stored, "objectives": {"names": scalar.names,
+                                           "directions": scalar.directions}}
+    assert not _same_plan(old_scalar, 2, 3, reordered, scalar)
+    assert _same_plan({**stored, "objectives": scalar.describe()}, 2, 3, reordered, scalar)
 
 
 def test_status_shows_the_confirmation_that_ran_last(tmp_path):
