@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("confirm", prog="stagetune confirm", formatter_class=HELP_FORMAT,
                         help="re-run the front and the default on fresh paired seeds",
                         description="Re-run the best --top settings of a study's front "
+                                    "(of a scalar study: its best trials) "
                                     "and the method's default on --seeds fresh seeds "
                                     "(seeds no trial used; each draws its own data split), "
                                     "paired by seed, and compare each setting with the "
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "interrupted confirmation.")
     _common(cf)
     cf.add_argument("--top", type=int, default=3,
-                    help="front settings to confirm, by the hypervolume each adds")
+                    help="settings to confirm: the front's, by the hypervolume each "
+                         "adds (a scalar study: its best trials)")
     cf.add_argument("--seeds", type=int, default=5, help="fresh seeds, paired across settings")
     cf.add_argument("--population", action="store_true",
                     help="train every setting of one seed as one vectorised population")
