@@ -49,7 +49,7 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
     done = len(complete)
     # complete: every run has an outcome; a failed one (diverged on that seed, or lost
     # after the driver's retries) is an outcome, and the same command retries it
-    complete_ = done + len(failed) == total
+    every_outcome = done + len(failed) == total
     rows = []
     for setting in confirmation["settings"][1:]:
         both = [s for s in seeds if (setting["key"], s) in complete and (DEFAULT, s) in complete]
@@ -83,13 +83,13 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
         parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
         r["sentence"] = ("; ".join(parts) if parts else
                          "fewer than two seeds where it and the default both completed"
-                         + ("" if complete_ else " yet"))
+                         + ("" if every_outcome else " yet"))
         if caveat_text(r):  # the sweep's rule: a setting that fails or collapses on any
             r["sentence"] = f"{caveat_text(r)}; " + r["sentence"]  # seed wins nothing
     return {"id": confirmation["id"], "created_at": confirmation["created_at"],
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
             "directions": directions, "runs_done": done, "runs_failed": len(failed),
-            "runs_total": total, "complete": complete_, "alpha": alpha,
+            "runs_total": total, "complete": every_outcome, "alpha": alpha,
             "family": family,
             "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
                          for r in failed],
