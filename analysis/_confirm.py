@@ -179,8 +179,8 @@ def _setting_html(setting: dict[str, Any], summary: dict[str, Any], front: set[i
     seeds = setting["seeds"]
     notes = [params_text(setting["params"]),
              f"paired seeds {', '.join(map(str, seeds))}" if seeds else "no paired seed yet"]
-    if caveat_text(setting):
-        notes.append(caveat_text(setting))
+    if caveat := caveat_text(setting):
+        notes.append(caveat)
     if setting["number"] not in front:
         where = ("on the front" if len(summary["objectives"]) > 1 else
                  f"among the study's {summary['top']} best trials")
@@ -207,10 +207,11 @@ def section_html(data: StudyData, summary: dict[str, Any] | None, front: set[int
         return "".join(parts)
     k, seeds = len(summary["settings"]), summary["seeds"]
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(summary["created_at"]))
-    chosen = ("best trial" if k == 1 else f"{k} best trials") if len(
-        summary["objectives"]) == 1 else (
-        f"{k} best setting{'s' if k != 1 else ''} of the front of the feasible trials "
-        "besides the default (by the hypervolume each adds alone)")
+    if data.scalar:
+        chosen = "best trial" if k == 1 else f"{k} best trials"
+    else:
+        chosen = (f"{k} best setting{'s' if k != 1 else ''} of the front of the feasible "
+                  "trials besides the default (by the hypervolume each adds alone)")
     parts.append(
         f"<p class='meta'>Confirmation {summary['id']} ({created}): the study's {chosen} "
         "and the method's default, re-trained "

@@ -213,7 +213,7 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
     lines = subtitle_lines(clauses)
     fig.update_layout(
         title={"text": (title or f"Pareto front: {x_name} vs {y_name}")
-               + "".join(f"<br><sup>{line}</sup>" for line in lines)},
+               + subtitle_html(lines)},
         xaxis_title=x_name, yaxis_title=y_name, width=900, height=600 + 20 * len(lines),
         margin={"t": 80 + 20 * len(lines)},
         legend={"orientation": "h", "y": -0.15})
@@ -235,6 +235,11 @@ def subtitle_lines(clauses: list[str], width: int = SUBTITLE_WIDTH) -> list[str]
         else:
             lines.append(clause)
     return lines
+
+
+def subtitle_html(lines: list[str]) -> str:
+    """Subtitle lines as they follow a figure's title."""
+    return "".join(f"<br><sup>{line}</sup>" for line in lines)
 
 
 def hypervolume_figure(hv: pd.DataFrame, *, reference: list[float] | None = None,
@@ -598,8 +603,7 @@ def state_task(fig: go.Figure, sentence: str) -> go.Figure:
     text = fig.layout.title.text or ""
     top = fig.layout.margin.t if fig.layout.margin.t is not None else 100  # plotly's default
     lines = subtitle_lines(sentence.split("; "))
-    fig.update_layout(title={"text": text + "".join(f"<br><sup>{line}</sup>"
-                                                    for line in lines)},
+    fig.update_layout(title={"text": text + subtitle_html(lines)},
                       margin={"t": top + 25 * len(lines)})  # room for the added lines
     return fig
 
@@ -701,7 +705,7 @@ def held_out_figure(held: HeldOut) -> go.Figure:
         head = "In-domain vs held-out-domain accuracy per setting"
     lines = subtitle_lines(held.note.split("; ")) + subtitle_lines(held.task.split("; "))
     fig.update_layout(
-        title={"text": head + "".join(f"<br><sup>{line}</sup>" for line in lines)},
+        title={"text": head + subtitle_html(lines)},
         width=max(900, 110 * (len(held.labels) + 2)), height=520 + 20 * len(lines),
         margin={"t": 80 + 20 * len(lines)},
         legend={"orientation": "h", "y": -0.18})

@@ -84,8 +84,9 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
         r["sentence"] = ("; ".join(parts) if parts else
                          "fewer than two seeds where it and the default both completed"
                          + ("" if every_outcome else " yet"))
-        if caveat_text(r):  # the sweep's rule: a setting that fails or collapses on any
-            r["sentence"] = f"{caveat_text(r)}; " + r["sentence"]  # seed wins nothing
+        # the sweep's rule: a setting that fails or collapses on any seed wins nothing
+        if caveat := caveat_text(r):
+            r["sentence"] = f"{caveat}; " + r["sentence"]
     return {"id": confirmation["id"], "created_at": confirmation["created_at"],
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
             "directions": directions, "runs_done": done, "runs_failed": len(failed),
@@ -116,24 +117,26 @@ def caveat_text(setting: dict[str, Any]) -> str:
     the driver's retries: its other seeds alone would be a survivor's record) and/or
     "infeasible (zay collapsed on 1 of its 5 runs)" (a collapsed zay is trivially
     independent); "" when neither."""
-    return "; ".join(_caveats(setting))
-
-
-def _caveats(setting: dict[str, Any]) -> list[str]:
-    parts = []
-    if setting.get("failed"):
-        parts.append(f"failed on {setting['failed']} of its {setting['runs']} runs")
-    if setting.get("collapsed"):
-        parts.append(f"infeasible (zay collapsed on {setting['collapsed']} of its "
-                     f"{setting['runs']} runs)")
-    return parts
+    return "; ".join(text for text, _ in _caveats(setting))
 
 
 def caveat_phrase(setting: dict[str, Any]) -> str:
     """``caveat_text`` as a predicate: "failed on 1 of its 5 runs and is infeasible
     (zay collapsed on ...)"."""
-    return " and ".join(p if p.startswith("failed") else "is " + p
-                        for p in _caveats(setting))
+    return " and ".join(predicate for _, predicate in _caveats(setting))
+
+
+def _caveats(setting: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each caveat as (text, predicate)."""
+    out = []
+    if setting.get("failed"):
+        failed = f"failed on {setting['failed']} of its {setting['runs']} runs"
+        out.append((failed, failed))
+    if setting.get("collapsed"):
+        collapsed = (f"infeasible (zay collapsed on {setting['collapsed']} of its "
+                     f"{setting['runs']} runs)")
+        out.append((collapsed, "is " + collapsed))
+    return out
 
 
 def holm_family_text(summary: dict[str, Any]) -> str:
