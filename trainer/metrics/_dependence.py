@@ -1,4 +1,12 @@
-"""Dependence between latent groups, measured on the encoder means.
+"""Dependence between latent groups, measured on what the decoder receives.
+
+Every measure here reads posterior samples z = mu + sigma * eps
+(``EvalInputs.received``: the score split, every scored draw, each group's draws its own,
+as the factorised posterior draws them), so a copy of zy that zay's means carry far below
+zay's posterior noise reads as independent: the decoder cannot use it. The same measures
+on the encoder means stay as ``*_means`` diagnostics (a gap between the two is a copy
+drowned in noise). Latents without posterior scales are deterministic: samples and means
+are then one thing.
 
 ``zy_zay_correlation``, ``za_zay_correlation`` are **debiased linear CKA** (Kornblith et
 al., "Similarity of Neural Network Representations Revisited", ICML 2019), with HSIC
@@ -152,38 +160,60 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:k]) if n > k else np.arange(n)
 
 
-@register_metric("correlation")
-def correlation(inputs: EvalInputs) -> dict[str, float]:
-    """Linear dependence of zay on zy and za: debiased linear CKA, plus published variants."""
-    z = inputs.score_latents
-    out = {"za_zy_correlation": linear_dependence(z["za"], z["zy"])}
+#: where the dependence metrics read: posterior samples (no suffix), encoder means
+#: (``_means``)
+SOURCES = (("", "samples"), ("_means", "means"))
+
+
+def _score_latents(inputs: EvalInputs, on: str) -> dict[str, np.ndarray]:
+    """The score split's latents, as received (``samples``) or as encoder means."""
+    if on == "means":
+        return inputs.score_latents
+    return {g: inputs.received(g, "score") for g in inputs.groups}
+
+
+def _linear(z: dict[str, np.ndarray], tail: str) -> dict[str, float]:
+    out = {f"za_zy_correlation{tail}": linear_dependence(z["za"], z["zy"])}
     if "zay" not in z:
         return out
     for other in ("zy", "za"):
         a, b = z[other], z["zay"]
-        out[f"{other}_zay_correlation"] = linear_dependence(a, b)
-        out[f"{other}_zay_correlation_published"] = published_correlation(b, a)
-        out[f"{other}_zay_correlation_allpairs"] = mean_abs_correlation(a, b)
-        out[f"{other}_zay_cca"] = mean_squared_canonical_correlation(a, b)
-    for suffix in ("", "_published", "_allpairs"):
-        out[f"zay_independence_score{suffix}"] = 1.0 - (
-            out[f"zy_zay_correlation{suffix}"] + out[f"za_zay_correlation{suffix}"]
-        ) / 2.0
+        out[f"{other}_zay_correlation{tail}"] = linear_dependence(a, b)
+        out[f"{other}_zay_correlation_published{tail}"] = published_correlation(b, a)
+        out[f"{other}_zay_correlation_allpairs{tail}"] = mean_abs_correlation(a, b)
+        out[f"{other}_zay_cca{tail}"] = mean_squared_canonical_correlation(a, b)
+    for variant in ("", "_published", "_allpairs"):
+        out[f"zay_independence_score{variant}{tail}"] = 1.0 - (
+            out[f"zy_zay_correlation{variant}{tail}"]
+            + out[f"za_zay_correlation{variant}{tail}"]) / 2.0
+    return out
+
+
+@register_metric("correlation")
+def correlation(inputs: EvalInputs) -> dict[str, float]:
+    """Linear dependence of zay on zy and za: debiased linear CKA, plus published variants,
+    on posterior samples and (``*_means``) on the means."""
+    out: dict[str, float] = {}
+    for tail, on in SOURCES:
+        out.update(_linear(_score_latents(inputs, on), tail))
     return out
 
 
 @register_metric("nonlinear_dependence")
 def nonlinear_dependence(inputs: EvalInputs) -> dict[str, float]:
-    z = inputs.score_latents
-    if "zay" not in z:
+    """Normalised unbiased RBF HSIC of zay with zy and za, on at most ``HSIC_MAX_SAMPLES``
+    inputs (one posterior draw each: the first scored draw), and on their means."""
+    if "zay" not in inputs.score_latents:
         return {}
-    keep = _subsample(len(z["zay"]), HSIC_MAX_SAMPLES, inputs.seed)
-    zy_h, za_h = normalised_hsic_against(z["zay"][keep], [z["zy"][keep], z["za"][keep]])
-    return {
-        "zy_zay_hsic": zy_h,
-        "za_zay_hsic": za_h,
-        "zay_nonlinear_independence": 1.0 - (zy_h + za_h) / 2.0,
-    }
+    n = len(inputs.score_latents["zay"])
+    keep = _subsample(n, HSIC_MAX_SAMPLES, inputs.seed)  # rows of the first draw
+    out: dict[str, float] = {}
+    for tail, on in SOURCES:
+        z = _score_latents(inputs, on)
+        zy_h, za_h = normalised_hsic_against(z["zay"][keep], [z["zy"][keep], z["za"][keep]])
+        out |= {f"zy_zay_hsic{tail}": zy_h, f"za_zay_hsic{tail}": za_h,
+                f"zay_nonlinear_independence{tail}": 1.0 - (zy_h + za_h) / 2.0}
+    return out
 
 
 def correlation_matrices(latents: dict[str, np.ndarray]) -> dict[str, object]:

@@ -1,0 +1,338 @@
+"""Does a cheap budget rank settings like the budget the user trains at?
+
+A sweep at a reduced budget, and a scheduler that stops trials at a rung, both assume that
+a cheap measurement ranks settings as the full one would. In staged training that is
+weaker than usual: the budget changes the schedule (a 6-epoch run has a 2-epoch stage 1;
+the first 6 epochs of a 60-epoch run are all stage 1, with zay gated out). A fidelity
+check measures it: N settings (the method's default among them) x R paired seeds, trained
+at the target budget and at each cheap budget, then for every cheap budget and objective
+
+- Spearman's rho and Kendall's tau of the settings' mean values against the target's,
+  each with a bootstrap interval over settings (settings resampled, and each chosen
+  setting's seeds resampled within it, paired across budgets: seed s of a setting is one
+  draw at every budget);
+- the overlap of the top k (k = N // 4, at least 1);
+- the regret: the target value lost by taking the cheap budget's best setting instead of
+  the target's best.
+
+Two kinds of cheap budget:
+
+- a **schedule**: the whole run shortened (fewer epochs, every stage length scaled by the
+  same factor, as the default's thirds scale) or made smaller (fewer sources, another
+  size); its final metrics are compared with the target's;
+- a **rung**: the target run read at an earlier epoch, by the per-epoch proxy of each
+  objective (``search.objective.EPOCH_PROXIES``), what a scheduler's rung compares.
+
+This module plans and scores (plain Python and numpy); ``search.fidelity_run`` trains and
+stores a check, and ``benchmarks/fidelity.py`` measures one on ``digits``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from search.objective import EPOCH_PROXIES
+from trainer.objectives import direction
+
+#: bootstrap replicates of the rank statistics' intervals
+BOOTSTRAP = 2000
+#: the bar a cheap budget must clear to be called faithful: the lower end of the 95%
+#: bootstrap interval of Spearman's rho at or above this
+RHO_BAR = 0.7
+TARGET = "target"
+
+
+class FidelityError(ValueError):
+    """A fidelity check that cannot run or be scored as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One way of measuring a setting.
+
+    Attributes:
+        name: how tables and the database name it (``target``, ``e6``, ``rung20``...).
+        epochs: a schedule's epoch budget (its stages scaled from the target's); for a
+            rung, the target's.
+        rung: a rung's epoch (1-based: the row of epoch ``rung - 1`` is read), else None.
+        overrides: trainer fields a schedule changes beside the epochs (``max_samples``,
+            sizes, learning rate).
+    """
+
+    name: str
+    epochs: int
+    rung: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_rung(self) -> bool:
+        return self.rung is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Budget:
+        return cls(name=raw["name"], epochs=int(raw["epochs"]), rung=raw.get("rung"),
+                   overrides=dict(raw.get("overrides") or {}))
+
+    def describe(self) -> str:
+        if self.is_rung:
+            return f"epoch {self.rung} of the target run"
+        extra = ", ".join(f"{k} {v}" for k, v in self.overrides.items())
+        return f"{self.epochs} epochs" + (f", {extra}" if extra else "")
+
+
+def scale_stages(params: Mapping[str, Any], from_epochs: int, to_epochs: int
+                 ) -> dict[str, Any]:
+    """A setting's parameters at another epoch budget: every stage length scaled by
+    ``to_epochs / from_epochs`` and rounded (the default's thirds of 60, 20 + 20, become
+    2 + 2 at 6 epochs, as ``trainer.params.baseline(6)`` has them), stage 2 trimmed so
+    that the stages fit the budget."""
+    out = dict(params)
+    ratio = to_epochs / from_epochs
+    taken = 0
+    for name in ("stage1_epochs", "stage2_epochs"):
+        if out.get(name) is None:
+            continue
+        out[name] = min(math.floor(out[name] * ratio + 0.5), to_epochs - taken)
+        taken += out[name]
+    return out
+
+
+def default_rungs(target_epochs: int) -> list[int]:
+    """The rungs a check reads by default, as epochs of the method's default schedule at
+    the target budget (thirds): the end of stage 1, the end of stage 2 and midway
+    through stage 3 (20, 40 and 50 of 60)."""
+    third = target_epochs // 3
+    stage3 = target_epochs - 2 * third
+    rungs = [third, 2 * third, 2 * third + stage3 // 2]
+    return sorted({r for r in rungs if 0 < r < target_epochs})
+
+
+def plan_budgets(target_epochs: int, *, epochs: Sequence[int] = (), rungs: Sequence[int] = (),
+                 schedules: Mapping[str, dict[str, Any]] | None = None) -> list[Budget]:
+    """The target and its cheap budgets: shortened schedules (``epochs``), named schedules
+    (``schedules``: name -> trainer overrides, ``epochs`` among them) and prefix rungs."""
+    budgets = [Budget(TARGET, target_epochs)]
+    for e in epochs:
+        if not 0 < e < target_epochs:
+            raise FidelityError(f"a cheaper schedule needs 1 to {target_epochs - 1} epochs "
+                                f"(got {e})")
+        budgets.append(Budget(f"e{e}", int(e)))
+    for name, overrides in (schedules or {}).items():
+        over = dict(overrides)
+        budgets.append(Budget(name, int(over.pop("epochs", target_epochs)), overrides=over))
+    for r in rungs:
+        if not 0 < r < target_epochs:
+            raise FidelityError(f"a rung must lie inside the target's {target_epochs} epochs "
+                                f"(got {r})")
+        budgets.append(Budget(f"rung{r}", target_epochs, rung=int(r)))
+    names = [b.name for b in budgets]
+    if len(set(names)) != len(names):
+        raise FidelityError(f"budgets named twice: {', '.join(names)}")
+    return budgets
+
+
+def budget_params(params: Mapping[str, Any], budget: Budget, target_epochs: int
+                  ) -> dict[str, Any]:
+    """A setting's flat trainer fields at a schedule budget."""
+    out = scale_stages(params, target_epochs, budget.epochs)
+    return {**out, **budget.overrides, "epochs": budget.epochs}
+
+
+# -- reading the runs -----------------------------------------------------------------------
+
+
+def rung_value(history: Sequence[Mapping[str, float]], rung: int, proxy: str) -> float:
+    """The proxy at the end of epoch ``rung`` (1-based); a run that stopped before it
+    (stage-3 patience) keeps its last row, as a scheduler would read it."""
+    rows = [r for r in history if int(r["epoch"]) < rung]
+    if not rows:
+        return float("nan")
+    return float(rows[-1].get(proxy, float("nan")))
+
+
+def run_value(run: Mapping[str, Any], budget: Budget, objective: str) -> float:
+    """What ``budget`` measures of ``objective`` on a run: a schedule's final metric, or a
+    rung's per-epoch proxy (``run["history"]`` of the target run)."""
+    if budget.is_rung:
+        return rung_value(run.get("history") or [], budget.rung, EPOCH_PROXIES[objective])
+    value = (run.get("final") or {}).get(objective)
+    return float("nan") if value is None else float(value)
+
+
+def value_table(runs: Mapping[tuple[str, int, str], Mapping[str, Any]], settings: Sequence[str],
+                seeds: Sequence[int], budget: Budget, objective: str) -> np.ndarray:
+    """``(settings, seeds)`` values of one budget (NaN where a run is missing or failed).
+
+    ``runs`` maps (setting, seed, schedule name) to a run; rungs read the target's runs.
+    """
+    source = TARGET if budget.is_rung else budget.name
+    table = np.full((len(settings), len(seeds)), np.nan)
+    for i, s in enumerate(settings):
+        for j, seed in enumerate(seeds):
+            run = runs.get((s, seed, source))
+            if run is not None and run.get("state", "complete") == "complete":
+                table[i, j] = run_value(run, budget, objective)
+    return table
+
+
+# -- the statistics ---------------------------------------------------------------------------
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho (ties at their average rank); NaN when either side is constant."""
+    rx, ry = _ranks(x), _ranks(y)
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b; NaN when either side is constant."""
+    from scipy.stats import kendalltau
+
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(kendalltau(x, y).statistic)
+
+
+def top_k_overlap(cheap: np.ndarray, target: np.ndarray, k: int, sign: float) -> float:
+    """Share of the target's k best settings that are among the cheap budget's k best."""
+    best_cheap = set(np.argsort(-sign * cheap, kind="stable")[:k])
+    best_target = set(np.argsort(-sign * target, kind="stable")[:k])
+    return len(best_cheap & best_target) / k
+
+
+def regret(cheap: np.ndarray, target: np.ndarray, sign: float) -> float:
+    """Target value lost by taking the cheap budget's best: best target value minus the
+    target value of the cheap budget's pick, in the objective's better direction (>= 0)."""
+    pick = int(np.argmax(sign * cheap))
+    return float(np.max(sign * target) - sign * target[pick])
+
+
+def _statistics(cheap: np.ndarray, target: np.ndarray, sign: float, k: int) -> dict[str, float]:
+    return {"spearman": spearman(cheap, target), "kendall": kendall(cheap, target),
+            "top_k_overlap": top_k_overlap(cheap, target, k, sign),
+            "regret": regret(cheap, target, sign)}
+
+
+def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *, k: int | None = None,
+            bootstrap: int = BOOTSTRAP, seed: int = 0, level: float = 0.95
+            ) -> dict[str, Any]:
+    """How a cheap budget's ``(settings, seeds)`` table ranks like the target's.
+
+    The point estimates use each setting's mean over its seeds (settings with no finite
+    value at either budget are left out). The intervals are percentile bootstraps: each
+    replicate draws the settings with replacement and, within each drawn setting, its
+    seeds with replacement, the same seed indices at both budgets (the seeds are paired:
+    seed s of a setting is one training run read two ways, or two runs on one split and
+    initial draw).
+    """
+    sign = 1.0 if direction(objective) == "maximize" else -1.0
+    ok = np.isfinite(cheap).any(1) & np.isfinite(target).any(1)
+    cheap, target = cheap[ok], target[ok]
+    n = len(cheap)
+    if n < 3:
+        raise FidelityError(f"{objective}: {n} settings have values at both budgets; "
+                            "a rank correlation needs at least 3")
+    k = k or max(1, n // 4)
+    with np.errstate(invalid="ignore"):
+        point = _statistics(np.nanmean(cheap, 1), np.nanmean(target, 1), sign, k)
+    rng = np.random.default_rng(seed)
+    seeds = cheap.shape[1]
+    draws: dict[str, list[float]] = {key: [] for key in point}
+    for _ in range(bootstrap):
+        rows = rng.integers(0, n, n)
+        cols = rng.integers(0, seeds, (n, seeds))
+        c = np.take_along_axis(cheap[rows], cols, 1)
+        t = np.take_along_axis(target[rows], cols, 1)
+        with np.errstate(invalid="ignore"), _quiet():
+            cm, tm = np.nanmean(c, 1), np.nanmean(t, 1)
+        keep = np.isfinite(cm) & np.isfinite(tm)
+        for key, value in _statistics(cm[keep], tm[keep], sign, k).items():
+            draws[key].append(value)
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    out: dict[str, Any] = {"objective": objective, "settings": int(n), "seeds": int(seeds),
+                           "k": int(k)}
+    for key, value in point.items():
+        finite = np.array([v for v in draws[key] if np.isfinite(v)])
+        out[key] = value
+        out[f"{key}_lo"] = float(np.quantile(finite, lo_q)) if len(finite) else float("nan")
+        out[f"{key}_hi"] = float(np.quantile(finite, hi_q)) if len(finite) else float("nan")
+    out["faithful"] = bool(out["spearman_lo"] >= RHO_BAR)
+    return out
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' for rows whose draws are all NaN."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def score_check(runs: Mapping[tuple[str, int, str], Mapping[str, Any]], settings: Sequence[str],
+                seeds: Sequence[int], budgets: Sequence[Budget], objectives: Sequence[str], *,
+                bootstrap: int = BOOTSTRAP, seed: int = 0) -> list[dict[str, Any]]:
+    """Every cheap budget against the target, per objective: ``compare``'s records plus
+    each setting's mean and standard error at that budget and at the target (what the
+    report draws)."""
+    target_budget = next(b for b in budgets if b.name == TARGET)
+    records = []
+    for objective in objectives:
+        target = value_table(runs, settings, seeds, target_budget, objective)
+        for budget in budgets:
+            if budget.name == TARGET:
+                continue
+            cheap = value_table(runs, settings, seeds, budget, objective)
+            try:
+                record = compare(cheap, target, objective, bootstrap=bootstrap, seed=seed)
+            except FidelityError as exc:
+                record = {"objective": objective, "error": str(exc)}
+            record |= {"budget": budget.name, "describe": budget.describe(),
+                       "points": _points(settings, cheap, target)}
+            records.append(record)
+    return records
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return float("nan"), float("nan")
+    se = float(finite.std(ddof=1) / math.sqrt(len(finite))) if len(finite) > 1 else float("nan")
+    return float(finite.mean()), se
+
+
+def _points(settings: Sequence[str], cheap: np.ndarray, target: np.ndarray
+            ) -> list[dict[str, Any]]:
+    out = []
+    for i, s in enumerate(settings):
+        cm, cse = _mean_se(cheap[i])
+        tm, tse = _mean_se(target[i])
+        out.append({"setting": s, "cheap": cm, "cheap_se": cse, "target": tm,
+                    "target_se": tse})
+    return out
+
+
+def interval_text(record: Mapping[str, Any], key: str) -> str:
+    """``+0.62 [+0.31, +0.84]``: a statistic with its bootstrap interval."""
+    return f"{record[key]:+.2f} [{record[f'{key}_lo']:+.2f}, {record[f'{key}_hi']:+.2f}]"
