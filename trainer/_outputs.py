@@ -8,7 +8,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.figures import correlation_heatmap, export_figures, label_prediction_figure
+from trainer.figures import (
+    correlation_heatmap,
+    correlation_heatmap_png,
+    export_figures,
+    label_prediction_figure,
+    label_prediction_png,
+)
 
 if TYPE_CHECKING:
     from trainer._fit import FitResult
@@ -41,12 +47,21 @@ def write_run_outputs(result: FitResult, out: Path) -> None:
     _write_json(result.final, out / "final_metrics.json")
     _write_json(result.analysis, out / "disentanglement_analysis.json")
     if result.config.write_plots:
-        export_figures(
-            {
-                "correlation_heatmap": correlation_heatmap(result.analysis["correlations"]),
-                "label_prediction_accuracy": label_prediction_figure(
-                    result.analysis["probe_accuracy"]
-                ),
-            },
-            out,
-        )
+        write_figures(result.analysis, out)
+
+
+def write_figures(analysis: dict[str, Any], out: Path) -> list[Path]:
+    """The method's two figures as HTML and PNG; the PNGs by matplotlib where plotly's
+    static export has no browser, so every machine gets them."""
+    correlations, probe_accuracy = analysis["correlations"], analysis["probe_accuracy"]
+    return export_figures(
+        {"correlation_heatmap": correlation_heatmap(correlations),
+         "label_prediction_accuracy": label_prediction_figure(probe_accuracy)},
+        out,
+        static_drawers={
+            "correlation_heatmap": lambda path, scale: correlation_heatmap_png(
+                correlations, path, scale),
+            "label_prediction_accuracy": lambda path, scale: label_prediction_png(
+                probe_accuracy, path, scale),
+        },
+    )
