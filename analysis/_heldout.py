@@ -28,7 +28,7 @@ LODO_COLUMN = re.compile(r"^lodo_acc_domain_(\d+)$")
 VAL_DOMAIN = "acc_y_val_domain"
 TEST_DOMAIN = "acc_y_test_domain"
 #: data sets whose ``data.domains`` are rotation angles in degrees
-ROTATED = ("digits", "mnist", "shapes")
+ROTATED = ("digits", "mnist", "fashion_mnist", "shapes")
 #: the model variant without zay (``trainer`` ``ModelConfig.variant``): DIVA, the baseline
 DIVA_VARIANT = "diva"
 #: at most this many front (or, in a scalar study, top) settings are drawn

@@ -3,8 +3,9 @@
 Built in: ``digits``, from scikit-learn's bundled 8x8 digits (no download), upsampled,
 rotated into domains and coloured by a class x domain interaction; ``shapes``, rendered
 procedurally with every factor known (``_shapes.py``). Loaders for data on disk:
-``mnist`` (IDX files, turned into rotated/coloured MNIST the same way) and
-``camelyon17`` (WILDS, through the ``wilds`` package; ``_wilds.py``).
+``mnist`` and ``fashion_mnist`` (IDX files, turned into rotated/coloured images the same
+way; Fashion-MNIST read from Debian's install folder by default) and ``camelyon17``
+(WILDS, through the ``wilds`` package; ``_wilds.py``).
 """
 
 from __future__ import annotations
@@ -193,24 +194,47 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _find(root: Path, stem: str) -> Path:
+def _find(root: Path, stem: str, what: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
         if (root / name).exists():
             return root / name
-    raise ConfigError(f"{root} has no {stem}[.gz]; point --data_root at the MNIST IDX files")
+    raise ConfigError(f"{root} has no {stem}[.gz]; point --data_root at the {what} IDX files")
 
 
-@register_dataset("mnist", default_arch="conv", image_size=28)
-def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
-    """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
-    root = require_root(cfg)
-    images = read_idx(_find(root, "train-images-idx3-ubyte"))
-    labels = read_idx(_find(root, "train-labels-idx1-ubyte"))
+def rotated_coloured_idx(root: Path, cfg: DataConfig, seed: int, *, what: str) -> DataBundle:
+    """The IDX training split under ``root`` (the first ``max_samples`` images), each image
+    in one random domain, rotated and coloured (``rotated_coloured``)."""
+    images = read_idx(_find(root, "train-images-idx3-ubyte", what))
+    labels = read_idx(_find(root, "train-labels-idx1-ubyte", what))
     if len(images) != len(labels):
         raise ConfigError(f"{root}: {len(images)} images but {len(labels)} labels")
     if cfg.max_samples is not None:
         images, labels = images[: cfg.max_samples], labels[: cfg.max_samples]
     return rotated_coloured(images / 255.0, labels, cfg, seed, every_domain=False)
+
+
+@register_dataset("mnist", default_arch="conv", image_size=28)
+def load_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+    """Rotated, coloured MNIST from the IDX files under ``data_root`` (train split)."""
+    return rotated_coloured_idx(require_root(cfg), cfg, seed, what="MNIST")
+
+
+#: where Debian's package ``dataset-fashion-mnist`` installs Fashion-MNIST's IDX files
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+
+
+@register_dataset("fashion_mnist", default_arch="conv", image_size=28)
+def load_fashion_mnist(cfg: DataConfig, seed: int) -> DataBundle:
+    """Rotated, coloured Fashion-MNIST (Zalando's 28x28 clothing images, 10 classes; train
+    split), made as ``mnist`` is, from ``data_root`` or else Debian's install folder."""
+    root = Path(cfg.data_root).expanduser() if cfg.data_root else FASHION_MNIST_ROOT
+    if not root.is_dir():
+        raise ConfigError(
+            f"Fashion-MNIST folder {root} does not exist: install Debian's package "
+            f"{FASHION_MNIST_PACKAGE} (apt-get install {FASHION_MNIST_PACKAGE}) or point "
+            "--data_root at a folder of its IDX files")
+    return rotated_coloured_idx(root, cfg, seed, what="Fashion-MNIST")
 
 
 # These data sets live in their own modules (over ``trainer._bundle``, not this one) and
