@@ -26,22 +26,19 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainer import RunConfig, fit, load_dataset
-from trainer._core import (
-    build_model,
-    clip_gradients,
-    epoch_knobs,
-    make_optimiser,
-    resolve_device,
-    validate_epoch,
-)
 from trainer._independence import independence_penalty
 from trainer._model import staged_loss
+from trainer._optimiser import clip_gradients, make_optimiser
+from trainer._schedule import epoch_knobs
+from trainer._setup import build_model, resolve_device
+from trainer._validation import validate_epoch
 
 
 def reference_loop(cfg: RunConfig, data) -> tuple[float, float, int]:
     """The published structure. Returns (train seconds, final val loss, samples seen).
 
-    Schedule, optimiser, warm-up and clipping are the trainer's own (``trainer._core``),
+    Schedule, optimiser, warm-up and clipping are the trainer's own (``trainer._schedule``,
+    ``trainer._optimiser``),
     so the two loops optimise the same thing and differ only in how the loop is built.
     """
     device = resolve_device(cfg.device)

@@ -16,7 +16,7 @@ _EXPORTS = {
     "fit": "trainer._fit",
     "FitResult": "trainer._fit",
     "DivergenceError": "trainer._fit",
-    "EVALUATION": "trainer._core",
+    "EVALUATION": "trainer._final_evaluation",
     "resolve_device": "trainer._fit",
     "fit_population": "trainer._population",
     "group_population": "trainer._population",

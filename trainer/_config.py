@@ -36,6 +36,24 @@ class ConfigError(ValueError):
     """A configuration that cannot be run; the message says what to change."""
 
 
+#: the ``field`` metadata key of a member-variable field (``per_member``)
+PER_MEMBER = "per_member"
+
+
+def per_member(default_value: Any) -> Any:
+    """A field that the members of one population may each set their own way.
+
+    ``fit_population`` trains its members as one vectorised model whose batch step reads
+    the first member's config: a field reaches each member only where the population
+    trainer hands it over per member (the schedule, the KL weights, the optimiser, early
+    stopping, the seeds, the evaluation). Every field not declared with ``per_member`` is
+    shared, and members that differ in it are refused, so a new field can never silently
+    take the first member's value. Declare one only once the population trainer reads it
+    per member (``tests/trainer/test_population.py`` compares members with ``fit``).
+    """
+    return field(default=default_value, metadata={PER_MEMBER: True})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Sizes and loss weights of the four-latent VAE."""
@@ -49,10 +67,10 @@ class ModelConfig:
     arch: str = "auto"  # "mlp", "conv" or "auto" (the data set's declared default)
     conv_channels: int = 32  # channels of the first conv block (doubling, up to 8x)
     # KL weights of each group (the registry's; staged_loss: beta_scale * beta_g * KL_g)
-    beta_y: float = default("beta_y")
-    beta_a: float = default("beta_a")
-    beta_ay: float = default("beta_ay")
-    beta_x: float = default("beta_x")
+    beta_y: float = per_member(default("beta_y"))
+    beta_a: float = per_member(default("beta_a"))
+    beta_ay: float = per_member(default("beta_ay"))
+    beta_x: float = per_member(default("beta_x"))
     alpha_y: float = 100.0
     alpha_a: float = 100.0
     recon_weight: float = 1.0
@@ -63,38 +81,40 @@ class ModelConfig:
 class StageConfig:
     """The three-stage schedule, the zay suppression mode and the independence penalty."""
 
-    staged_training: bool = default("staged_training")
-    stage1_epochs: int | None = default("stage1_epochs")  # None: epochs // 3
-    stage2_epochs: int | None = default("stage2_epochs")  # None: epochs // 3
+    staged_training: bool = per_member(default("staged_training"))
+    stage1_epochs: int | None = per_member(default("stage1_epochs"))  # None: epochs // 3
+    stage2_epochs: int | None = per_member(default("stage2_epochs"))  # None: epochs // 3
     zay_suppression: str = default("zay_suppression")
-    stage1_capacity: float = 0.01  # c in stage 1 for kl_weight/kl_target (gate uses exactly 0)
+    #: c in stage 1 for kl_weight/kl_target (gate uses exactly 0)
+    stage1_capacity: float = per_member(0.01)
     kl_target_gamma: float = 10.0  # gamma of the Burgess-style target gamma*|KL - c*C_max|
     kl_target_max: float = 10.0  # C_max, nats per sample
-    use_independence_penalty: bool = default("use_independence_penalty")
-    independence_penalty: float = default("independence_penalty")  # lambda
+    use_independence_penalty: bool = per_member(default("use_independence_penalty"))
+    independence_penalty: float = per_member(default("independence_penalty"))  # lambda
     penalty_measure: str = default("penalty_measure")
     penalty_pairs: str = default("penalty_pairs")  # zy_za, or zy_za_zx (adds zay with zx)
-    penalty_in_stage3: bool = False
+    penalty_in_stage3: bool = per_member(False)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimisation: Adam, warm-up, beta annealing, clipping, early stopping."""
 
-    epochs: int = 60
+    epochs: int = per_member(60)
     batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_epochs: int = 1
-    beta_annealing: bool = False
-    beta_anneal_epochs: int = 10
-    grad_clip: float = 10.0
-    patience: int = 10
+    lr: float = per_member(1e-3)
+    weight_decay: float = per_member(0.0)
+    warmup_epochs: int = per_member(1)
+    beta_annealing: bool = per_member(False)
+    beta_anneal_epochs: int = per_member(10)
+    grad_clip: float = per_member(10.0)
+    patience: int = per_member(10)
     #: the per-epoch column stage-3 early stopping and the best weights follow (one of
     #: ``EARLY_STOPPING_METRICS``); ``val_acc_y_val_domain`` needs ``DataConfig.val_domain``
-    early_stopping_metric: str = "val_loss"
-    max_bad_batch_fraction: float = 0.5  # of one epoch; above it the run has diverged
-    max_bad_epochs: int = 3  # consecutive epochs over that fraction before failing
+    early_stopping_metric: str = per_member("val_loss")
+    #: of one epoch's batches; above it the run has diverged
+    max_bad_batch_fraction: float = per_member(0.5)
+    max_bad_epochs: int = per_member(3)  # consecutive epochs over that fraction before failing
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ class DataConfig:
     max_samples: int | None = None  # cap on samples drawn from large on-disk data sets
     #: seed of the train/validation/test split (None: the run's ``seed``); replicates of a
     #: setting pin it, so that their seeds vary the model and not the data
-    split_seed: int | None = None
+    split_seed: int | None = per_member(None)
 
 
 @dataclass(frozen=True)
@@ -125,10 +145,11 @@ class RunConfig:
     stages: StageConfig = field(default_factory=StageConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 0
+    seed: int = per_member(0)
     device: str = "auto"
-    eval_max_samples: int = 5000  # per split, for the final disentanglement evaluation
-    write_plots: bool = True
+    #: per split, for the final disentanglement evaluation
+    eval_max_samples: int = per_member(5000)
+    write_plots: bool = per_member(True)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -164,16 +185,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
-        parts = {
-            "model": ModelConfig,
-            "stages": StageConfig,
-            "optim": OptimConfig,
-            "data": DataConfig,
-        }
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in parts:
-                kwargs[key] = _build(parts[key], value)
+            if key in _SECTIONS:
+                kwargs[key] = _build(_SECTIONS[key], value)
             elif key in {f.name for f in fields(cls)}:
                 kwargs[key] = value
             else:
@@ -185,6 +200,11 @@ class RunConfig:
         return RunConfig.from_dict(apply_flat(self.to_dict(), flat))
 
 
+#: the sections of a ``RunConfig``, by field name
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "stages": StageConfig,
+                              "optim": OptimConfig, "data": DataConfig}
+
+
 def _build(kind: type, value: dict[str, Any]) -> Any:
     known = {f.name for f in fields(kind)}
     unknown = set(value) - known
@@ -194,6 +214,18 @@ def _build(kind: type, value: dict[str, Any]) -> Any:
     if kind is DataConfig and "domains" in value:
         value["domains"] = tuple(float(d) for d in value["domains"])
     return kind(**value)
+
+
+def member_variable_fields(cfg: RunConfig | None = None) -> frozenset[str]:
+    """The flat dotted names (``optim.lr``, ``seed``) of the fields declared ``per_member``
+    in ``cfg``'s classes (default: ``RunConfig``'s): the only ones in which members of one
+    population may differ."""
+    cfg = RunConfig() if cfg is None else cfg
+    names = {f.name for f in fields(cfg) if f.metadata.get(PER_MEMBER)}
+    for section in _SECTIONS:
+        names |= {f"{section}.{f.name}" for f in fields(getattr(cfg, section))
+                  if f.metadata.get(PER_MEMBER)}
+    return frozenset(names)
 
 
 def flat_field_index() -> dict[str, str]:
@@ -211,6 +243,17 @@ def flat_field_index() -> dict[str, str]:
         if f.name not in ("model", "stages", "optim", "data"):
             index[f.name] = ""
     return index
+
+
+def flatten_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim": {"lr": ..}}`` -> ``{"optim.lr": ..}``."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg_dict.items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[section] = value
+    return flat
 
 
 def apply_flat(raw: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:

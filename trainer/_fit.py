@@ -1,6 +1,8 @@
 """The staged training loop: ``fit(config, *, report, checkpoint_dir)``.
 
-A driver over ``trainer._core`` for one model. One forward pass per training batch; the
+A driver for one model over the pieces it shares with ``trainer._population``
+(``_setup``, ``_schedule``, ``_step``, ``_optimiser``, ``_validation``, ``_progress``,
+``_checkpoints``, ``_final_evaluation``). One forward pass per training batch; the
 loss, the independence penalty and the training accuracies all reuse it. Batch
 statistics stay on the device and are read back once per epoch. The loop knows nothing
 of logging or search: it calls ``report``.
@@ -14,66 +16,36 @@ from pathlib import Path
 
 import torch
 
-from trainer._config import RunConfig
-from trainer._core import (
-    BatchPlan,
-    DivergenceError,
-    EpochKnobs,
-    FitResult,
-    RunProgress,
-    accumulate,
-    batch_statistics,
-    build_model,
+from trainer._checkpoints import (
     check_checkpoint_config,
     checkpoint_entry,
     checkpoint_path,
-    clip_gradients,
-    epoch_knobs,
-    epoch_row,
-    final_analyses,
     load_checkpoint,
-    make_generator,
-    make_optimiser,
-    prepare_run,
-    resolve_device,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    step_losses,
-    to_floats,
-    validate_epoch,
 )
+from trainer._config import RunConfig
 from trainer._data import DataBundle
-from trainer._model import StagedVAE
+from trainer._final_evaluation import final_analyses
+from trainer._model import staged_loss
+from trainer._optimiser import clip_gradients, make_optimiser
+from trainer._progress import DivergenceError, FitResult, RunProgress, epoch_row, to_floats
+from trainer._schedule import EpochKnobs, epoch_knobs
+from trainer._setup import BatchPlan, build_model, make_generator, prepare_run, resolve_device
+from trainer._step import accumulate, batch_statistics
+from trainer._validation import validate_epoch
 
 # what other modules have always imported from here
 __all__ = [
     "CHECKPOINT_NAME", "DivergenceError", "FitResult", "ReportFn", "RunProgress",
-    "build_model", "check_checkpoint_config", "encode_split", "fit", "load_checkpoint",
-    "resolve_device", "validate_epoch",
+    "build_model", "check_checkpoint_config", "fit", "load_checkpoint", "resolve_device",
+    "validate_epoch",
 ]
 
 ReportFn = Callable[[dict[str, float]], None]
 BatchFn = Callable[[int, int, int], None]
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-@torch.no_grad()
-def encode_split(
-    model: StagedVAE, data: DataBundle, split: str, *, max_samples: int | None = None,
-    chunk: int = 4096,
-) -> dict[str, torch.Tensor]:
-    """Encoder means of a split (optionally its first ``max_samples``), in chunks."""
-    idx = data.splits[split]
-    if max_samples is not None:
-        idx = idx[:max_samples]
-    model.eval()
-    parts: dict[str, list[torch.Tensor]] = {g: [] for g in model.groups}
-    for start in range(0, idx.numel(), chunk):
-        means = model.encode_means(data.x[idx[start : start + chunk]])
-        for g, mu in means.items():
-            parts[g].append(mu)
-    return {g: torch.cat(v) for g, v in parts.items()}
 
 
 class _SoloRun:
@@ -110,8 +82,8 @@ class _SoloRun:
             b = perm[start : start + self.plan.batch_size]
             x, y, a = data.x[b], data.y[b], data.a[b]
             out = model(x, zay_gate=knobs.gate, zay_frozen=knobs.frozen, generator=self.gen)
-            terms = step_losses(model, out, x, y, a, cfg, capacity=knobs.capacity,
-                                beta=knobs.beta, penalty=knobs.penalty,
+            terms = staged_loss(model, out, x, y, a, cfg, capacity=knobs.capacity,
+                                beta_scale=knobs.beta, with_penalty=knobs.penalty,
                                 penalty_weight=knobs.penalty_weight)
             self.opt.zero_grad(set_to_none=True)
             if not torch.isfinite(terms.total):

@@ -321,7 +321,8 @@ def staged_loss(
     *,
     capacity: float | torch.Tensor,
     beta_scale: float | torch.Tensor = 1.0,
-    with_penalty: bool = False,
+    with_penalty: bool | torch.Tensor = False,
+    penalty_weight: float | torch.Tensor | None = None,
     weights: Mapping[str, float | torch.Tensor] | None = None,
 ) -> LossTerms:
     """recon + beta*(b_y KL_zy + b_x KL_zx + [zay term] + b_a KL_za) + a_y CE_y + a_a CE_a
@@ -331,8 +332,13 @@ def staged_loss(
     formula), ``b_ay * KL_zay`` in ``gate`` mode (capacity acts on the decoder input), and
     ``gamma * |KL_zay - capacity * C_max|`` in ``kl_target`` mode. The KL weights b_g are
     ``cfg.model``'s (``beta_y``, ``beta_x``, ``beta_a``, ``beta_ay``) unless ``weights``
-    (group -> weight, e.g. a population member's 0-d tensors) gives them. The penalty
-    measures ``cfg.stages.penalty_pairs``: zay with zy and za, or also zay with zx.
+    (group -> weight, e.g. a population member's 0-d tensors) gives them.
+
+    The penalty (the one place it is computed) measures ``cfg.stages.penalty_pairs``: zay
+    with zy and za, or also zay with zx. ``with_penalty`` is a run's switch (a bool) or,
+    under ``vmap``, a member's (a 0-d bool tensor): ``vmap`` cannot branch per member, so
+    the penalty is then computed for every member and kept where the switch is on.
+    ``penalty_weight`` is λ (None: ``cfg.stages.independence_penalty``).
     """
     m, s = cfg.model, cfg.stages
     w = kl_weights(cfg) if weights is None else weights
@@ -362,18 +368,17 @@ def staged_loss(
         kl_total = beta_scale * (weighted + kl_zay_term)
     total = m.recon_weight * recon + kl_total + m.alpha_y * ce_y + m.alpha_a * ce_a
     penalty = zero
-    if with_penalty and "zay" in post:
+    if with_penalty is not False and "zay" in post:
         penalty = independence_penalty(
-            s.penalty_measure,
-            post["zay"].mu,
-            post["zy"].mu,
-            post["za"].mu,
-            zx=post["zx"].mu,
-            pairs=s.penalty_pairs,
-            y=y,
-            a=a,
-            n_classes=model.n_classes,
-            n_domains=model.n_domains,
+            s.penalty_measure, post["zay"].mu, post["zy"].mu, post["za"].mu,
+            zx=post["zx"].mu, pairs=s.penalty_pairs, y=y, a=a,
+            n_classes=model.n_classes, n_domains=model.n_domains,
         )
-        total = total + s.independence_penalty * penalty
+        weight = s.independence_penalty if penalty_weight is None else penalty_weight
+        penalised = total + weight * penalty
+        if isinstance(with_penalty, torch.Tensor):  # a member's switch, under vmap
+            total = torch.where(with_penalty, penalised, total)
+            penalty = torch.where(with_penalty, penalty, zero)
+        else:
+            total = penalised
     return LossTerms(total, recon, kl, kl_zay_term, ce_y, ce_a, penalty)

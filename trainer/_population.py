@@ -1,27 +1,32 @@
 """Population training: K configurations that share a model shape, trained as one model.
 
-A driver over ``trainer._core`` for K stacked members. The members' parameters are
-stacked (``torch.func.stack_module_state``) and one batch step runs
-``vmap(functional_call(...))`` over the ``StagedVAE`` and the core's step (the solo
-trainer's loss terms and batch statistics), so any architecture the solo trainer builds
+A driver for K stacked members over the pieces ``fit`` uses too (``trainer._setup``,
+``_schedule``, ``_step``, ``_optimiser``, ``_validation``, ``_progress``,
+``_checkpoints``, ``_final_evaluation``). The members' parameters are stacked
+(``torch.func.stack_module_state``) and one batch step runs
+``vmap(functional_call(...))`` over the ``StagedVAE`` and the solo trainer's loss terms
+(``staged_loss``) and batch statistics, so any architecture the solo trainer builds
 works unchanged. Everything a member would see alone stays its own:
 
-- schedule: the core's ``epoch_knobs`` for each member's config, and its KL weights,
-  entering as per-member tensors;
+- schedule: ``epoch_knobs`` for each member's config, and its KL weights, entering as
+  per-member tensors;
 - zay freezing (stage 1 of gate mode): the parameters that a solo frozen pass leaves
   without a gradient get neither gradient nor Adam update for that member;
 - randomness: one generator per seed, used exactly as ``fit`` uses it (``randperm`` per
   epoch, then one normal draw per latent group per batch), drawn outside ``vmap``;
-- optimisation: the core's ``StackedAdam`` (Adam and the warm-up with per-member step
-  counts) and ``clip_per_member``;
+- optimisation: ``StackedAdam`` (Adam and the warm-up with per-member step counts) and
+  ``clip_per_member``;
 - early stopping, best state, divergence (a diverging member fails and is dropped, the
   others go on), checkpoints (each member's entry is a solo ``fit`` checkpoint) and the
-  final evaluation, all the core's.
+  final evaluation, all ``fit``'s own.
 
-Members that cannot share one model (another architecture, data set, batch size, zay
-suppression mode, penalty measure or penalty pairs) go to separate populations:
-``group_population``. The KL weights of the latent groups (``beta_y``, ``beta_a``,
-``beta_ay``, ``beta_x``) are each member's own, as λ is.
+Which fields members may differ in is declared beside each field
+(``trainer._config.per_member``): the schedule's, the KL weights, the optimiser's, early
+stopping's, the seeds and the evaluation's. Every other field (the model's shape, the
+data, the batch size, the zay suppression mode, the penalty's measure and pairs, the
+loss weights the step reads from the first member's config) is shared: members that
+differ in one go to separate populations (``group_population``), and ``fit_population``
+refuses them.
 """
 
 from __future__ import annotations
@@ -37,75 +42,50 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from trainer._config import ConfigError, RunConfig
-from trainer._core import (
-    BatchPlan,
-    DivergenceError,
-    EpochKnobs,
-    FitResult,
-    ModelState,
-    RunProgress,
-    StackedAdam,
-    accumulate,
-    batch_statistics,
-    build_model,
+from trainer._checkpoints import (
     check_checkpoint_config,
     checkpoint_entry,
     checkpoint_path,
-    clip_per_member,
-    epoch_knobs,
-    epoch_row,
-    final_analyses,
-    flatten_config,
-    learning_rate,
-    make_generator,
-    prepare_run,
     read_checkpoint,
     rng_state,
     save_checkpoint,
-    seed_everything,
     set_rng_state,
-    step_losses,
-    to_floats,
-    validate_epoch,
 )
+from trainer._config import ConfigError, RunConfig, flatten_config, member_variable_fields
 from trainer._data import DataBundle
-from trainer._model import KL_WEIGHT_FIELDS, StagedVAE
+from trainer._final_evaluation import final_analyses
+from trainer._model import KL_WEIGHT_FIELDS, StagedVAE, staged_loss
+from trainer._optimiser import StackedAdam, clip_per_member, learning_rate
+from trainer._progress import (
+    DivergenceError,
+    FitResult,
+    ModelState,
+    RunProgress,
+    epoch_row,
+    to_floats,
+)
+from trainer._schedule import EpochKnobs, epoch_knobs
+from trainer._setup import BatchPlan, build_model, make_generator, prepare_run, seed_everything
+from trainer._step import accumulate, batch_statistics
+from trainer._validation import validate_epoch
 
 PopulationReportFn = Callable[[int, dict[str, float]], None]
 #: called once per epoch with every row that epoch produced, by member index
 PopulationEpochFn = Callable[[dict[int, dict[str, float]]], None]
 POPULATION_CHECKPOINT = "population.pt"
 
-#: fields every member of a population must share: they shape the model, the data, the
-#: batches or a branch of the loss that ``vmap`` cannot take per member
-SHARED_FIELDS = (
-    "model.*", "data.*", "optim.batch_size", "stages.zay_suppression",
-    "stages.penalty_measure", "stages.penalty_pairs", "stages.kl_target_gamma",
-    "stages.kl_target_max", "device",
-)
-#: fields that ``SHARED_FIELDS`` would cover but each member has its own: the KL weights
-#: of the latent groups, which enter each member's loss as 0-d tensors (like λ)
-MEMBER_FIELDS = tuple(f"model.{f}" for f in KL_WEIGHT_FIELDS.values())
-
-
 def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
-    """What members of one population share, as a JSON string.
+    """What members of one population share, as a JSON string: every field of the
+    config but those declared member-variable (``trainer._config.per_member``).
 
     The data's seed (``RunConfig.data_seed``: ``split_seed``, else the seed) is part of it
     unless the caller passes one data set to all members (``shared_data``):
     ``load_dataset`` draws the splits from it. Members that differ only in ``seed`` but
     share a ``split_seed`` (a setting's replicates) share one population.
     """
-    flat = flatten_config(cfg.to_dict())
-    keep = {}
-    for name, value in flat.items():
-        if name in MEMBER_FIELDS:
-            continue
-        if any(name == f or (f.endswith(".*") and name.startswith(f[:-1]))
-               for f in SHARED_FIELDS):
-            keep[name] = value
-    keep.pop("data.split_seed", None)  # the data's seed below stands for it
+    per_member = member_variable_fields(cfg)
+    keep = {name: value for name, value in flatten_config(cfg.to_dict()).items()
+            if name not in per_member}
     if not shared_data:
         keep["data_seed"] = cfg.data_seed
     return json.dumps(keep, sort_keys=True, default=str)
@@ -141,9 +121,9 @@ class _MemberStep(nn.Module):
                 noise: dict[str, torch.Tensor], knobs: dict[str, torch.Tensor]
                 ) -> dict[str, torch.Tensor]:
         out = self.model(x, zay_gate=knobs["gate"], noise=noise)
-        terms = step_losses(self.model, out, x, y, a, self.cfg, capacity=knobs["capacity"],
-                            beta=knobs["beta"],
-                            penalty=knobs["penalty"] if self.with_penalty else False,
+        terms = staged_loss(self.model, out, x, y, a, self.cfg, capacity=knobs["capacity"],
+                            beta_scale=knobs["beta"],
+                            with_penalty=knobs["penalty"] if self.with_penalty else False,
                             penalty_weight=knobs["penalty_weight"],
                             weights={g: knobs[f] for g, f in KL_WEIGHT_FIELDS.items()})
         return batch_statistics(terms, out, y, a)
@@ -160,8 +140,7 @@ def _grad_receivers(model: StagedVAE, cfg: RunConfig, data: DataBundle, *, froze
     gate = 0.0 if frozen else 1.0
     x, y, a = data.x[b], data.y[b], data.a[b]
     out = model(x, zay_gate=gate, zay_frozen=frozen, generator=gen)
-    step_losses(model, out, x, y, a, cfg, capacity=gate, beta=1.0, penalty=False,
-                penalty_weight=0.0).total.backward()
+    staged_loss(model, out, x, y, a, cfg, capacity=gate).total.backward()
     names = {n for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return names
@@ -431,13 +410,15 @@ def load_population_checkpoint(path: str | Path, configs: Sequence[RunConfig]
 
 
 def _check_shared(configs: list[RunConfig], *, shared_data: bool) -> None:
-    """Refuse configurations that cannot share one model, naming the fields."""
-    keys = [population_key(c, shared_data=shared_data) for c in configs]
-    if len(set(keys)) > 1:
-        bad = sorted({n for k in keys for n, v in json.loads(k).items()
-                      if v != json.loads(keys[0]).get(n)})
-        raise ConfigError(f"these configurations cannot share one model (they differ in "
-                          f"{', '.join(bad)}); split them with group_population")
+    """Refuse configurations that differ in a field their members must share, naming it."""
+    keys = [json.loads(population_key(c, shared_data=shared_data)) for c in configs]
+    bad = sorted({n for k in keys for n in k.keys() | keys[0].keys()
+                  if k.get(n) != keys[0].get(n)})
+    if bad:
+        raise ConfigError(
+            f"these configurations cannot share one model (they differ in "
+            f"{', '.join(bad)}, which members of a population share: only fields declared "
+            f"per_member in trainer/_config.py may differ); split them with group_population")
 
 
 def fit_population(

@@ -1,4 +1,6 @@
-"""The training core (``trainer._core``): what solo and population training share, once.
+"""The training core: what solo and population training share, once (``trainer._setup``,
+``_schedule``, ``_step``, ``_optimiser``, ``_validation``, ``_progress``, ``_checkpoints``,
+``_final_evaluation``).
 
 Each test pins a place where the two drivers had drifted apart: the refusal of a
 tampered checkpoint, the report of a failure in the final evaluation and the warm-up
@@ -18,17 +20,17 @@ import torch
 from tests.tampered import RunsCode
 from tests.trainer.conftest import tiny_config
 from trainer import ConfigError, DivergenceError, fit, fit_population, load_dataset
-from trainer._core import (
-    EVALUATION,
+from trainer._final_evaluation import EVALUATION
+from trainer._fit import load_checkpoint
+from trainer._optimiser import (
     StackedAdam,
-    build_model,
     learning_rate,
     make_optimiser,
     warmup_factor,
     warmup_steps,
 )
-from trainer._fit import load_checkpoint
 from trainer._population import POPULATION_CHECKPOINT, load_population_checkpoint
+from trainer._setup import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,8 +162,8 @@ def _warmup_arithmetic(source: str) -> list[int]:
     return lines
 
 
-def test_only_the_core_computes_the_warmup():
+def test_only_the_optimiser_module_computes_the_warmup():
     assert _warmup_arithmetic("lr = cfg.optim.lr * min(1, (s + 1) / cfg.optim.warmup_epochs)")
     offenders = {p.name: _warmup_arithmetic(p.read_text()) for p in TRAINER.glob("*.py")
-                 if p.name != "_core.py"}
+                 if p.name != "_optimiser.py"}
     assert {k: v for k, v in offenders.items() if v} == {}

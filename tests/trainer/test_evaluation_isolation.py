@@ -9,7 +9,8 @@ import torch
 
 from tests.trainer.conftest import tiny_config
 from trainer import DivergenceError, fit
-from trainer._core import EVALUATION, build_model, final_analyses, prepare_run
+from trainer._final_evaluation import EVALUATION, final_analyses
+from trainer._setup import build_model, prepare_run
 
 
 def test_non_finite_weights_fail_their_own_run_and_no_other(one_thread):

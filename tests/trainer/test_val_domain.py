@@ -11,9 +11,10 @@ import torch
 from tests.trainer.conftest import tiny_config
 from trainer import ConfigError, DataConfig, RunConfig, fit, load_dataset
 from trainer._bundle import DataBundle, make_splits
-from trainer._core import RunProgress, validate_epoch
 from trainer._evaluation import eval_inputs
 from trainer._fit import build_model
+from trainer._progress import RunProgress
+from trainer._validation import validate_epoch
 from trainer.cli import build_parser, config_from_args, main
 from trainer.metrics import task_accuracy
 
