@@ -167,3 +167,19 @@ def test_only_the_optimiser_module_computes_the_warmup():
     offenders = {p.name: _warmup_arithmetic(p.read_text()) for p in TRAINER.glob("*.py")
                  if p.name != "_optimiser.py"}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _penalty_calls(source: str) -> list[int]:
+    """Lines that call ``independence_penalty``: where the penalty is computed."""
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(
+                node.func, "attr", None)) == "independence_penalty"]
+
+
+def test_only_the_loss_computes_the_independence_penalty():
+    # solo runs and population members (a switch per member under vmap) both go through
+    # staged_loss: one computation, so the two cannot measure different pairs or weights
+    assert _penalty_calls("v = independence_penalty(m, zay, zy, za)") == [1]
+    calls = {str(p.relative_to(TRAINER)): _penalty_calls(p.read_text())
+             for p in TRAINER.rglob("*.py")}
+    assert {k: v for k, v in calls.items() if v} == {"_model.py": [calls["_model.py"][0]]}
