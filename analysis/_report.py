@@ -19,6 +19,8 @@ from analysis._confirm import (
     latest_confirmation,
     section_html,
 )
+from analysis._fidelity import fidelity_figures, latest_fidelity, report_resolution
+from analysis._fidelity import section_html as fidelity_section
 from analysis._figures import (
     effects_figure,
     held_out_figure,
@@ -30,11 +32,17 @@ from analysis._figures import (
     pareto_figure,
     state_task,
 )
-from analysis._format import float_formatter, mean_se_texts
+from analysis._format import FRONT_END, crowding_texts, float_formatter, mean_se_texts
 from analysis._heldout import held_out_records, task_sentence
 from analysis._load import AnalysisError, StudyData
 from analysis._pareto import hypervolume_2d
-from analysis._rank import default_reference, hypervolume_over_trials, rank_trials, table_columns
+from analysis._rank import (
+    COLUMN_NOTES,
+    default_reference,
+    hypervolume_over_trials,
+    rank_trials,
+    table_columns,
+)
 
 log = logging.getLogger("stagetune.analysis")
 FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", "importance",
@@ -275,7 +283,7 @@ def best_sentence(data: StudyData, ranked: pd.DataFrame) -> str:
 _SORT_SCRIPT = """
 <script>
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
-  th.title = 'click to sort';
+  th.title = (th.title ? th.title + ' (click to sort)' : 'click to sort');
   th.addEventListener('click', function () {
     var body = th.closest('table').tBodies[0];
     var rows = Array.from(body.rows);
@@ -283,7 +291,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
     th.closest('tr').querySelectorAll('th').forEach(function (h) { h.dataset.dir = ''; });
     th.dataset.dir = up ? 'up' : 'down';
     function key(r) {
-      var t = r.cells[col].textContent.trim(), v = parseFloat(t);
+      var cell = r.cells[col], t = (cell.dataset.key || cell.textContent).trim();
+      var v = parseFloat(t);
       return t === '' ? null : (isNaN(v) ? t : v);
     }
     rows.sort(function (a, b) {
@@ -309,8 +318,8 @@ h1{margin-bottom:.2em} .meta{color:#5f6368;margin-top:0}
 .table-wrap{max-height:32em;overflow:auto;border:1px solid #dadce0;max-width:100%}
 table.sortable{border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums}
 table.sortable th{position:sticky;top:0;background:#f1f3f4;cursor:pointer;
-  white-space:normal;overflow-wrap:anywhere;max-width:8em;padding:4px 6px;
-  border:1px solid #dadce0;font-weight:600}
+  white-space:normal;overflow-wrap:normal;word-break:normal;hyphens:manual;max-width:9em;
+  padding:4px 6px;border:1px solid #dadce0;font-weight:600}
 table.sortable th[data-dir=up]::after{content:' ▲'}
 table.sortable th[data-dir=down]::after{content:' ▼'}
 table.sortable td{border:1px solid #e8eaed;padding:2px 6px;text-align:right;
@@ -319,7 +328,7 @@ table.sortable tr.front td{background:#fdecea}
 section{margin-bottom:2em} .skipped li{color:#5f6368}
 table.confirm{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
 table.confirm th,table.confirm td{border:1px solid #dadce0;padding:3px 8px;text-align:right}
-table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em}
+table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em} p.warning{color:#b3261e}
 </style>
 """
 
@@ -340,6 +349,8 @@ def table_cells(data: StudyData, table: pd.DataFrame) -> dict[str, list[str]]:
         if f"{c}_se" in folded:
             cells[f"{c} ± SE"] = mean_se_texts(col.to_numpy(np.float64),
                                                table[f"{c}_se"].to_numpy(np.float64))
+        elif c == "crowding":
+            cells[c] = crowding_texts(col.to_numpy(np.float64))
         elif pd.api.types.is_float_dtype(col):
             fmt = float_formatter(col.to_numpy(np.float64))
             cells[c] = [fmt(float(v)) for v in col]
@@ -358,15 +369,31 @@ def replicates_note(data: StudyData) -> str:
             "(--replicates), and trials are ranked by the means.")
 
 
+def header_html(column: str) -> str:
+    """A ranked-table header: it may break after an underscore or at a space, never inside
+    a word ("posit ion"), and says what a less obvious column holds when hovered."""
+    text = html.escape(column).replace("_", "_<wbr>")
+    note = COLUMN_NOTES.get(column)
+    return f"<th title='{html.escape(note, quote=True)}'>{text}</th>" if note else (
+        f"<th>{text}</th>")
+
+
+def cell_html(text: str) -> str:
+    """A ranked-table cell; a front's end point sorts as the infinity it stands for."""
+    if text == FRONT_END:
+        return f"<td data-key='Infinity'>{html.escape(text)}</td>"
+    return f"<td>{html.escape(text)}</td>"
+
+
 def table_html(data: StudyData, table: pd.DataFrame) -> str:
     """The ranked rows as a sortable HTML table (``table_cells``)."""
     cells = table_cells(data, table)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells)
+    head = "".join(header_html(c) for c in cells)
     body = []
     front = (table["pareto_rank"] == 0).tolist() if "pareto_rank" in table else [False] * len(
         table)
     for i in range(len(table)):
-        tds = "".join(f"<td>{html.escape(column[i])}</td>" for column in cells.values())
+        tds = "".join(cell_html(column[i]) for column in cells.values())
         body.append(f"<tr class='front'>{tds}</tr>" if front[i] and not data.scalar
                     else f"<tr>{tds}</tr>")
     return (f"<div class='table-wrap'><table class='sortable'><thead><tr>{head}</tr></thead>"
@@ -393,12 +420,14 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     built = build_figures(data, ranked)
     write_tables(data, ranked, out)
     confirmation = latest_confirmation(data)
+    fidelity = latest_fidelity(data)
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
                                                           strict=True))
     table = ranked_records(data, ranked).head(table_rows)
     ranked_note = (f"{len(ranked)} trials ranked ({'with' if include_infeasible else 'without'}"
                    f" infeasible, {'with' if include_pruned else 'without'} pruned)")
-    order = ("Pareto rank, then crowding distance" if not data.scalar
+    order = ("Pareto rank, then crowding distance, largest first (a front's end points "
+             f"have an infinite one by definition: {FRONT_END})" if not data.scalar
              else f"{data.objectives[0]}")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -430,8 +459,9 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         + (f" {html.escape(seeds)}" if seeds else "") + "</p>",
         table_html(data, table), "</section>",
         section_html(data, confirmation, confirmable(data, ranked, confirmation)),
+        fidelity_section(data, fidelity, report_resolution(data)),
     ]
-    for i, (name, fig) in enumerate(built.figures.items()):
+    for i, (name, fig) in enumerate({**built.figures, **fidelity_figures(fidelity)}.items()):
         parts.append(f"<section id='figure-{name}'>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0),
                                  div_id=f"fig-{name}"))

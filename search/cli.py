@@ -1,4 +1,5 @@
-"""``python -m search run|status|confirm``: run, continue, inspect or confirm a sweep."""
+"""``python -m search sweep|status|confirm``: run, continue, inspect or confirm a sweep
+(``stagetune sweep|status|confirm``; ``run`` is still accepted for ``sweep``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,26 @@ class HelpFormat(argparse.ArgumentDefaultsHelpFormatter):
 
 HELP_FORMAT = HelpFormat
 
+#: the sweep command's name as ``stagetune`` lists it, and the name ``python -m search``
+#: has always taken (still accepted)
+SWEEP, RUN_ALIAS = "sweep", "run"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command and where its
+    options are listed, exit 2 (argparse's own prints the whole usage first)."""
+
+    def error(self, message: str):  # argparse's signature: it never returns
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` (or of its alias)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -40,15 +61,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from search._progress import default_work_dir
 
-    parser = argparse.ArgumentParser(prog="stagetune", formatter_class=HELP_FORMAT,
-                                     description="Sweeps of staged training with Ray Tune "
-                                                 "and Optuna, stored in a SQL study database.")
+    parser = OneLineParser(prog="stagetune", formatter_class=HELP_FORMAT,
+                           description="Sweeps of staged training with Ray Tune "
+                                       "and Optuna, stored in a SQL study database.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", prog="stagetune sweep", formatter_class=HELP_FORMAT,
+    run = sub.add_parser(SWEEP, aliases=[RUN_ALIAS], prog="stagetune sweep",
+                         formatter_class=HELP_FORMAT,
                          help="run a sweep, or continue it to --n-trials",
                          description="Run a sweep, or continue a stored one until the "
                                      "study holds --n-trials finished trials.",
                          epilog=parameter_help())
+    run.set_defaults(command=RUN_ALIAS)  # one name for the command, whichever was typed
     _common(run)
     run.add_argument("--n-trials", type=int, default=20,
                      help="the study's total: a resumed sweep runs only what is missing "
@@ -58,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("trainer settings shared by all trials")
     g.add_argument("--epochs", type=int, default=None,
                    help="epoch budget of every trial (None: 30, or the smoke test's 6)")
+    g.add_argument("--change-budget", action="store_true",
+                   help="move a stored study to this --epochs (recorded with the first trial "
+                        "it applies to; status and the report then show which trials ran at "
+                        "which budget); without it a resumed study refuses another budget, "
+                        "as it refuses any other change to what its trials share")
     g.add_argument("--dataset", default=None,
                    help="data set name (None: the trainer's default)")
     g.add_argument("--data-root", default=None, help="folder of downloaded data sets")
@@ -179,7 +207,81 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--json", action="store_true", help="print the summary as JSON")
     cf.add_argument("--quiet", action="store_true", help="print nothing but errors")
     cf.add_argument("--verbose", action="store_true", help="also show Ray's own warnings")
+    _fidelity_parser(sub)
+    # the usage line names the commands as 'stagetune --help' lists them, not the alias
+    sub.metavar = "{" + ",".join(name for name in sub.choices if name != RUN_ALIAS) + "}"
     return parser
+
+
+def _planned_run_options(p: argparse.ArgumentParser) -> None:
+    """How the runs of a plan (a fidelity check) are scheduled on Ray."""
+    from search._progress import default_work_dir
+
+    p.add_argument("--population", action="store_true",
+                   help="train every setting of one seed and budget as one vectorised "
+                        "population")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="CPUs Ray reserves for each run (a population: for all of it)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="default 1 when the cluster has GPUs, else 0")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="runs at once (None: as many as the resources allow)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    p.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   help="module to import in every run")
+    p.add_argument("--work-dir", dest="tune_dir", default=str(default_work_dir()),
+                   help="folder for Ray Tune's experiment files")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's own warnings")
+
+
+def _fidelity_parser(sub) -> None:
+    fd = sub.add_parser(
+        "fidelity", prog="stagetune fidelity", formatter_class=HELP_FORMAT,
+        help="check whether a cheaper budget ranks settings like the study's own",
+        description="Train the method's default and --settings - 1 other settings on "
+                    "--seeds fresh paired seeds at the study's budget (the target) and at "
+                    "each cheaper one: shorter schedules (--epochs, stages scaled), fewer "
+                    "sources (--max-samples) and prefix rungs of the target runs (--rungs, "
+                    "read from their epoch rows by each objective's per-epoch proxy). For "
+                    "each cheaper budget and objective: Spearman's rho and Kendall's tau "
+                    "against the target with bootstrap intervals over settings (seeds "
+                    "resampled within settings), the overlap of the top quarter and the "
+                    "regret of picking the cheap budget's best. Stored beside the study; "
+                    "the same command resumes an interrupted check.")
+    _common(fd)
+    fd.add_argument("--settings", type=int, default=16,
+                    help="settings, the method's default among them")
+    fd.add_argument("--seeds", type=int, default=3,
+                    help="fresh seeds, paired across settings and budgets")
+    fd.add_argument("--epochs", type=int, nargs="*", default=[],
+                    help="cheaper schedules' epoch budgets, e.g. --epochs 6 12 24")
+    fd.add_argument("--max-samples", type=int, nargs="*", default=[],
+                    help="cheaper schedules at the target's epochs on fewer sources")
+    fd.add_argument("--rungs", type=int, nargs="*", default=None,
+                    help="epochs of the target runs read as rungs (default: the ends of the "
+                         "default's stages 1 and 2 and the middle of stage 3); none: "
+                         "--rungs with no value")
+    fd.add_argument("--source", choices=["space", "trials"], default="space",
+                    help="space: settings drawn at random from the space (--set, --range, "
+                         "--space as for a sweep); trials: the study's complete trials")
+    fd.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
+                                                  "parameters (--source space)")
+    fd.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="fix a parameter of the space (--source space)")
+    fd.add_argument("--range", action="append", default=[], metavar="NAME=LO:HI",
+                    help="narrow a range or list choices (--source space)")
+    fd.add_argument("--objective", dest="extra_objectives", action="append", default=[],
+                    metavar="METRIC", help="score this metric too, beside the study's "
+                                           "objectives (e.g. disentanglement_score)")
+    fd.add_argument("--sample-seed", type=int, default=0,
+                    help="seed of the settings' draw")
+    fd.add_argument("--new", action="store_true",
+                    help="start a new check even where one with these options exists")
+    _planned_run_options(fd)
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -197,9 +299,32 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
         print_confirmation(summary)
-    compared = any(r["objectives"].get(n) for r in summary["settings"]
-                   for n in summary["objectives"])
+    # compared: on two seeds at least (one seed alone is shown, but settles nothing)
+    compared = any((c := r["objectives"].get(n)) and c["difference"]["n"] >= 2
+                   for r in summary["settings"] for n in summary["objectives"])
     return 0 if summary["complete"] and compared else 1
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from search.fidelity import summary_lines
+    from search.fidelity_run import FidelityOptions, run_fidelity
+
+    summary = run_fidelity(FidelityOptions(
+        storage=args.storage, study=args.study, settings=args.settings, seeds=args.seeds,
+        epochs=tuple(args.epochs), max_samples=tuple(args.max_samples),
+        rungs=None if args.rungs is None else tuple(args.rungs), source=args.source,
+        space_file=args.space, fixes=tuple(args.set), ranges=tuple(args.range),
+        objectives=tuple(args.extra_objectives), sample_seed=args.sample_seed, new=args.new,
+        population=args.population, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+        address=args.address, num_cpus=args.num_cpus, retries=args.retries,
+        imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
+        verbose=args.verbose))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not args.quiet:
+        print("\n".join(summary_lines(summary)))
+    return 0 if summary["complete"] else 1
 
 
 def _base_config(args: argparse.Namespace) -> dict:
@@ -225,8 +350,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from search.driver import SweepOptions, run_sweep
     from trainer import RunConfig
 
-    if args.n_trials < 0:
-        raise SpaceError(f"--n-trials must not be negative (got {args.n_trials})")
+    if args.n_trials < 1:  # before anything is created: 0 would leave a study of nothing
+        raise SpaceError(f"--n-trials must be at least 1 (got {args.n_trials}): it is the "
+                         "study's total of finished trials")
     given = getattr(args, "argv", sys.argv[1:])
     if args.smoke_test and not any(a == "--n-trials" or a.startswith("--n-trials=")
                                    for a in given):
@@ -250,6 +376,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
         resume_command=resume_command(getattr(args, "argv", None)),
+        change_budget=args.change_budget,
     )
     summary = run_sweep(opts)
     ran = summary.get("this_run", {})
@@ -264,13 +391,15 @@ def resume_command(argv: list[str] | None) -> str | None:
     """The ``stagetune sweep`` command that continues this sweep, passwords hidden."""
     import shlex
 
-    if not argv or argv[0] != "run":
+    if not argv or argv[0] not in (SWEEP, RUN_ALIAS):
         return None
     return "stagetune sweep " + shlex.join(redact(a) for a in argv[1:])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import io
+
+    from optuna.trial import TrialState
 
     from search.driver import print_summary, summarize
     from search.study import load_named_study, open_storage_read_only, summary_objective
@@ -283,6 +412,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from search.confirmation import latest_summary
 
     summary["confirmation"] = latest_summary(storage.engine, args.study)
+    from search.fidelity import latest_summary as latest_fidelity
+    from search.resolution import resolution_warnings, study_resolution
+    from search.study import study_replicates
+
+    summary["fidelity"] = latest_fidelity(storage.engine, args.study)
+    summary["resolution"] = study_resolution(
+        [t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))],
+        objective.names if objective.mode == "pareto" else [objective.task,
+                                                            objective.disentanglement],
+        replicated=study_replicates(study) > 1)
     # the whole summary is rendered first: an error leaves no half of it printed
     text = io.StringIO()
     if args.json:
@@ -296,13 +435,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             from search.confirmation import print_confirmation
 
             print_confirmation(summary["confirmation"], file=text)
+        for line in resolution_warnings(summary["resolution"]):
+            print(line, file=text)
+        if summary["fidelity"] is None:
+            print("no fidelity check: 'stagetune fidelity' measures whether a cheaper "
+                  "budget ranks settings as this study's budget does", file=text)
+        else:
+            from search.fidelity import summary_lines
+
+            print("\n".join(summary_lines(summary["fidelity"])), file=text)
     sys.stdout.write(text.getvalue())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, which names the command typed
+        _subcommand_parser(parser, args.command).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import optuna
@@ -310,16 +462,19 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from search.confirm import ConfirmError
     from search.driver import SweepInterrupted
+    from search.fidelity import FidelityError
     from search.study import StudyError
     from trainer import ConfigError
 
     try:
         check_url(args.storage)  # a malformed URL: one line, before anything else happens
-        commands = {"run": cmd_run, "status": cmd_status, "confirm": cmd_confirm}
+        commands = {"run": cmd_run, "status": cmd_status, "confirm": cmd_confirm,
+                    "fidelity": cmd_fidelity}
         return commands[args.command](args)
     except SweepInterrupted as stop:
-        if args.command == "confirm":
-            print(f"confirmation {stop}: the runs that finished are stored; run the same "
+        if args.command in ("confirm", "fidelity"):
+            what = "confirmation" if args.command == "confirm" else "fidelity check"
+            print(f"{what} {stop}: the runs that finished are stored; run the same "
                   "command again to resume", file=sys.stderr)
             return stop.exit_code
         requeued = (f"trial{'s' if len(stop.stopped) != 1 else ''} "
@@ -333,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return stop.exit_code
     except (SpaceError, ObjectiveError, StorageError, StudyError, ConfigError, ConfirmError,
+            FidelityError,
             ValueError, FileNotFoundError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2

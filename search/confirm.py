@@ -32,21 +32,15 @@ interval, paired t test, Holm's correction across settings).
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from ray.tune.search import Searcher
 
 from search import storage as db
 from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
+from search.planned import PlanSearcher, launch
 from search.replicates import OPTION, trial_option
-from search.searcher import DatabaseState, own_metrics
 
 
 def setting_key(number: int) -> str:
@@ -133,52 +127,73 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
     the default is on the study's front this is the study's front without it; where it
     dominates, they are the best the search found besides it, which is what a
     confirmation should then test), ordered by the hypervolume each adds alone; in a
-    scalar study, every feasible trial but the default, best first.
+    scalar study, every feasible trial but the default, best first. Trials that train
+    alike (``search.settings``) are one setting, and one that trains as the default does
+    is the default: neither is confirmed twice nor against itself. In a study moved to
+    another budget only the trials of its current budget are compared.
     """
     from optuna.trial import TrialState
 
+    from search.settings import acting_params, one_per_setting
     from trainer import params
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    with_config = [t for t in complete if isinstance(t.user_attrs.get("config"), dict)]
+    with_config = _at_current_budget(
+        study, [t for t in complete if isinstance(t.user_attrs.get("config"), dict)])
     if not with_config:
         raise ConfirmError(f"study {study.study_name!r} has no complete trial to confirm yet; "
                            "run a sweep first")
-    base = [t for t in with_config if t.user_attrs.get("baseline")]
-    others = [t for t in with_config if not t.user_attrs.get("baseline")
-              and t.user_attrs.get("feasible", True)]
+    settings = [t for t, _ in one_per_setting(with_config)]  # the default stands for its twins
+    base = [t for t in settings if t.user_attrs.get("baseline")]
+    if base:
+        default_config = base[0].user_attrs["config"]
+        default = {"key": DEFAULT, "number": base[0].number,
+                   "params": acting_params(base[0].params, default_config),
+                   "values": list(base[0].values)}
+    else:  # the default lay outside the space: the method's values on a trial's config
+        from trainer import apply_flat
+
+        config = with_config[0].user_attrs["config"]
+        epochs = int(config["optim"]["epochs"])
+        values = {p.name: p.method_value(epochs) for p in params.searched()}
+        default_config = apply_flat(config, values)
+        default = {"key": DEFAULT, "number": None, "params": values, "values": None}
+    default_key = params.setting_key(default_config)
+    others = [t for t in settings if not t.user_attrs.get("baseline")
+              and t.user_attrs.get("feasible", True)
+              and params.setting_key(t.user_attrs["config"]) != default_key]
     # one objective: every feasible trial, best first (its "front" would be the best alone)
     front = (others if len(objective.directions) == 1
              else non_dominated(others, objective.directions))
     if not front:
         raise ConfirmError(f"study {study.study_name!r} has no feasible complete trial besides "
                            "the method's default: there is nothing to confirm against it")
-    feasible = [list(t.values) for t in complete if t.user_attrs.get("feasible", True)
+    feasible = [list(t.values) for t in with_config if t.user_attrs.get("feasible", True)
                 and t.values is not None]
     worst = [min(v[j] if d == "maximize" else -v[j] for v in feasible)
              for j, d in enumerate(objective.directions)]
     reference = [w if d == "maximize" else -w for w, d in zip(worst, objective.directions,
                                                                 strict=True)]
     order = front_order([list(t.values) for t in front], objective.directions, reference)
-    chosen = [front[i] for i in order[:top]]
-    if base:
-        default_config = base[0].user_attrs["config"]
-        default = {"key": DEFAULT, "number": base[0].number, "params": dict(base[0].params),
-                   "values": list(base[0].values)}
-    else:  # the default lay outside the space: the method's values on a front trial's config
-        from trainer import apply_flat
-
-        config = chosen[0].user_attrs["config"]
-        epochs = int(config["optim"]["epochs"])
-        values = {p.name: p.method_value(epochs) for p in params.searched()}
-        default_config = apply_flat(config, values)
-        default = {"key": DEFAULT, "number": None, "params": values, "values": None}
     out = [{**default, "config": default_config}]
-    for t in chosen:
+    for t in (front[i] for i in order[:top]):
         out.append({"key": setting_key(t.number), "number": t.number,
-                    "params": dict(t.params), "values": list(t.values),
-                    "config": t.user_attrs["config"]})
+                    "params": acting_params(t.params, t.user_attrs["config"]),
+                    "values": list(t.values), "config": t.user_attrs["config"]})
     return out
+
+
+def _at_current_budget(study, trials: list) -> list:
+    """The trials that ran at the study's current budget, where it was moved to another
+    (``--change-budget``): a setting and the default are compared at one budget."""
+    from search.fixed import BUDGET_FIELD, budgets
+    from trainer.params import flat_config
+
+    history = budgets(study.user_attrs)
+    if len(history) < 2:
+        return trials
+    current = history[-1]["epochs"]
+    return [t for t in trials if flat_config(t.user_attrs["config"]).get(BUDGET_FIELD) == current]
 
 
 def used_seeds(study) -> set[int]:
@@ -245,37 +260,18 @@ def run_params(setting: dict[str, Any], seed: int) -> dict[str, Any]:
             "write_plots": False}
 
 
-class ConfirmSearcher(DatabaseState, Searcher):
+class ConfirmSearcher(PlanSearcher):
     """Hands Tune the pending runs of a confirmation and stores each as it ends."""
 
     def __init__(self, confirmation: dict[str, Any], jobs: list[list[tuple[str, int]]], *,
                  engine, trial_options: dict[str, Any], on_event=None) -> None:
-        super().__init__(metric=None, mode=None)
+        super().__init__(jobs, engine=engine, trial_options=trial_options, on_event=on_event)
         self.confirmation = confirmation
         self.settings = {s["key"]: s for s in confirmation["settings"]}
-        self.jobs = list(jobs)
-        self.engine = engine
-        self.trial_options = trial_options
-        self.on_event = on_event or (lambda kind, info: None)
-        self.running: dict[str, list[tuple[str, int]]] = {}
-        self.stopping = False
-        self.left_running: list[int] = []
-        self.outcomes = {"complete": 0, "fail": 0}
 
-    def request_stop(self) -> None:
-        self.stopping = True
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return True
-
-    def suggest(self, trial_id: str):
-        if self.stopping or not self.jobs:
-            return Searcher.FINISHED
-        job = self.jobs.pop(0)
-        self.running[trial_id] = job
-        first = self.settings[job[0][0]]["config"]
+    def job_config(self, job: list[tuple[str, int]]) -> dict[str, Any]:
         members = [{"params": run_params(self.settings[key], seed)} for key, seed in job]
-        config = {"base": first, **self.trial_options}
+        config: dict[str, Any] = {"base": self.settings[job[0][0]]["config"]}
         folds = self.confirmation.get("lodo_domains")
         if folds:  # a leave-one-domain-out study: each run is all of its folds
             seed = job[0][1]
@@ -284,52 +280,13 @@ class ConfirmSearcher(DatabaseState, Searcher):
             config["members"] = members
         else:
             config["params"] = members[0]["params"]
-        self.on_event("start", {"runs": job})
         return config
 
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        return None
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
-                          error: bool = False) -> None:
-        job = self.running.pop(trial_id, None)
-        if job is None:
-            return
-        result = result or {}
-        if self.stopping and not result.get("final"):
-            return  # cut short by a stop: a resume runs it again
-        if error:
-            finals = [{"trial_failed": 1.0, "failure_json": json.dumps(
-                {"reason": "worker lost: its process or node died on every retry"})}] * len(job)
-        elif "members_json" in result:
-            finals = json.loads(result["members_json"])
-        else:
-            finals = [result]
-        for (key, seed), final in zip(job, finals, strict=True):
-            final = final or {}
-            if final.get("trial_failed"):
-                reason = json.loads(final.get("failure_json", "{}")).get("reason", "failed")
-                db.write_confirmation_run(self.engine, self.confirmation["id"], key, seed,
-                                          state="failed", metrics={}, reason=reason)
-                self.outcomes["fail"] += 1
-                self.on_event("fail", {"setting": key, "seed": seed, "reason": reason})
-                continue
-            metrics = own_metrics(final)
-            metrics.pop("final", None)
-            db.write_confirmation_run(self.engine, self.confirmation["id"], key, seed,
-                                      state="complete", metrics=metrics)
-            self.outcomes["complete"] += 1
-            self.on_event("complete", {"setting": key, "seed": seed})
-
-    # the database is the state: nothing of this searcher goes into Tune's files
-    _UNPICKLED = ("engine", "on_event")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.engine, self.on_event = None, lambda kind, info: None
+    def store(self, run: tuple[str, int], *, state: str, metrics: dict[str, float],
+              history: list[dict[str, float]], reason: str | None) -> None:
+        key, seed = run
+        db.write_confirmation_run(self.engine, self.confirmation["id"], key, seed,
+                                  state=state, metrics=metrics, reason=reason)
 
 
 def _same_plan(stored: dict[str, Any], top: int, n_seeds: int,
@@ -413,7 +370,8 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
         def progress(kind: str, info: dict[str, Any]) -> None:
             if opts.quiet or kind == "start":
                 return
-            what = f"{info['setting']} seed {info['seed']}"
+            setting, seed = info["run"]
+            what = f"{setting} seed {seed}"
             print(f"  {what}: " + ("done" if kind == "complete" else f"failed: {info['reason']}"),
                   flush=True)
 
@@ -427,39 +385,11 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
                            "threads": max(1, int(opts.cpus_per_trial)),
                            "imports": list(opts.imports)})
         stop = SignalStop(searcher)
-        _tune(opts, searcher, stop, gpus, len(jobs))
+        launch(searcher, name=f"{opts.study}-confirm", n_jobs=len(jobs), stop=stop,
+               cpus=opts.cpus_per_trial, gpus=gpus, max_concurrent=opts.max_concurrent,
+               retries=opts.retries, tune_dir=opts.tune_dir)
         if stop.signum is not None:
             raise SweepInterrupted(stop.signum, [])
     confirmation = next(c for c in db.read_confirmations(engine, opts.study)
                         if c["id"] == confirmation["id"])
     return summarize(confirmation)
-
-
-def _tune(opts: ConfirmOptions, searcher: ConfirmSearcher, stop, gpus: float,
-          n_jobs: int) -> None:
-    from ray import tune
-
-    from search._progress import default_work_dir
-    from search.worker import tune_trainable
-
-    experiment = f"{opts.study}-confirm-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    tuner = tune.Tuner(
-        tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_jobs,
-                                    max_concurrent_trials=opts.max_concurrent,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=experiment,
-            storage_path=str(Path(opts.tune_dir or default_work_dir()).resolve()),
-            verbose=0, failure_config=tune.FailureConfig(max_failures=opts.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            stop=stop.stopper(experiment)),
-    )
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
-        with stop.installed():
-            tuner.fit()
-    finally:
-        from search.searcher import SignalStopper
-
-        SignalStopper.unregister(experiment)

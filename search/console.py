@@ -15,6 +15,7 @@ COMMANDS = {
     "sweep": "run or continue a hyperparameter sweep (Ray Tune + Optuna)",
     "status": "trial counts and the Pareto front (or best trial) of a study",
     "confirm": "re-run the front and the default on fresh paired seeds; compare",
+    "fidelity": "does a cheaper budget rank settings like the study's own? (rho, regret)",
     "analyze": "rank, plot, report, importance, compare (read only); dashboard",
 }
 
@@ -22,7 +23,7 @@ COMMANDS = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: stagetune {train,sweep,status,confirm,analyze} ...",
+        "usage: stagetune {train,sweep,status,confirm,fidelity,analyze} ...",
         "",
         "Hyperparameter search for staged training of a four-latent (zy, za, zay, zx) VAE.",
         "",
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         from search.cli import main as search_main
 
         return search_main(["run", *argv[1:]])
-    if command in ("status", "confirm"):
+    if command in ("status", "confirm", "fidelity"):
         from search.cli import main as search_main
 
         return search_main([command, *argv[1:]])

@@ -336,3 +336,44 @@ def _points(settings: Sequence[str], cheap: np.ndarray, target: np.ndarray
 def interval_text(record: Mapping[str, Any], key: str) -> str:
     """``+0.62 [+0.31, +0.84]``: a statistic with its bootstrap interval."""
     return f"{record[key]:+.2f} [{record[f'{key}_lo']:+.2f}, {record[f'{key}_hi']:+.2f}]"
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """A scored check as ``status`` prints it: its size, then per objective each cheap
+    budget's rho with its interval, and which budgets clear the bar."""
+    runs = summary["runs"]
+    state = "complete" if summary["complete"] else "incomplete"
+    failed = f", {runs['failed']} failed" if runs["failed"] else ""
+    lines = [f"fidelity check {summary['id']} ({state}: {runs['complete']} of "
+             f"{runs['total']} runs{failed}): "
+             f"{summary['settings']} settings x {len(summary['seeds'])} seeds against "
+             f"{summary['target_epochs']} epochs; Spearman rho [95% CI] of each cheaper "
+             f"budget (faithful: lower bound >= {RHO_BAR})"]
+    by_objective: dict[str, list[Mapping[str, Any]]] = {}
+    for record in summary["records"]:
+        by_objective.setdefault(record["objective"], []).append(record)
+    for objective, records in by_objective.items():
+        parts = []
+        for r in records:
+            if "error" in r:
+                parts.append(f"{r['budget']} n/a")
+                continue
+            mark = " faithful" if r["faithful"] else ""
+            parts.append(f"{r['budget']} {interval_text(r, 'spearman')}{mark}")
+        lines.append(f"  {objective}: " + "; ".join(parts))
+    faithful = sorted({r["budget"] for r in summary["records"] if r.get("faithful")})
+    lines.append("  faithful for every objective: " + (", ".join(
+        b for b in faithful if all(r.get("faithful") for r in summary["records"]
+                                   if r["budget"] == b)) or "none"))
+    return lines
+
+
+def latest_summary(engine, study_name: str) -> dict[str, Any] | None:
+    """The scored result of the study's latest fidelity check that has one (``status``,
+    the report)."""
+    from search.storage import read_fidelity_checks
+
+    for check in reversed(read_fidelity_checks(engine, study_name, runs=False)):
+        if check["summary"] is not None:
+            return check["summary"]
+    return None

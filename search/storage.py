@@ -7,7 +7,8 @@ nothing above it (``search.study`` imports from here, never the reverse; a test 
 Optuna's schema cannot hold per-epoch curves of a multi-objective trial or a run's
 artifacts, so those live in ``stagetune_epoch_metrics`` and ``stagetune_artifacts`` in the
 same database, created idempotently; so do the runs of ``stagetune confirm``
-(``stagetune_confirmations``, ``stagetune_confirmation_runs``), kept out of Optuna's
+(``stagetune_confirmations``, ``stagetune_confirmation_runs``) and of ``stagetune
+fidelity`` (``stagetune_fidelity_checks``, ``stagetune_fidelity_runs``), kept out of Optuna's
 trials so that the sampler's history holds only what the search chose. Passwords in URLs
 never reach output or logs.
 """
@@ -78,6 +79,32 @@ confirmation_runs = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # "complete" or "failed"
     sa.Column("metrics", sa.Text, nullable=False),  # JSON: the run's final metrics
     sa.Column("reason", sa.Text, nullable=True),  # why it failed
+    sa.Column("finished_at", sa.Float, nullable=False),
+)
+
+#: ``stagetune fidelity``: one row per fidelity check of a study (its settings, seeds and
+#: budgets, frozen when it starts; ``summary`` is its scored result once every run has an
+#: outcome, rescored when a resumed check adds runs)
+fidelity_checks = sa.Table(
+    "stagetune_fidelity_checks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),  # unix time
+    sa.Column("plan", sa.Text, nullable=False),  # JSON: search.fidelity_run's plan
+    sa.Column("summary", sa.Text, nullable=True),  # JSON: search.fidelity.score_check
+)
+#: one row per (check, setting, seed, schedule) run that finished, complete or failed;
+#: ``history`` holds the epoch rows' proxies, which the check's rungs read
+fidelity_runs = sa.Table(
+    "stagetune_fidelity_runs", metadata,
+    sa.Column("check_id", sa.Integer, primary_key=True),
+    sa.Column("setting", sa.String(64), primary_key=True),
+    sa.Column("seed", sa.Integer, primary_key=True),
+    sa.Column("budget", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "complete" or "failed"
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON: the run's final metrics
+    sa.Column("history", sa.Text, nullable=False),  # JSON list of epoch rows
+    sa.Column("reason", sa.Text, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=False),
 )
 
@@ -153,8 +180,29 @@ def sqlite_file(url: str) -> str | None:
     return u.database.removeprefix("file:")
 
 
+def check_sqlite_folder(url: str) -> None:
+    """Refuse a SQLite URL whose folder does not exist, naming the folder (SQLite would
+    say only "unable to open database file"); the folder is not created, so that a typo
+    in it is not taken for a new place to keep studies.
+
+    Raises:
+        StorageError: the folder of the URL's file does not exist, or is not a folder.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    folder = Path(path).parent
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"cannot open SQLite database {redact(url)}: {folder} is a file, "
+                           "not a folder; choose another --storage")
+    if not folder.is_dir():
+        raise StorageError(f"cannot open SQLite database {redact(url)}: the folder "
+                           f"{folder} does not exist; create it or choose another --storage")
+
+
 def make_engine(url: str, *, read_only: bool = False) -> sa.Engine:
     check_url(url)
+    check_sqlite_folder(url)
     u = sa.engine.make_url(url)
     kwargs: dict[str, Any] = {}
     if u.get_backend_name() == "sqlite":
@@ -319,6 +367,62 @@ def write_confirmation_run(engine: sa.Engine, confirmation_id: int, setting: str
         conn.execute(confirmation_runs.insert().values(
             confirmation_id=confirmation_id, setting=setting, seed=seed, state=state,
             metrics=json.dumps(metrics), reason=reason, finished_at=time.time()))
+
+
+def add_fidelity_check(engine: sa.Engine, study_name: str, plan: dict[str, Any]) -> int:
+    """Store a new fidelity check of ``study_name``; returns its id."""
+    with session(engine) as conn:
+        result = conn.execute(fidelity_checks.insert().values(
+            study_name=study_name, created_at=time.time(), plan=json.dumps(plan)))
+        return int(result.inserted_primary_key[0])
+
+
+def read_fidelity_checks(engine: sa.Engine, study_name: str, *, runs: bool = True
+                         ) -> list[dict[str, Any]]:
+    """A study's fidelity checks, oldest first, each with its plan, its summary (None
+    until scored) and, with ``runs``, its finished runs."""
+    if not sa.inspect(engine).has_table(fidelity_checks.name):
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(fidelity_checks).where(
+            fidelity_checks.c.study_name == study_name).order_by(fidelity_checks.c.id)).all()
+        out = []
+        for row in rows:
+            check = {"id": int(row.id), "created_at": float(row.created_at),
+                     "plan": json.loads(row.plan),
+                     "summary": json.loads(row.summary) if row.summary else None}
+            if runs:
+                check["runs"] = [
+                    {"setting": r.setting, "seed": int(r.seed), "budget": r.budget,
+                     "state": r.state, "final": json.loads(r.metrics),
+                     "history": json.loads(r.history), "reason": r.reason,
+                     "finished_at": float(r.finished_at)}
+                    for r in conn.execute(sa.select(fidelity_runs).where(
+                        fidelity_runs.c.check_id == row.id)).all()]
+            out.append(check)
+    return out
+
+
+def write_fidelity_run(engine: sa.Engine, check_id: int, setting: str, seed: int, budget: str,
+                       *, state: str, metrics: dict[str, Any],
+                       history: list[dict[str, float]], reason: str | None = None) -> None:
+    """Insert or replace one finished run of a fidelity check (a rerun of a failed one
+    replaces it)."""
+    key = ((fidelity_runs.c.check_id == check_id) & (fidelity_runs.c.setting == setting)
+           & (fidelity_runs.c.seed == seed) & (fidelity_runs.c.budget == budget))
+    with session(engine) as conn:
+        conn.execute(fidelity_runs.delete().where(key))
+        conn.execute(fidelity_runs.insert().values(
+            check_id=check_id, setting=setting, seed=seed, budget=budget, state=state,
+            metrics=json.dumps(metrics), history=json.dumps(history), reason=reason,
+            finished_at=time.time()))
+
+
+def write_fidelity_summary(engine: sa.Engine, check_id: int, summary: Any) -> None:
+    """Store (or replace) a fidelity check's scored result."""
+    with session(engine) as conn:
+        conn.execute(fidelity_checks.update().where(fidelity_checks.c.id == check_id)
+                     .values(summary=json.dumps(summary)))
 
 
 def read_epochs(engine: sa.Engine, trial_id: int) -> list[dict[str, float]]:

@@ -1,0 +1,169 @@
+"""Runs planned in advance, handed to Ray Tune: what ``confirm`` and ``fidelity`` share.
+
+A sweep asks its sampler for each next setting; a confirmation or a fidelity check knows
+every run before it starts (settings x seeds, and budgets), stores the plan in the
+database and runs what is missing. ``PlanSearcher`` hands Tune those runs as jobs (one
+Ray trial each: one run, or several runs as one vectorised population) and stores every
+run as its job ends, through the subclass's ``store``; ``launch`` runs the jobs. Both go
+through ``search.worker`` like a sweep's trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from search.objective import EPOCH_PROXIES, EPOCH_SCORE
+from search.population import MEMBER
+from search.searcher import DatabaseState, own_metrics
+
+#: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
+HISTORY_KEYS = ("epoch", "stage", "stopped_early", EPOCH_SCORE, *EPOCH_PROXIES.values())
+LOST = "worker lost: its process or node died on every retry"
+
+Run = Hashable
+
+
+def history_row(result: dict[str, Any]) -> dict[str, float]:
+    """An epoch row as a plan stores it."""
+    return {k: float(result[k]) for k in HISTORY_KEYS if k in result
+            and isinstance(result[k], int | float)}
+
+
+class PlanSearcher(DatabaseState, Searcher):
+    """Hands Tune planned jobs and stores each of their runs when the job ends.
+
+    Subclasses say what a job's trial config is (``job_config``) and where a finished
+    run goes (``store``). With ``keeps_history`` the runs' epoch rows are collected too
+    (a population's rows carry their member's index, ``MEMBER``; a run's last row travels
+    in its final result).
+    """
+
+    keeps_history = False
+
+    def __init__(self, jobs: Sequence[Sequence[Run]], *, engine, trial_options: dict[str, Any],
+                 on_event=None) -> None:
+        super().__init__(metric=None, mode=None)
+        self.jobs = [list(job) for job in jobs]
+        self.engine = engine
+        self.trial_options = trial_options
+        self.on_event = on_event or (lambda kind, info: None)
+        self.running: dict[str, list[Run]] = {}
+        self.histories: dict[str, dict[int, list[dict[str, float]]]] = {}
+        self.stopping = False
+        self.left_running: list[int] = []
+        self.outcomes = {"complete": 0, "fail": 0}
+
+    # -- what a subclass says ------------------------------------------------------------
+
+    def job_config(self, job: list[Run]) -> dict[str, Any]:
+        """The Ray trial config of ``job`` (``members`` when it holds several runs)."""
+        raise NotImplementedError
+
+    def store(self, run: Run, *, state: str, metrics: dict[str, float],
+              history: list[dict[str, float]], reason: str | None) -> None:
+        """Write one finished run (``state`` "complete" or "failed")."""
+        raise NotImplementedError
+
+    # -- Tune's side -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        if self.stopping or not self.jobs:
+            return Searcher.FINISHED
+        job = self.jobs.pop(0)
+        self.running[trial_id] = job
+        self.histories[trial_id] = {}
+        self.on_event("start", {"runs": job})
+        return {**self.job_config(job), **self.trial_options}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if not self.keeps_history or trial_id not in self.running or result.get("final"):
+            return
+        member = int(result.get(MEMBER, 0))
+        self.histories[trial_id].setdefault(member, []).append(history_row(result))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        job = self.running.pop(trial_id, None)
+        histories = self.histories.pop(trial_id, {})
+        if job is None:
+            return
+        result = result or {}
+        if self.stopping and not result.get("final"):
+            return  # cut short by a stop: a resume runs it again
+        if error:
+            finals = [{"trial_failed": 1.0, "failure_json": json.dumps({"reason": LOST})}
+                      ] * len(job)
+        elif "members_json" in result:
+            finals = json.loads(result["members_json"])
+        else:
+            finals = [result]
+        for k, (run, final) in enumerate(zip(job, finals, strict=True)):
+            final = final or {}
+            history = list(histories.get(k, []))
+            if final.get("trial_failed"):
+                reason = json.loads(final.get("failure_json", "{}")).get("reason", "failed")
+                self.store(run, state="failed", metrics={}, history=history, reason=reason)
+                self.outcomes["fail"] += 1
+                self.on_event("fail", {"run": run, "reason": reason})
+                continue
+            if self.keeps_history and final.get("last_epoch_json"):
+                history.append(history_row(json.loads(final["last_epoch_json"])))
+            metrics = own_metrics(final)
+            metrics.pop("final", None)
+            self.store(run, state="complete", metrics=metrics, history=history, reason=None)
+            self.outcomes["complete"] += 1
+            self.on_event("complete", {"run": run})
+
+    # the database is the state: nothing of this searcher goes into Tune's files
+    _UNPICKLED = ("engine", "on_event")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.engine, self.on_event = None, lambda kind, info: None
+
+
+def launch(searcher: PlanSearcher, *, name: str, n_jobs: int, stop, cpus: float, gpus: float,
+           max_concurrent: int | None, retries: int, tune_dir: str) -> None:
+    """Run ``n_jobs`` jobs of ``searcher`` through Ray Tune (Ray already started), in an
+    experiment called ``name``-<time>-<pid>; ``stop`` (``search.driver.SignalStop``) ends
+    it on SIGINT/SIGTERM."""
+    from ray import tune
+
+    from search._progress import default_work_dir
+    from search.searcher import SignalStopper
+    from search.worker import tune_trainable
+
+    experiment = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    tuner = tune.Tuner(
+        tune.with_resources(tune_trainable, {"cpu": cpus, "gpu": gpus}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_jobs,
+                                    max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(Path(tune_dir or default_work_dir()).resolve()),
+            verbose=0, failure_config=tune.FailureConfig(max_failures=retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            stop=stop.stopper(experiment)),
+    )
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        with stop.installed():
+            tuner.fit()
+    finally:
+        SignalStopper.unregister(experiment)
