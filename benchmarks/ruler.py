@@ -16,8 +16,9 @@ Each run writes ``OUT/<setting>_s<seed>.json`` (final metrics, wall time) as soo
 ends, and keeps its checkpoint under ``OUT/<setting>_s<seed>/`` so a later version of
 the metrics can re-score it (``--reevaluate``). An interrupted run resumes from its
 checkpoint (wall time then counts only the resumed part).
-The report prints mean +- sd over seeds, every factor x group entry on posterior samples
-beside the same entry on the encoder means, each group's information rate and KL, and,
+The report prints mean +- sd over seeds, the dependence of zay on zy and za (CKA, the
+published correlations, HSIC) on posterior samples beside the same on the encoder means,
+every factor x group entry on posterior samples beside the same entry on the encoder means, each group's information rate and KL, and,
 for each setting against ``default``, the paired difference (seed s of one against seed
 s of the other: same data split, same initial draws) with a paired t-test's p-value;
 "**yes**" where p < 0.05.
@@ -45,12 +46,20 @@ SCORES = (
     "disentanglement_score", "factor_exclusivity_means",
     *(f"exclusivity_{f}{m}" for f in FACTORS for m in ("", "_means")),
     "dci_disentanglement", "dci_completeness", "dci_informativeness",
-    "zay_independence_score", "zay_independence_score_published",
-    "zay_nonlinear_independence", "zay_label_leakage", "zay_interaction_content",
+    "zay_label_leakage", "zay_interaction_content",
     "zay_coinformation", "zay_collapsed", "task_accuracy", "acc_y_test",
     "disentanglement_score_label_only",
     *(f"{g}_{k}" for g in GROUPS for k in ("rate", "kl", "active_dims")),
 )
+
+
+#: dependence between zay and zy/za: on posterior samples (what the decoder receives)
+#: beside the same measure on the encoder means
+DEPENDENCE = tuple(f"{m}{source}" for m in (
+    "zy_zay_correlation", "za_zay_correlation", "zay_independence_score",
+    "zy_zay_correlation_published", "za_zay_correlation_published",
+    "zay_independence_score_published", "zy_zay_hsic", "za_zay_hsic",
+    "zay_nonlinear_independence") for source in ("", "_means"))
 
 
 def _run_name(setting: str, seed: int) -> str:
@@ -199,7 +208,7 @@ def report(out: Path, settings: list[str]) -> str:
     head = "| metric | " + " | ".join(settings) + " | " + " | ".join(
         f"{s} - default (p)" for s in others) + " |"
     lines += [head, "|" + "---|" * (1 + len(settings) + len(others))]
-    for m in list(SCORES) + matrix:
+    for m in list(SCORES) + list(DEPENDENCE) + matrix:
         values = {s: {seed: f[m] for seed, f in by_seed[s].items() if m in f}
                   for s in settings}
         cells = []
