@@ -90,10 +90,11 @@ def _table(summary: dict[str, Any]) -> str:
             "<th>faithful</th></tr>")
     body = []
     for r in summary["records"]:
-        if "error" in r:
+        if "error" in r or r.get("constant"):
+            why = r.get("error") or "no spread between settings at this budget: it ranks nothing"
             body.append(f"<tr><td>{html.escape(r['objective'])}</td>"
                         f"<td>{html.escape(r['budget'])}</td>"
-                        f"<td colspan='5'>{html.escape(r['error'])}</td></tr>")
+                        f"<td colspan='5'>{html.escape(why)}</td></tr>")
             continue
         body.append(
             f"<tr><td>{html.escape(r['objective'])}</td>"

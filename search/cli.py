@@ -146,7 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or auto)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
     r.add_argument("--asha", action="store_true",
-                   help="ASHA on the scalar validation score, rungs counted from stage 3")
+                   help="stop trials early: in a pareto study MO-ASHA (non-dominated sorting "
+                        "of the objectives' per-epoch proxies at each rung; rungs from the "
+                        "study's fidelity check or --rungs); in a scalar study ASHA on the "
+                        "validation score, rungs counted from stage 3")
+    r.add_argument("--rungs", type=int, nargs="+", default=None, metavar="EPOCH",
+                   help="MO-ASHA's rungs, as epochs completed (default: those the study's "
+                        "latest 'stagetune fidelity' check found to rank like the end)")
+    r.add_argument("--reduction-factor", type=float, default=3.0,
+                   help="MO-ASHA keeps the best 1/this of each rung's trials")
     r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
     r.add_argument("--replicates", "--seeds", dest="replicates", type=int, default=1,
                    metavar="R",
@@ -363,15 +371,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     task = args.task_metric or ("lodo_accuracy" if args.lodo else "task_accuracy")
     objective = Objective(mode=args.objective, disentanglement=args.disentanglement_metric,
                           weight=args.weight, task=task)
-    if args.asha and args.objective != "scalar":
-        print("note: --asha compares the scalar validation score "
-              f"(weight {args.weight}) even in pareto mode", flush=True)
     opts = SweepOptions(
         storage=args.storage, study=args.study, n_trials=args.n_trials, base_config=base,
         space=space, objective=objective, sampler=args.sampler, seed=args.seed,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, address=args.address, num_cpus=args.num_cpus,
-        asha=args.asha, retries=args.retries, replicates=args.replicates,
+        asha=args.asha, rungs=tuple(args.rungs) if args.rungs else None,
+        reduction_factor=args.reduction_factor, retries=args.retries,
+        replicates=args.replicates,
         population=args.population, lodo=args.lodo,
         imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,

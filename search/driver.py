@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from search._progress import (
     quiet_ray_logs,
     summarize,
 )
+from search.fixed import budgets, fixed_fields
 from search.objective import EPOCH_SCORE, Objective
 from search.replicates import OPTION, lodo_folds, trial_option
 from search.space import SearchSpace
@@ -59,6 +60,13 @@ class SweepOptions:
     quiet: bool = False
     verbose: bool = False  # show Ray's own warnings
     resume_command: str | None = None  # printed after a stop signal (password hidden)
+    #: move a stored study to this sweep's --epochs (recorded; reports show which trials
+    #: ran at which budget); without it another budget is refused
+    change_budget: bool = False
+    #: MO-ASHA's rungs (epochs completed) in a Pareto study with ``asha``; None: the
+    #: faithful rungs of the study's latest fidelity check (``search.moasha``)
+    rungs: tuple[int, ...] | None = None
+    reduction_factor: float = 3.0
 
 
 class PreflightError(ValueError):
@@ -188,32 +196,85 @@ def init_ray(opts: SweepOptions) -> None:
         ray.init(address="local", num_cpus=opts.num_cpus, **kwargs)
 
 
+def check_rungs(opts: SweepOptions) -> SweepOptions:
+    """A Pareto sweep with ``asha``: its MO-ASHA rungs, chosen before anything is stored
+    (``--rungs``, else the faithful rungs of the study's latest fidelity check; refused
+    where neither exists)."""
+    if not opts.asha or opts.objective.mode != "pareto":
+        return opts
+    from search.fidelity import latest_summary
+    from search.moasha import RungError, choose_rungs
+    from search.storage import existing_database, has_study_tables
+
+    summary = None
+    engine = existing_database(opts.storage)
+    if engine is not None:
+        try:
+            if has_study_tables(engine, opts.storage):
+                summary = latest_summary(engine, opts.study)
+        finally:
+            engine.dispose()
+    try:
+        rungs = choose_rungs(opts.rungs, summary, opts.objective.names, opts.space.epochs)
+    except RungError as exc:
+        raise PreflightError(str(exc)) from None
+    return replace(opts, rungs=tuple(rungs))
+
+
+def mo_asha_scheduler(opts: SweepOptions, study, engine):
+    """MO-ASHA over the study's objectives, its rungs rebuilt from the stored epoch rows
+    of every finished trial (a resumed driver decides as the stopped one would have)."""
+    from optuna.trial import TrialState
+
+    from search.moasha import RungBook, scheduler_class
+    from search.storage import read_epochs
+
+    book = RungBook(tuple(opts.rungs or ()), tuple(opts.objective.names),
+                    tuple(opts.objective.directions), opts.reduction_factor)
+    finished = study.get_trials(deepcopy=False,
+                                states=(TrialState.COMPLETE, TrialState.PRUNED))
+    book.replay((t.number, row) for t in finished for row in read_epochs(engine, t._trial_id))
+    return scheduler_class()(book)
+
+
 def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     """Run (or continue) a sweep until the study holds ``n_trials`` finished trials.
 
     Everything that would make every trial fail, or wait forever, is checked before the
     study is created or a trial launched (:class:`PreflightError`); a resumed study with
-    another objective is refused. SIGINT/SIGTERM stop it gracefully
+    another objective, other replicates or other fixed fields (``search.fixed``: another
+    budget only with ``change_budget``) is refused. SIGINT/SIGTERM stop it gracefully
     (:class:`SweepInterrupted`).
     """
-    if opts.n_trials < 0:
-        raise ValueError(f"--n-trials must not be negative (got {opts.n_trials})")
+    if opts.n_trials < 1:  # 0 would create a study and queue its default, to run nothing
+        raise ValueError(f"--n-trials must be at least 1 (got {opts.n_trials}): it is the "
+                         "study's total of finished trials")
     check_trial_config(opts)
     from search.population import check_population
 
     check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
     check_task_metric(opts)
+    opts = check_rungs(opts)
+    # where a parameter acts depends on what every trial keeps fixed (penalty_in_stage3, ..)
+    opts = replace(opts, space=opts.space.with_base(opts.base_config))
+    fixed = fixed_fields(opts.base_config)
     done_before = peek_study(opts.storage, opts.study, opts.objective,
-                             replicates=opts.replicates)
+                             replicates=opts.replicates, fixed=fixed,
+                             change_budget=opts.change_budget)
     gpus = 0.0
     if done_before is None or done_before < opts.n_trials:
         init_ray(opts)
         gpus = check_resources(opts)
     opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
-                        seed=opts.seed, replicates=opts.replicates)
+                        seed=opts.seed, replicates=opts.replicates, fixed=fixed,
+                        change_budget=opts.change_budget)
     study = opened.study
     requeued = recover_orphans(study, opened.storage.engine)
-    if opened.created:
+    if opened.moved and not opts.quiet:
+        first = budgets(study.user_attrs)[-1]["first_trial"]
+        print(f"study {opts.study!r} moved to epochs={opts.space.epochs} from trial {first} "
+              "on (--change-budget; recorded: status and the report show the budgets)")
+    if opened.created or opened.moved:  # a new budget gets the default as its reference
         base = opts.space.baseline()
         if opts.space.admits(base):
             study.enqueue_trial(base, user_attrs={"baseline": True})
@@ -309,7 +370,9 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     )
     stop = SignalStop(searcher)
     scheduler = None
-    if opts.asha:
+    if opts.asha and opts.objective.mode == "pareto":
+        scheduler = mo_asha_scheduler(opts, study, engine)
+    elif opts.asha:
         # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
         scheduler = ASHAScheduler(time_attr="stage3_epoch", metric=EPOCH_SCORE, mode="max",
                                   max_t=max(1, opts.space.epochs), grace_period=1,

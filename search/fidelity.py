@@ -239,7 +239,8 @@ def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *, k: int | N
     replicate draws the settings with replacement and, within each drawn setting, its
     seeds with replacement, the same seed indices at both budgets (the seeds are paired:
     seed s of a setting is one training run read two ways, or two runs on one split and
-    initial draw).
+    initial draw). A budget at which every setting gives the same value (a proxy that is
+    constant while zay is gated out, say) ranks nothing: ``constant``, never faithful.
     """
     sign = 1.0 if direction(objective) == "maximize" else -1.0
     ok = np.isfinite(cheap).any(1) & np.isfinite(target).any(1)
@@ -268,11 +269,15 @@ def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *, k: int | N
     out: dict[str, Any] = {"objective": objective, "settings": int(n), "seeds": int(seeds),
                            "k": int(k)}
     for key, value in point.items():
-        finite = np.array([v for v in draws[key] if np.isfinite(v)])
+        # a resample in which one side has no spread ranks nothing: its correlation is 0
+        # (leaving it out would let the resamples that happen to vary decide alone)
+        drawn = np.nan_to_num(np.asarray(draws[key], dtype=float), nan=0.0)
         out[key] = value
-        out[f"{key}_lo"] = float(np.quantile(finite, lo_q)) if len(finite) else float("nan")
-        out[f"{key}_hi"] = float(np.quantile(finite, hi_q)) if len(finite) else float("nan")
-    out["faithful"] = bool(out["spearman_lo"] >= RHO_BAR)
+        out[f"{key}_lo"] = float(np.quantile(drawn, lo_q))
+        out[f"{key}_hi"] = float(np.quantile(drawn, hi_q))
+    # no spread at the cheap budget (or the target): it cannot rank the settings at all
+    out["constant"] = not math.isfinite(out["spearman"])
+    out["faithful"] = bool(not out["constant"] and out["spearman_lo"] >= RHO_BAR)
     return out
 
 
@@ -357,6 +362,9 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         for r in records:
             if "error" in r:
                 parts.append(f"{r['budget']} n/a")
+                continue
+            if r.get("constant"):
+                parts.append(f"{r['budget']} no spread (ranks nothing)")
                 continue
             mark = " faithful" if r["faithful"] else ""
             parts.append(f"{r['budget']} {interval_text(r, 'spearman')}{mark}")

@@ -100,6 +100,12 @@ def test_a_faithful_budget_clears_the_bar_and_noise_does_not():
                         "zay_label_leakage", bootstrap=400)
     assert reversed_["spearman"] == pytest.approx(-1.0)
     assert reversed_["regret"] == pytest.approx(1.0, abs=0.05)  # picks the worst leakage
+    # a proxy constant at the cheap budget (zay gated out) ranks nothing and is never
+    # faithful, however its resamples fall
+    constant = compare(np.full((n, seeds), 0.998), target, "zay_independence_score",
+                       bootstrap=100)
+    assert constant["constant"] and not constant["faithful"]
+    assert constant["spearman_lo"] == constant["spearman_hi"] == 0.0
 
 
 def test_seed_noise_widens_the_interval_through_the_within_setting_resample():

@@ -10,7 +10,9 @@ each final metric the search can select has a proxy here that costs milliseconds
 - ``val_zay_label_leakage`` (for ``zay_label_leakage``): max chance-corrected accuracy
   of y and of a read from zay;
 - ``val_disentanglement_score`` (for ``disentanglement_score``): mean exclusivity of the
-  factor x group matrix.
+  factor x group matrix;
+- ``val_zay_collapsed`` (for ``zay_collapsed``): 1 when zay transmits (almost) nothing,
+  what a scheduler's rung reads as infeasible.
 
 Probes here are closed-form ridge regressions on standardised features (one-hot targets
 for discrete factors, argmax as the prediction), fit on one half of the validation
@@ -151,4 +153,6 @@ def epoch_proxies(
         alive = ((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
     out["val_disentanglement_score"] = torch.where(alive, score_value,
                                                    torch.zeros_like(score_value))
+    # for a scheduler's feasibility at a rung, as zay_collapsed is the final one's
+    out["val_zay_collapsed"] = (~alive).to(score_value.dtype)
     return out
