@@ -328,7 +328,8 @@ table.sortable tr.front td{background:#fdecea}
 section{margin-bottom:2em} .skipped li{color:#5f6368}
 table.confirm{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
 table.confirm th,table.confirm td{border:1px solid #dadce0;padding:3px 8px;text-align:right}
-table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em} p.warning{color:#b3261e}
+table.confirm th{background:#f1f3f4} code{background:#f1f3f4;padding:0 .25em}
+p.warning{color:#b3261e}
 </style>
 """
 
@@ -426,8 +427,8 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     table = ranked_records(data, ranked).head(table_rows)
     ranked_note = (f"{len(ranked)} trials ranked ({'with' if include_infeasible else 'without'}"
                    f" infeasible, {'with' if include_pruned else 'without'} pruned)")
-    order = ("Pareto rank, then crowding distance, largest first (a front's end points "
-             f"have an infinite one by definition: {FRONT_END})" if not data.scalar
+    order = ("Pareto rank, then crowding distance, largest first, where a front's end "
+             f"points read {FRONT_END}: theirs is infinite by definition" if not data.scalar
              else f"{data.objectives[0]}")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
