@@ -19,9 +19,9 @@ checkpoint (wall time then counts only the resumed part).
 The report prints mean +- sd over seeds, the dependence of zay on zy and za (CKA, the
 published correlations, HSIC) on posterior samples beside the same on the encoder means,
 every factor x group entry on posterior samples beside the same entry on the encoder
-means, each group's information rate and KL, and, for each setting against ``default``, the paired difference (seed s of one against seed
-s of the other: same data split, same initial draws) with a paired t-test's p-value;
-"**yes**" where p < 0.05.
+means, each group's information rate and KL, and, for each setting against ``default``,
+the paired difference (seed s of one against seed s of the other: same data split, same
+initial draws) with a paired t-test's p-value; "**yes**" where p < 0.05.
 ``--check-samples`` re-reads every checkpoint with a probe built apart from the
 evaluation (scikit-learn's logistic regression on posterior draws taken with torch from
 the model's own encoder) and prints it beside the reported ``factor_s_from_<g>``.
