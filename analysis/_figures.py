@@ -115,15 +115,92 @@ def _hover(df: pd.DataFrame, objectives: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------- Pareto
 
 
-def error_bars(df: pd.DataFrame, objective: str, colour: str) -> dict[str, Any] | None:
+#: the longest error-bar side drawn, as a fraction of the points' spread on its axis: a
+#: longer one is cut there and ends in an arrowhead, so that one noisy trial's bar cannot
+#: span the plot and read as a reference line (a whole bar then spans at most 2/5 of it)
+BAR_REACH = 1 / 3
+CUT_BAR_NAME = "± 1 SE longer than drawn (hover for it)"
+#: the arrowhead of a cut bar, by axis and side
+CUT_SYMBOL = {("x", -1): "triangle-left", ("x", 1): "triangle-right",
+              ("y", -1): "triangle-down", ("y", 1): "triangle-up"}
+
+
+def bar_cap(values: np.ndarray, *, reach: float = BAR_REACH) -> float | None:
+    """The longest error-bar side drawn on an axis whose points are ``values``: ``reach``
+    times their spread; ``None`` (no cap) when they do not spread."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    span = float(v.max() - v.min()) if v.size else 0.0
+    return reach * span if span > 0 else None
+
+
+def error_bars(df: pd.DataFrame, objective: str, colour: str,
+               cap: float | None = None) -> dict[str, Any] | None:
     """Plotly ``error_x``/``error_y`` of ± 1 standard error (the ``<objective>_se``
     column of trials swept with replicates); ``None`` when no trial of ``df`` has one,
-    so that such trials draw without bars. A trial without one gets no bar."""
+    so that such trials draw without bars. A trial without one gets no bar.
+
+    A bar longer than ``cap`` is left out here (0) and drawn by ``cut_bar_traces``
+    instead: ``cap`` long, ending in an arrowhead rather than a bar's end cap.
+    """
     column = f"{objective}_se"
     if column not in df.columns or not df[column].notna().any():
         return None
-    return {"type": "data", "symmetric": True, "array": df[column].astype(float).tolist(),
-            "visible": True, "color": colour, "thickness": 1, "width": 3}
+    se = df[column].astype(float).to_numpy()
+    bars: dict[str, Any] = {"type": "data", "visible": True, "color": colour, "thickness": 1,
+                            "width": 3}
+    if cap is not None and np.any(se > cap):
+        shown = np.where(se > cap, 0.0, se).tolist()
+        return {**bars, "symmetric": False, "array": shown, "arrayminus": shown}
+    return {**bars, "symmetric": True, "array": se.tolist()}
+
+
+def cut_bars(df: pd.DataFrame, objectives: list[str],
+             caps: tuple[float | None, float | None], *, colour: str) -> pd.DataFrame:
+    """The bars of ``df`` longer than their axis' cap: one row per side, with the point
+    (``x``, ``y``), where the drawn bar ends (``end_x``, ``end_y``), its arrowhead
+    ``symbol``, the standard error ``se`` it stands for, the trial ``number`` and the bar's
+    ``colour``."""
+    rows = []
+    for axis, objective, cap in zip(("x", "y"), objectives[:2], caps, strict=True):
+        column = f"{objective}_se"
+        if cap is None or column not in df.columns:
+            continue
+        for _, row in df[df[column].astype(float) > cap].iterrows():
+            x, y = float(row[objectives[0]]), float(row[objectives[1]])
+            for side in (-1, 1):
+                rows.append({"number": int(row["number"]), "x": x, "y": y,
+                             "end_x": x + side * cap if axis == "x" else x,
+                             "end_y": y + side * cap if axis == "y" else y,
+                             "objective": objective, "se": float(row[column]),
+                             "symbol": CUT_SYMBOL[(axis, side)], "colour": colour})
+    return pd.DataFrame(rows, columns=["number", "x", "y", "end_x", "end_y", "objective",
+                                       "se", "symbol", "colour"])
+
+
+def cut_bar_traces(cuts: pd.DataFrame) -> list[go.Scatter]:
+    """The cut bars (``cut_bars``): each side a line from its point, in the bar's colour,
+    ending in an arrowhead (one legend entry for all) that hovers with the real length."""
+    if cuts.empty:
+        return []
+    traces = []
+    for colour, part in cuts.groupby("colour", sort=False):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for row in part.itertuples():
+            xs += [row.x, row.end_x, None]
+            ys += [row.y, row.end_y, None]
+        traces.append(go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": 1},
+                                 legendgroup="cut", showlegend=False, hoverinfo="skip"))
+    fmt = float_formatter(cuts["se"].to_numpy(np.float64), most=6)
+    hover = [f"trial #{n}: ± 1 SE of {o} is {fmt(se)}, longer than drawn"
+             for n, o, se in zip(cuts["number"], cuts["objective"], cuts["se"], strict=True)]
+    traces.append(go.Scatter(x=cuts["end_x"], y=cuts["end_y"], mode="markers",
+                             name=CUT_BAR_NAME, legendgroup="cut",
+                             marker={"symbol": cuts["symbol"].tolist(), "size": 8,
+                                     "color": cuts["colour"].tolist()},
+                             hovertext=hover, hoverinfo="text"))
+    return traces
 
 
 def replicates_shown(df: pd.DataFrame) -> int:
@@ -140,6 +217,33 @@ def front_points(ranked: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
     return front.sort_values([objectives[0], objectives[1]], kind="stable")
 
 
+#: error-bar colours: light, so that a bar never outweighs the points it belongs to
+BAR_COLOUR = {"trials": "#9aa0a6", "infeasible": "#7f7f7f",
+              "front": "rgba(214,39,40,0.55)", "default": "rgba(32,33,36,0.45)"}
+
+
+def pareto_caps(frames: list[pd.DataFrame], objectives: list[str]
+                ) -> tuple[float | None, float | None]:
+    """The error-bar caps (``bar_cap``) of a Pareto plot of the trials in ``frames``, from
+    the spread of their points on each axis."""
+    shown = pd.concat([f for f in frames if len(f)]) if any(len(f) for f in frames) else None
+    if shown is None:
+        return None, None
+    x_name, y_name = objectives[:2]
+    return bar_cap(shown[x_name].to_numpy(np.float64)), bar_cap(
+        shown[y_name].to_numpy(np.float64))
+
+
+def _points(df: pd.DataFrame, objectives: list[str], caps: tuple[float | None, float | None],
+            *, name: str, bars: str, **style: Any) -> go.Scatter:
+    """One Scatter of trials with their (capped) ± 1 SE bars in ``BAR_COLOUR[bars]``."""
+    x_name, y_name = objectives[:2]
+    return go.Scatter(x=df[x_name], y=df[y_name], name=name,
+                      error_x=error_bars(df, x_name, BAR_COLOUR[bars], caps[0]),
+                      error_y=error_bars(df, y_name, BAR_COLOUR[bars], caps[1]),
+                      hovertext=_hover(df, objectives), hoverinfo="text", **style)
+
+
 def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "",
                   infeasible: pd.DataFrame | None = None,
                   reference: list[float] | None = None, hypervolume: float | None = None,
@@ -150,13 +254,23 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
     non-dominated trials, never the corners of a staircase that no trial reached.
     Above ``density_above`` trials the other trials become a 2-D histogram. Trials swept
     with replicates carry ± 1 standard error bars on both objectives (the points being
-    means over seeds); the histogram has none.
+    means over seeds); the histogram has none. A bar side longer than ``BAR_REACH`` of
+    the points' spread is cut there and ends in an arrowhead (its length in the hover).
+    Each trial is labelled once (the default as ``#n default``).
     """
     x_name, y_name = objectives[:2]
     fig = go.Figure()
     rest = ranked[ranked["pareto_rank"] != 0]
     front = front_points(ranked, objectives)
+    infeasible = infeasible if infeasible is not None else ranked.iloc[:0]
+    base = ranked[ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked.iloc[:0]
     many = len(ranked) > density_above
+    caps = pareto_caps([ranked, infeasible], objectives)
+    baseline = set(base["number"].astype(int))
+    # a default on the front is cut once, by its own trace
+    cuts = [cut_bars(front[~front["number"].astype(int).isin(baseline)], objectives, caps,
+                     colour=BAR_COLOUR["front"]),
+            cut_bars(base, objectives, caps, colour=BAR_COLOUR["default"])]
     if many:
         fig.add_trace(go.Histogram2d(
             x=rest[x_name], y=rest[y_name], nbinsx=60, nbinsy=60, name="trials (density)",
@@ -165,52 +279,35 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
             hovertemplate=f"{x_name} %{{x}}<br>{y_name} %{{y}}<br>%{{z}} trials"
                           "<extra></extra>"))
     else:
-        fig.add_trace(go.Scatter(x=rest[x_name], y=rest[y_name], mode="markers",
-                                 name="trials", marker={"color": "#9aa0a6", "size": 7},
-                                 error_x=error_bars(rest, x_name, "#9aa0a6"),
-                                 error_y=error_bars(rest, y_name, "#9aa0a6"),
-                                 hovertext=_hover(rest, objectives), hoverinfo="text"))
-    if infeasible is not None and len(infeasible):
-        fig.add_trace(go.Scatter(x=infeasible[x_name], y=infeasible[y_name], mode="markers",
-                                 name="infeasible (zay collapsed)",
-                                 marker={"symbol": "x", "color": "#7f7f7f",
-                                         "size": 5 if many else 8},
-                                 error_x=error_bars(infeasible, x_name, "#7f7f7f"),
-                                 error_y=error_bars(infeasible, y_name, "#7f7f7f"),
-                                 hovertext=_hover(infeasible, objectives), hoverinfo="text"))
+        fig.add_trace(_points(rest, objectives, caps, name="trials", bars="trials",
+                              mode="markers", marker={"color": "#9aa0a6", "size": 7}))
+        cuts.append(cut_bars(rest, objectives, caps, colour=BAR_COLOUR["trials"]))
+    if len(infeasible):
+        fig.add_trace(_points(infeasible, objectives, caps, bars="infeasible",
+                              name="infeasible (zay collapsed)", mode="markers",
+                              marker={"symbol": "x", "color": "#7f7f7f",
+                                      "size": 5 if many else 8}))
+        cuts.append(cut_bars(infeasible, objectives, caps, colour=BAR_COLOUR["infeasible"]))
     two = len(objectives) == 2
-    fig.add_trace(go.Scatter(
-        x=front[x_name], y=front[y_name], mode="lines+markers+text" if two
+    fig.add_trace(_points(
+        front, objectives, caps, bars="front", mode="lines+markers+text" if two
         else "markers+text", name="Pareto front" if two
         else f"Pareto front (over all {len(objectives)} objectives)",
         line={"color": FRONT_COLOUR, "width": 2}, marker={"size": 10, "color": FRONT_COLOUR},
-        text=[f"#{int(n)}" for n in front["number"]], textposition="top right",
-        textfont={"size": 11, "color": FRONT_COLOUR},
-        error_x=error_bars(front, x_name, FRONT_COLOUR),
-        error_y=error_bars(front, y_name, FRONT_COLOUR),
-        hovertext=_hover(front, objectives), hoverinfo="text"))
-    base = ranked[ranked["baseline"].astype(bool)] if "baseline" in ranked else ranked.iloc[:0]
+        # the default's own trace labels it: once, as "#n default"
+        text=["" if int(n) in baseline else f"#{int(n)}" for n in front["number"]],
+        textposition="top right", textfont={"size": 11, "color": FRONT_COLOUR}))
     if len(base):
-        fig.add_trace(go.Scatter(x=base[x_name], y=base[y_name], mode="markers+text",
-                                 name=method_default_name(),
-                                 text=[f"#{int(n)} default" for n in base["number"]],
-                                 textposition="bottom left",
-                                 marker={"symbol": "star", "size": 18, "color": "#ffbf00",
-                                         "line": {"width": 1, "color": "black"}},
-                                 error_x=error_bars(base, x_name, "black"),
-                                 error_y=error_bars(base, y_name, "black"),
-                                 hovertext=_hover(base, objectives), hoverinfo="text"))
-    clauses = [f"front: {len(front)} of {len(ranked)} ranked trials"]
-    if error_bars(ranked, x_name, FRONT_COLOUR) or error_bars(ranked, y_name, FRONT_COLOUR):
-        clauses.append(f"points are means over {replicates_shown(ranked)} paired seeds, "
-                       "bars ± 1 standard error")
-    if hypervolume is not None and reference is not None:
-        ref = ", ".join(f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True))
-        fmt = float_formatter([hypervolume])
-        clauses.append(f"hypervolume {fmt(hypervolume)} against the reference point ({ref})")
-    if not two:
-        clauses.append(f"showing the first two of {len(objectives)} objectives")
-    lines = subtitle_lines(clauses)
+        fig.add_trace(_points(base, objectives, caps, bars="default", mode="markers+text",
+                              name=method_default_name(),
+                              text=[f"#{int(n)} default" for n in base["number"]],
+                              textposition="bottom left",
+                              marker={"symbol": "star", "size": 18, "color": "#ffbf00",
+                                      "line": {"width": 1, "color": "black"}}))
+    for trace in cut_bar_traces(pd.concat(cuts, ignore_index=True)):
+        fig.add_trace(trace)
+    lines = subtitle_lines(_pareto_clauses(ranked, objectives, len(front),
+                                           reference=reference, hypervolume=hypervolume))
     fig.update_layout(
         title={"text": (title or f"Pareto front: {x_name} vs {y_name}")
                + subtitle_html(lines)},
@@ -218,6 +315,23 @@ def pareto_figure(ranked: pd.DataFrame, objectives: list[str], *, title: str = "
         margin={"t": 80 + 20 * len(lines)},
         legend={"orientation": "h", "y": -0.15})
     return fig
+
+
+def _pareto_clauses(ranked: pd.DataFrame, objectives: list[str], n_front: int, *,
+                    reference: list[float] | None, hypervolume: float | None) -> list[str]:
+    """The clauses of a Pareto figure's subtitle."""
+    x_name, y_name = objectives[:2]
+    clauses = [f"front: {n_front} of {len(ranked)} ranked trials"]
+    if error_bars(ranked, x_name, FRONT_COLOUR) or error_bars(ranked, y_name, FRONT_COLOUR):
+        clauses.append(f"points are means over {replicates_shown(ranked)} paired seeds, "
+                       "bars ± 1 standard error")
+    if hypervolume is not None and reference is not None:
+        ref = ", ".join(f"{o}={r:g}" for o, r in zip(objectives, reference, strict=True))
+        fmt = float_formatter([hypervolume])
+        clauses.append(f"hypervolume {fmt(hypervolume)} against the reference point ({ref})")
+    if len(objectives) != 2:
+        clauses.append(f"showing the first two of {len(objectives)} objectives")
+    return clauses
 
 
 #: characters of a ``<sup>`` subtitle line that fit in a 900 px wide figure
@@ -263,58 +377,142 @@ def hypervolume_figure(hv: pd.DataFrame, *, reference: list[float] | None = None
 # ---------------------------------------------------------------------- learning curves
 
 
+def curve_points(rows: list[dict[str, float]], metric: str) -> pd.DataFrame:
+    """One trial's stored per-epoch rows as ``epoch`` (counted from 1, as the trainer
+    prints ``epoch 1/6``; the database counts from 0), ``stage`` and ``value``."""
+    kept = [r for r in rows if metric in r]
+    return pd.DataFrame({"epoch": [int(r["epoch"]) + 1 for r in kept],
+                         "stage": [int(r["stage"]) for r in kept],
+                         "value": [float(r[metric]) for r in kept]})
+
+
+def coinciding_runs(points: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Where several trials' curves are the same (trials that share their first stages
+    train identically until they part), as runs: ``trials`` (in ``points``' order) with the
+    same value at every epoch from ``first`` to ``last``, ``value`` at ``last``, and
+    ``count``. A run ends where its trials part (or end); a smaller group that stays
+    together is a run of its own, from the epoch its members' curves first coincide."""
+    table = pd.DataFrame({n: p.set_index("epoch")["value"] for n, p in points.items()})
+    rows = []
+    open_runs: dict[tuple[int, ...], int] = {}
+    epochs = list(table.index)
+    for k, epoch in enumerate([*epochs, None]):
+        groups: set[tuple[int, ...]] = set()
+        if epoch is not None:
+            at = table.loc[epoch].dropna()
+            for _, members in at.groupby(at.to_numpy()).groups.items():
+                if len(members) > 1:
+                    groups.add(tuple(n for n in points if n in set(members)))
+        for trials in [g for g in open_runs if g not in groups]:
+            last = epochs[k - 1]
+            together = table[list(trials)].nunique(axis=1, dropna=False).loc[:last] == 1
+            first = int(together[~together].index.max() + 1) if (~together).any() else int(
+                together.index.min())
+            rows.append({"trials": list(trials), "first": first, "last": int(last),
+                         "value": float(table.loc[last, trials[0]]), "count": len(trials)})
+            del open_runs[trials]
+        for trials in groups - set(open_runs):
+            open_runs[trials] = int(epoch)
+    return pd.DataFrame(rows, columns=["trials", "first", "last", "value", "count"])
+
+
+def _trial_traces(number: int, points: pd.DataFrame, colour: str, metric: str,
+                  shared: dict[tuple[int, int], list[int]]) -> list[go.Scatter]:
+    """A trial's curve, one line per stage in its dash, each joined to the next stage's
+    first point; each point hovers with the trials whose curves pass through it too."""
+    traces = []
+    epochs, values, stages = (points[c].to_numpy() for c in ("epoch", "value", "stage"))
+    hover = [f"trial #{number}, stage {s}<br>epoch {e}: {metric} {v:.5g}" + (
+        "<br>the same in " + ", ".join(f"#{m}" for m in shared[(number, e)])
+        if (number, e) in shared else "") for e, v, s in zip(epochs, values, stages,
+                                                              strict=True)]
+    for stage in (1, 2, 3):
+        idx = np.flatnonzero(stages == stage)
+        if idx.size == 0:
+            continue
+        # include the next point so consecutive segments join up
+        idx = np.append(idx, idx[-1] + 1) if idx[-1] + 1 < len(epochs) else idx
+        traces.append(go.Scatter(
+            x=epochs[idx], y=values[idx], mode="lines",
+            line={"color": colour, "width": 1.8, "dash": STAGE_DASH[stage]},
+            name=f"#{number}", legendgroup=f"trial {number}", showlegend=not traces,
+            hovertext=[hover[i] for i in idx], hoverinfo="text"))
+    return traces
+
+
+def _coinciding_traces(runs: pd.DataFrame, points: dict[int, pd.DataFrame]
+                       ) -> list[go.Scatter]:
+    """Rings where curves coincide, and ``×N`` where N coinciding curves part."""
+    if runs.empty:
+        return []
+    xs, ys = [], []
+    for run in runs.itertuples():
+        p = points[run.trials[0]]
+        span = p[(p["epoch"] >= run.first) & (p["epoch"] <= run.last)]
+        xs += span["epoch"].tolist()
+        ys += span["value"].tolist()
+    hover = [f"{run.count} curves coincide, epochs {run.first}–{run.last}: "
+             + ", ".join(f"#{n}" for n in run.trials) for run in runs.itertuples()]
+    return [
+        go.Scatter(x=xs, y=ys, mode="markers", name="curves coincide (×N: N part here)",
+                   legendgroup="coincide", hoverinfo="skip",
+                   marker={"symbol": "circle-open", "size": 11, "color": "#3c4043",
+                           "line": {"width": 1.5}}),
+        go.Scatter(x=runs["last"], y=runs["value"], mode="text", legendgroup="coincide",
+                   text=[f"×{c}" for c in runs["count"]], textposition="top right",
+                   textfont={"size": 12, "color": "#202124"}, showlegend=False,
+                   hovertext=hover, hoverinfo="text"),
+    ]
+
+
 def learning_curves_figure(curves: dict[int, list[dict[str, float]]], *,
                            metric: str = "val_loss", of: int | None = None) -> go.Figure:
-    """Per-epoch ``metric`` of each trial: one colour per trial, line style by stage.
+    """Per-epoch ``metric`` of each trial: one colour per trial, line style by stage,
+    epochs counted from 1 as the trainer prints them.
 
     ``curves`` is ordered best first; ``of`` is how many ranked trials there were, so
-    the title says "top N of M". A drop-down shows all curves or one trial's.
+    the title says "top N of M". Where curves coincide (``coinciding_runs``), rings mark
+    the points and ``×N`` says how many curves part there; each point's hover names the
+    trials it is shared with. A drop-down shows all curves or one trial's.
     """
     fig = go.Figure()
-    owners: list[int] = []
-    max_epoch = 0
-    for k, (number, rows) in enumerate(curves.items()):
-        colour = TRIAL_COLOURS[k % len(TRIAL_COLOURS)]
-        epochs = np.array([r["epoch"] for r in rows if metric in r])
-        values = np.array([r[metric] for r in rows if metric in r])
-        stages = np.array([int(r["stage"]) for r in rows if metric in r])
-        if epochs.size:
-            max_epoch = max(max_epoch, int(epochs.max()))
-        first = True
-        for stage in (1, 2, 3):
-            idx = np.flatnonzero(stages == stage)
-            if idx.size == 0:
-                continue
-            # include the next point so consecutive segments join up
-            idx = np.append(idx, idx[-1] + 1) if idx[-1] + 1 < len(epochs) else idx
-            fig.add_trace(go.Scatter(
-                x=epochs[idx], y=values[idx], mode="lines",
-                line={"color": colour, "width": 1.8, "dash": STAGE_DASH[stage]},
-                name=f"#{number}", legendgroup=f"trial {number}", showlegend=first,
-                hovertemplate=f"trial #{number}, stage {stage}<br>epoch %{{x}}<br>"
-                              f"{metric} %{{y:.5g}}<extra></extra>"))
-            owners.append(number)
-            first = False
-    n_curves = len(fig.data)
+    points = {number: curve_points(rows, metric) for number, rows in curves.items()}
+    runs = coinciding_runs(points)
+    shared = {(n, e): [m for m in run.trials if m != n] for run in runs.itertuples()
+              for n in run.trials for e in range(run.first, run.last + 1)}
+    owners: list[int | None] = []
+    for k, (number, p) in enumerate(points.items()):
+        traces = _trial_traces(number, p, TRIAL_COLOURS[k % len(TRIAL_COLOURS)], metric,
+                               shared)
+        fig.add_traces(traces)
+        owners += [number] * len(traces)
+    for trace in _coinciding_traces(runs, points):
+        fig.add_trace(trace)
+        owners.append(None)
     for stage, dash in STAGE_DASH.items():  # a key to the line styles
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"stage {stage}",
                                  line={"color": "#5f6368", "dash": dash},
                                  legendgroup="stages", legendgrouptitle_text="line style"))
     key = [True] * 3
     buttons = [{"label": f"all top {len(curves)}", "method": "update",
-                "args": [{"visible": [True] * n_curves + key}]}]
+                "args": [{"visible": [True] * len(owners) + key}]}]
     for number in curves:
         buttons.append({"label": f"trial #{number}", "method": "update",
                         "args": [{"visible": [o == number for o in owners] + key}]})
     shown = f"top {len(curves)}" + (f" of {of} ranked trials" if of is not None else "")
+    clauses = ["one colour per trial; dotted stage 1, dashed stage 2, solid stage 3"]
+    if len(runs):
+        clauses.append("rings: curves that coincide (trials sharing their first stages), "
+                       "×N where N of them part")
+    lines = subtitle_lines(clauses)
+    last = max((int(p["epoch"].max()) for p in points.values() if len(p)), default=1)
     fig.update_layout(
-        title={"text": f"Learning curves ({metric}) of the {shown}"
-               "<br><sup>one colour per trial; dotted stage 1, dashed stage 2, solid stage 3"
-               "</sup>"},
-        xaxis_title="epoch", yaxis_title=metric, width=1000, height=560,
+        title={"text": f"Learning curves ({metric}) of the {shown}" + subtitle_html(lines)},
+        xaxis_title="epoch", yaxis_title=metric, width=1000, height=540 + 20 * len(lines),
+        margin={"t": 80 + 20 * len(lines)},
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
                       "y": 1.12, "yanchor": "top", "showactive": True}])
-    fig.update_xaxes(**integer_ticks(0, max_epoch))
+    fig.update_xaxes(**integer_ticks(1, last))
     return fig
 
 
@@ -518,10 +716,13 @@ def parallel_coordinates_figure(df: pd.DataFrame, objectives: list[str], *,
         line={"color": colour, "colorscale": "Viridis", "showscale": True,
               "colorbar": {"title": {"text": colour_by, "side": "right"}}},
         dimensions=dims))
+    # the title hangs from the figure's top edge, so that the lines state_task adds grow
+    # into the margin it widens, not down onto the axis titles above the axes
     fig.update_layout(title={"text": f"Settings and objectives of {len(df)} trials"
                              f"<br><sup>colour: {colour_by}; drag along an axis to filter"
-                             "</sup>"},
-                      width=1200, height=520, margin={"l": 80, "r": 80, "t": 110})
+                             "</sup>", "y": 1, "yref": "container", "yanchor": "top",
+                             "pad": {"t": 14}},
+                      width=1200, height=540, margin={"l": 80, "r": 80, "t": 130})
     return fig
 
 

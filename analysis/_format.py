@@ -72,3 +72,18 @@ def params_text(params: dict[str, Any]) -> str:
     ``stage1_epochs=3, use_independence_penalty=True, independence_penalty=15.9``."""
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in params.items())
+
+
+#: how a front's end point reads in the crowding column: its distance is infinite by
+#: definition (NSGA-II), so that the ranking keeps a front's extremes first
+FRONT_END = "∞ (end)"
+
+
+def crowding_texts(values: Iterable[float]) -> list[str]:
+    """The crowding distances of a ranked table as text: ``FRONT_END`` for a front's end
+    points (infinite), the others with the digits their column needs, ``""`` where none
+    (a trial without values)."""
+    values = list(values)
+    v = np.asarray(values, dtype=np.float64)
+    fmt = float_formatter(v[np.isfinite(v)])
+    return [FRONT_END if np.isinf(x) else fmt(float(x)) for x in v]

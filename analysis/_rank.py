@@ -59,6 +59,20 @@ def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
     return seen
 
 
+#: what a ranked table's less obvious columns hold (the report's header tooltips)
+COLUMN_NOTES = {
+    "position": "place in the ranking, 1 = best",
+    "number": "the Optuna trial number",
+    "pareto_rank": "0: on the Pareto front; 1: on the front once that one is removed; ...",
+    "crowding": "crowding distance within the trial's front (NSGA-II): how far apart its "
+                "two neighbours on the front lie, larger ranks first; ∞ (end): one of the "
+                "front's two end points, infinite by definition (as is every trial of a "
+                "front of one or two)",
+    "feasible": "False: zay collapsed (ranked only with --include-infeasible)",
+    "baseline": "True: the method's default setting",
+}
+
+
 def hypervolume_over_trials(data: StudyData, reference: list[float] | None = None
                             ) -> pd.DataFrame:
     """Hypervolume of the feasible front after each completed trial (2 objectives)."""

@@ -53,7 +53,8 @@ def test_the_front_line_passes_through_attained_points_only(n):
                                           expected["zay_independence_score"], strict=True))
     # joined left to right, the other objective never rises: a monotone front
     assert list(front.x) == sorted(front.x) and list(front.y) == sorted(front.y, reverse=True)
-    assert list(front.text) == [f"#{k}" for k in expected.sort_values(
+    # the default (#0) is labelled by its own trace, once
+    assert list(front.text) == ["" if k == 0 else f"#{k}" for k in expected.sort_values(
         objectives)["number"]]
     density = [t for t in fig.data if t.type == "histogram2d"]
     assert bool(density) == (n > 2000)  # large studies become a density, front on top
@@ -93,7 +94,8 @@ def test_learning_curves_one_colour_per_trial_dash_by_stage_top_n_and_selector()
     dashes = {t.line.dash for t in curves if t.legendgroup == "trial 7"}
     assert dashes == {"dot", "dash", "solid"}
     stage1 = next(t for t in curves if t.legendgroup == "trial 7" and t.line.dash == "dot")
-    assert list(stage1.x) == [0, 1, 2]  # joined to the next stage's start
+    # joined to the next stage's start; stored epochs 0-2 read 1-3, as the trainer prints
+    assert list(stage1.x) == [1, 2, 3]
     assert "top 2 of 40 ranked trials" in fig.layout.title.text
     buttons = fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["all top 2", "trial #7", "trial #3"]
