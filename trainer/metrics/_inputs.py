@@ -41,7 +41,10 @@ class EvalInputs:
     """Latents (group -> (n, d)) and factors (name -> (n,)) of two held-out splits.
 
     ``*_latents`` are the encoder means and ``*_std`` the posterior standard deviations of
-    the same inputs (empty: deterministic latents, the samples are the means). Factors
+    the same inputs (empty: deterministic latents, the samples are the means). Scales may
+    be given for some groups only, the same ones on both splits: a group without them is
+    deterministic (each of its draws is its means), and its scored rows still line up
+    with the other groups' draws (``received``). Factors
     with an integer dtype are discrete, float ones continuous. ``factor_groups`` maps each
     ground-truth factor (y and a included) to the group meant to hold it; empty means the
     data set has no ground truth beyond its labels.
@@ -78,8 +81,10 @@ class EvalInputs:
     _sample_cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if bool(self.fit_std) != bool(self.score_std):
-            raise ValueError("give posterior scales for both splits or for neither")
+        if set(self.fit_std) != set(self.score_std):
+            raise ValueError(
+                f"give posterior scales of the same groups on both splits (fit: "
+                f"{sorted(self.fit_std) or 'none'}, score: {sorted(self.score_std) or 'none'})")
         for split, std in (("fit", self.fit_std), ("score", self.score_std)):
             means = self.fit_latents if split == "fit" else self.score_latents
             for g, s in std.items():
@@ -109,7 +114,8 @@ class EvalInputs:
 
     @property
     def stochastic(self) -> bool:
-        """Whether the latents have posterior scales (else they are deterministic)."""
+        """Whether any group has posterior scales (else every latent is deterministic and
+        each input is scored once)."""
         return bool(self.score_std)
 
     @property
@@ -128,17 +134,18 @@ class EvalInputs:
 
         ``fit``: one draw per input, ``(n, d)``. ``score``: ``score_draws`` draws per
         input stacked draw after draw, ``(score_draws * n, d)``, aligned with
-        ``targets(factor, "score")``. Seeded by ``seed``, the group and the split, so the
-        same inputs always give the same draws.
+        ``targets(factor, "score")`` and with every other group's draws. Seeded by
+        ``seed``, the group and the split, so the same inputs always give the same draws.
+        A group without posterior scales is deterministic: each draw is its means.
         """
         key = (group, split)
         if key not in self._sample_cache:
             means = (self.fit_latents if split == "fit" else self.score_latents)[group]
             std = (self.fit_std if split == "fit" else self.score_std).get(group)
-            if std is None:
-                self._sample_cache[key] = np.asarray(means)
+            draws = 1 if split == "fit" else self.score_draws
+            if std is None:  # the means, once per draw of the groups that have scales
+                self._sample_cache[key] = np.tile(np.asarray(means), (draws, 1))
             else:
-                draws = 1 if split == "fit" else self.score_draws
                 rng = np.random.default_rng(
                     [self.seed, zlib.crc32(group.encode()), SPLITS.index(split)])
                 # float32 noise: half the generator's time, and no probe can tell
