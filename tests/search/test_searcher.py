@@ -134,6 +134,17 @@ def test_a_crashed_driver_on_this_host_is_seen_at_once(searcher):
     assert recover_orphans(searcher.study, searcher._engine) == [0]
 
 
+def assert_a_setting_of_trial(cfg, study, number: int) -> None:
+    """``suggest`` gave a setting (not ``FINISHED``): Optuna trial ``number``'s own
+    sample, within the 6-epoch budget of the searchers here."""
+    assert isinstance(cfg, dict), cfg
+    trial = study.get_trials(deepcopy=False)[number]
+    assert cfg["optuna_number"] == trial.number == number
+    assert trial.params.items() <= cfg["params"].items()
+    stages = cfg["params"]["stage1_epochs"] + cfg["params"]["stage2_epochs"]
+    assert 0 <= cfg["params"]["stage1_epochs"] <= stages <= 6
+
+
 def test_nsga2_evolves_within_a_sweep_shorter_than_its_default_generation(tmp_path):
     """A 16-trial NSGA-II sweep breeds from generation 0 instead of sampling at random.
 
@@ -151,7 +162,7 @@ def test_nsga2_evolves_within_a_sweep_shorter_than_its_default_generation(tmp_pa
                       engine=opened.storage.engine, total=16, sampler="nsga2", seed=0)
     for i in range(16):
         cfg = s.suggest(f"t{i}")
-        assert cfg is not None
+        assert_a_setting_of_trial(cfg, opened.study, i)
         # a front to evolve on: accuracy rises with stage 1, independence falls with it
         s1 = cfg["params"]["stage1_epochs"]
         s.on_trial_complete(f"t{i}", {**FINAL, "task_accuracy": 0.5 + 0.05 * s1,
@@ -179,7 +190,7 @@ def _gp_sweep(url: str, n: int, *, seed: int = 0, sampler: str = "gp", start: in
     asked = []
     for i in range(start, start + n):
         cfg = s.suggest(f"t{i}")
-        assert cfg is not None and cfg != s.FINISHED
+        assert_a_setting_of_trial(cfg, opened.study, i)
         p = cfg["params"]
         asked.append(p)
         s1 = p["stage1_epochs"]
