@@ -26,9 +26,20 @@ from search.confirmation import (
     holm_family_text,
     latest_summary,
     reported_sentence,
+    untested_note,
 )
-from search.paired import BEATS, NOT_SHOWN, WORSE, format_p
-from search.paired import verdict as paired_verdict
+from search.paired import (
+    BEATS,
+    CONSTANT,
+    IDENTICAL,
+    NOT_SHOWN,
+    ONE_SEED,
+    WORSE,
+    Paired,
+    comparison_verdict,
+    format_p,
+    untested_text,
+)
 from search.storage import redact
 
 
@@ -52,11 +63,12 @@ def confirm_command(data: StudyData, summary: dict[str, Any] | None = None) -> s
 def verdict(comparison: dict[str, Any] | None, direction: str, alpha: float) -> str | None:
     """``BEATS``, ``WORSE`` or ``NOT_SHOWN`` for one objective of one setting (the rule of
     ``search.paired.verdict``: a difference counts when its Holm-adjusted p is below
-    ``alpha``); ``None`` when it could not be tested (fewer than two paired seeds)."""
+    ``alpha``); ``ONE_SEED``, ``IDENTICAL`` or ``CONSTANT`` for one without a test;
+    ``None`` when no seed paired."""
     if comparison is None:
         return None
-    return paired_verdict(comparison["difference"]["mean"], comparison["p_holm"],
-                          alpha=alpha, higher_is_better=direction == "maximize")
+    return comparison_verdict(Paired(**comparison["difference"]), comparison["p_holm"],
+                              alpha=alpha, higher_is_better=direction == "maximize")
 
 
 def _state(summary: dict[str, Any]) -> str:
@@ -78,9 +90,14 @@ def _setting_phrase(setting: dict[str, Any], summary: dict[str, Any]) -> str:
         parts.append("beats it on " + " and ".join(found[BEATS]))
     if found.get(WORSE):
         parts.append("is worse on " + " and ".join(found[WORSE]))
+    for kind, phrase in ((CONSTANT, "differs from it by the same amount on every seed on "),
+                         (IDENTICAL, "is identical to it on every seed on "),
+                         (ONE_SEED, "has one paired seed on ")):
+        if found.get(kind):
+            parts.append(phrase + " and ".join(found[kind]))
     if not parts:
         parts.append("is not shown to differ on any objective" if found.get(NOT_SHOWN)
-                     else "has fewer than two paired seeds"
+                     else "has no paired seed"
                      + ("" if summary["complete"] else " yet"))
     return f"#{setting['number']} " + " and ".join(parts)
 
@@ -109,10 +126,14 @@ def decimals_for(errors: list[float], *, least: int = 3, most: int = 6) -> int:
 
 
 def _mean_se(stats: dict[str, float], d: int) -> str:
+    if not math.isfinite(stats["se"]):  # one seed: no standard error
+        return f"{stats['mean']:.{d}f}"
     return f"{stats['mean']:.{d}f} ± {stats['se']:.{d}f}"
 
 
 def _difference(diff: dict[str, float], d: int) -> str:
+    if (found := untested_text(Paired(**diff), fmt=f".{d}f")) is not None:
+        return found
     return f"{diff['mean']:+.{d}f} ({diff['low']:+.{d}f} to {diff['high']:+.{d}f})"
 
 
@@ -133,7 +154,7 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
         for name in summary["objectives"]:
             c = s["objectives"].get(name)
             if c is None:
-                rows.append([f"#{s['number']}", name, "", "", "too few paired seeds", ""])
+                rows.append([f"#{s['number']}", name, "", "", "no paired seed", ""])
                 continue
             d, e = decimals_for(errors[name]), decimals_for(spreads[name])
             rows.append([f"#{s['number']}", name, _mean_se(c["setting"], d),
@@ -142,10 +163,11 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
         for name, c in s.get("reported", {}).items():  # e.g. the test domain: never selects
             d = decimals_for([c["setting"]["se"], c["default"]["se"]])
             e = decimals_for([c["difference"]["se"]])
+            p = c["difference"]["p"]
             rows.append([f"#{s['number']}", f"{name} (reported only)",
                          _mean_se(c["setting"], d), _mean_se(c["default"], d),
                          _difference(c["difference"], e),
-                         f"{format_p(c['difference']['p'])} (unadjusted)"])
+                         format_p(p) + (" (unadjusted)" if math.isfinite(p) else "")])
     return rows
 
 
@@ -221,7 +243,8 @@ def section_html(data: StudyData, summary: dict[str, Any] | None, front: set[int
         f"runs done, {summary['runs_failed']} failed. Each objective is compared by a paired "
         "t test on the per-seed differences (setting minus default, with a 95% confidence "
         f"interval), p-values adjusted with Holm's correction across "
-        f"{holm_family_text(summary)}, α = {summary['alpha']:g}; the intervals are each "
+        f"{holm_family_text(summary)}{untested_note(summary)}, α = {summary['alpha']:g}; "
+        "the intervals are each "
         "comparison's own. \"Not shown to differ\" means the seeds did not show a "
         "difference at that level, not that there is none.</p>")
     if not summary["complete"]:

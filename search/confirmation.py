@@ -11,7 +11,15 @@ from typing import Any
 
 from search import storage as db
 from search.objective import Objective
-from search.paired import ALPHA, Paired, describe, format_p, holm, paired_difference
+from search.paired import (
+    ALPHA,
+    Paired,
+    describe,
+    format_p,
+    holm,
+    paired_difference,
+    untested_text,
+)
 from trainer.objectives import COLLAPSE_FLAG
 
 #: the key of the method's default among a confirmation's settings
@@ -68,21 +76,25 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
         entry["failed"] = sum(r["setting"] == setting["key"] for r in failed)
         entry["runs"] = len(mine) + entry["failed"]
         rows.append(entry)
-    family = {}
+    family, untested = {}, {}
     for name, d in zip(names, directions, strict=True):
-        tested = [r for r in rows if r["objectives"].get(name)]
-        family[name] = len(tested)
-        adjusted = holm([r["objectives"][name]["difference"]["p"] for r in tested])
-        for r, p in zip(tested, adjusted, strict=True):
+        compared = [r for r in rows if r["objectives"].get(name)]
+        family[name] = len(compared)
+        # a comparison without a test keeps its place in the family as p = 1: it claims
+        # nothing, and the others are corrected as the settings chosen beforehand require
+        diffs = [Paired(**r["objectives"][name]["difference"]) for r in compared]
+        untested[name] = sum(diff.degenerate is not None for diff in diffs)
+        adjusted = holm([1.0 if diff.degenerate else diff.p for diff in diffs])
+        for r, diff, p in zip(compared, diffs, adjusted, strict=True):
             cmp = r["objectives"][name]
-            cmp["p_holm"] = p
-            cmp["sentence"] = describe(name, Paired(**cmp["difference"]), p, alpha=alpha,
+            cmp["p_holm"] = math.nan if diff.degenerate else p
+            cmp["sentence"] = describe(name, diff, p, alpha=alpha,
                                        higher_is_better=d == "maximize",
-                                       family=len(tested))
+                                       family=len(compared))
     for r in rows:
         parts = [r["objectives"][n]["sentence"] for n in names if r["objectives"].get(n)]
         r["sentence"] = ("; ".join(parts) if parts else
-                         "fewer than two seeds where it and the default both completed"
+                         "no seed where it and the default both completed"
                          + ("" if every_outcome else " yet"))
         # the sweep's rule: a setting that fails or collapses on any seed wins nothing
         if caveat := caveat_text(r):
@@ -91,7 +103,7 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
             "seeds": seeds, "top": confirmation["top"], "objectives": names,
             "directions": directions, "runs_done": done, "runs_failed": len(failed),
             "runs_total": total, "complete": every_outcome, "alpha": alpha,
-            "family": family,
+            "family": family, "untested": untested,
             "failures": [{"setting": r["setting"], "seed": r["seed"], "reason": r["reason"]}
                          for r in failed],
             "settings": rows}
@@ -100,11 +112,12 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
 def _compare(setting: list[dict[str, float]], default: list[dict[str, float]],
              name: str) -> dict[str, Any] | None:
     """``name`` compared over the paired runs where both have a finite value (a seed on
-    which either is NaN leaves the comparison, on both sides); ``None`` below two."""
+    which either is NaN leaves the comparison, on both sides); ``None`` without one (one
+    pair is a comparison without a test)."""
     pairs = [(a.get(name, math.nan), b.get(name, math.nan))
              for a, b in zip(setting, default, strict=True)]
     pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 2:
+    if not pairs:
         return None
     a, b = [x for x, _ in pairs], [y for _, y in pairs]
     return {"setting": _mean_se(a), "default": _mean_se(b),
@@ -156,9 +169,12 @@ def reported_sentence(name: str, c: dict[str, Any]) -> str:
     """One reported-only comparison in words: ``acc_y_test_domain (reported only, never
     selected on): 0.259 against the default's 0.233, +0.026 (95% CI ...), p = 0.002``."""
     d = c["difference"]
-    return (f"{name} (reported only, never selected on): {c['setting']['mean']:.3f} against "
-            f"the default's {c['default']['mean']:.3f}, {d['mean']:+.3f} (95% CI "
-            f"{d['low']:+.3f} to {d['high']:+.3f}), p = {format_p(d['p'])}, unadjusted")
+    head = (f"{name} (reported only, never selected on): {c['setting']['mean']:.3f} against "
+            f"the default's {c['default']['mean']:.3f}, ")
+    if (found := untested_text(Paired(**d))) is not None:
+        return head + found + " (no test)"
+    return head + (f"{d['mean']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f}), "
+                   f"p = {format_p(d['p'])}, unadjusted")
 
 
 def _mean_se(values: list[float]) -> dict[str, float]:
@@ -192,9 +208,27 @@ def print_confirmation(summary: dict[str, Any], file=None) -> None:
           + (f", {failed} run{'s' if failed != 1 else ''} failed (the same command "
              "retries them)" if failed else ""), file=file)
     for r in summary["settings"]:
-        print(f"  {r['key']} ({len(r['seeds'])} paired seeds): {r['sentence']}", file=file)
+        seeds = len(r["seeds"])
+        print(f"  {r['key']} ({seeds} paired seed{'s' if seeds != 1 else ''}): "
+              f"{r['sentence']}", file=file)
         for name, c in r.get("reported", {}).items():
             print(f"    {reported_sentence(name, c)}", file=file)
-    if any(summary.get("family", {}).values()):
-        print(f"  (paired t test, Holm-adjusted across {holm_family_text(summary)}; "
-              f"α = {summary['alpha']})", file=file)
+    if tested_any(summary):
+        print(f"  (paired t test, Holm-adjusted across {holm_family_text(summary)}"
+              f"{untested_note(summary)}; α = {summary['alpha']})", file=file)
+
+
+def tested_any(summary: dict[str, Any]) -> bool:
+    """Whether any comparison of the confirmation had a t test (Holm's correction ran)."""
+    family, untested = summary.get("family", {}), summary.get("untested", {})
+    return any(m > untested.get(name, 0) for name, m in family.items())
+
+
+def untested_note(summary: dict[str, Any]) -> str:
+    """How the comparisons without a test count in Holm's family: "; a comparison without
+    a test (one seed, or the same difference on every seed) has no p and counts in the
+    family as p = 1"; "" when there is none."""
+    if not any(summary.get("untested", {}).values()):
+        return ""
+    return ("; a comparison without a test (one seed, or the same difference on every "
+            "seed) has no p and counts in the family as p = 1")

@@ -17,8 +17,12 @@ normal differences and robust to moderate departures at these sizes. Several set
 confirmed at once, so each objective's p-values are adjusted with Holm's step-down
 correction, which controls the family-wise error rate without assuming independence.
 
-A difference of exactly zero on every seed (a setting identical to the default) has no
-spread: its interval is [0, 0] and its p-value 1, not a division by zero.
+A comparison with nothing to test is not given a test: one seed (no spread can be
+estimated), or the same difference on every seed (no spread at all: "identical on every
+seed" when that difference is zero, as for a setting that trains exactly as the default
+does). Its interval, t and p are NaN and its sentence says which it is; in Holm's family it
+keeps its place as p = 1 (it claims no difference), so the correction of the others is the
+one the settings chosen before the runs would get.
 """
 
 from __future__ import annotations
@@ -35,9 +39,23 @@ CONFIDENCE = 0.95
 ALPHA = 0.05
 
 
+#: what a comparison without a test is (``Paired.degenerate``): one paired seed, no
+#: difference on any seed, or the same non-zero difference on every seed
+ONE_SEED, IDENTICAL, CONSTANT = ("one seed", "identical on every seed",
+                                  "the same difference on every seed")
+#: differences whose spread is below this fraction of the values' size are taken as the
+#: same (float rounding of equal differences between unequal values, e.g. 0.81 - 0.80
+#: and 0.72 - 0.71, differs in the 17th digit)
+SAME_DIFFERENCE_RTOL = 1e-9
+
+
 @dataclass(frozen=True)
 class Paired:
-    """The paired comparison of one objective: setting minus default, over ``n`` seeds."""
+    """The paired comparison of one objective: setting minus default, over ``n`` seeds.
+
+    Without a test (``degenerate``: one seed, or the same difference on every seed),
+    ``low``, ``high``, ``t`` and ``p`` are NaN; so is ``sd`` at one seed.
+    """
 
     n: int
     mean: float  # mean difference
@@ -45,8 +63,18 @@ class Paired:
     se: float  # standard error of the mean difference
     low: float  # the 95% confidence interval
     high: float
-    t: float  # the t statistic (0 when every difference is 0)
+    t: float  # the t statistic
     p: float  # two-sided p-value of the paired t test (unadjusted)
+
+    @property
+    def degenerate(self) -> str | None:
+        """``ONE_SEED``, ``IDENTICAL`` or ``CONSTANT`` for a comparison without a test;
+        ``None`` for one with a t test."""
+        if self.n < 2:
+            return ONE_SEED
+        if self.sd == 0.0:
+            return IDENTICAL if self.mean == 0.0 else CONSTANT
+        return None
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -55,8 +83,11 @@ class Paired:
 def paired_difference(setting: Sequence[float], default: Sequence[float]) -> Paired:
     """The paired t comparison of ``setting`` against ``default`` (same seeds, same order).
 
+    One pair, or the same difference on every pair, gives a comparison without a test
+    (``Paired.degenerate``).
+
     Raises:
-        ValueError: the two differ in length, or fewer than two pairs are given.
+        ValueError: the two differ in length, or no pair is given.
     """
     from scipy import stats
 
@@ -65,19 +96,22 @@ def paired_difference(setting: Sequence[float], default: Sequence[float]) -> Pai
         raise ValueError(f"paired values must be two sequences of one length (got {a.shape} "
                          f"and {b.shape})")
     n = int(a.size)
-    if n < 2:
-        raise ValueError(f"a paired comparison needs at least 2 seeds (got {n})")
+    if n < 1:
+        raise ValueError("a paired comparison needs at least 1 seed (got 0)")
     d = a - b
     mean = float(d.mean())
+    nan = math.nan
+    if n == 1:
+        return Paired(n=1, mean=mean, sd=nan, se=nan, low=nan, high=nan, t=nan, p=nan)
     sd = float(d.std(ddof=1))
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+    if sd <= SAME_DIFFERENCE_RTOL * scale:  # the same difference on every seed: no test
+        mean = 0.0 if abs(mean) <= SAME_DIFFERENCE_RTOL * scale else mean
+        return Paired(n=n, mean=mean, sd=0.0, se=0.0, low=nan, high=nan, t=nan, p=nan)
     se = sd / math.sqrt(n)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * se
-    if se == 0.0:  # every difference equal: no spread to test against
-        t = 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
-        p = 1.0 if mean == 0.0 else 0.0
-    else:
-        t = mean / se
-        p = float(2.0 * stats.t.sf(abs(t), n - 1))
+    t = mean / se
+    p = float(2.0 * stats.t.sf(abs(t), n - 1))
     return Paired(n=n, mean=mean, sd=sd, se=se, low=mean - half, high=mean + half, t=t, p=p)
 
 
@@ -125,10 +159,46 @@ BEATS, WORSE, NOT_SHOWN = "beats", "is worse than", "not shown to differ from"
 def verdict(mean: float, p_adjusted: float, *, alpha: float = ALPHA,
             higher_is_better: bool = True) -> str:
     """``BEATS`` or ``WORSE`` when the adjusted p-value is below ``alpha`` (and the mean
-    difference is not zero), else ``NOT_SHOWN``."""
-    if p_adjusted >= alpha or mean == 0.0:
+    difference is not zero), else ``NOT_SHOWN`` (also without a p: NaN)."""
+    if not p_adjusted < alpha or mean == 0.0:
         return NOT_SHOWN
     return BEATS if (mean > 0) == higher_is_better else WORSE
+
+
+def comparison_verdict(diff: Paired, p_adjusted: float, *, alpha: float = ALPHA,
+                       higher_is_better: bool = True) -> str:
+    """``verdict`` of a comparison with a test; of one without, what it is
+    (``ONE_SEED``, ``IDENTICAL``, ``CONSTANT``)."""
+    return diff.degenerate or verdict(diff.mean, p_adjusted, alpha=alpha,
+                                      higher_is_better=higher_is_better)
+
+
+def untested_text(diff: Paired, *, fmt: str = ".3f") -> str | None:
+    """A comparison without a test in a few words: "identical on every seed", "+0.012 on
+    every seed", "+0.012 on one seed"; ``None`` for one with a test."""
+    kind = diff.degenerate
+    if kind == IDENTICAL:
+        return IDENTICAL
+    if kind == CONSTANT:
+        return f"{diff.mean:+{fmt}} on every seed"
+    if kind == ONE_SEED:
+        return f"{diff.mean:+{fmt}} on one seed"
+    return None
+
+
+def _untested_sentence(name: str, diff: Paired, fmt: str) -> str:
+    """``describe`` of a comparison without a test."""
+    kind = diff.degenerate
+    if kind == IDENTICAL:
+        return (f"identical to the default on {name} on every seed ({diff.n} seeds: nothing "
+                "to test)")
+    if kind == CONSTANT:
+        return (f"differs from the default on {name} by {diff.mean:+{fmt}} on every seed "
+                f"({diff.n} seeds: no spread, so no t test)")
+    if diff.mean == 0.0:
+        return f"equal to the default on {name} on its one paired seed (no interval, no test)"
+    return (f"differs from the default on {name} by {diff.mean:+{fmt}} on its one paired "
+            "seed (no interval, no test)")
 
 
 def describe(name: str, diff: Paired, p_adjusted: float, *, alpha: float = ALPHA,
@@ -137,7 +207,12 @@ def describe(name: str, diff: Paired, p_adjusted: float, *, alpha: float = ALPHA
     (95% CI +0.008 to +0.034, p = 0.004)" or "not shown to differ from the default on
     ...". Over a ``family`` of more than one setting the p-value is Holm's and says so
     ("Holm p"); the interval is the comparison's own (unadjusted), so it can exclude zero
-    where the adjusted test does not call a difference."""
+    where the adjusted test does not call a difference. A comparison without a test says
+    what it is: "identical to the default on accuracy on every seed (5 seeds: nothing to
+    test)", "differs from the default on accuracy by +0.012 on every seed (5 seeds: no
+    spread, so no t test)", "... on its one paired seed (no interval, no test)"."""
+    if diff.degenerate:
+        return _untested_sentence(name, diff, fmt)
     shown = format_p(p_adjusted)
     label = "Holm p" if family > 1 else "p"
     interval = (f"95% CI {diff.low:+{fmt}} to {diff.high:+{fmt}}, "
@@ -150,7 +225,10 @@ def describe(name: str, diff: Paired, p_adjusted: float, *, alpha: float = ALPHA
 
 
 def format_p(p: float) -> str:
-    """A p-value as a reader takes it in: three decimals, or "< 0.001"."""
+    """A p-value as a reader takes it in: three decimals, "< 0.001", or "no test" (NaN:
+    a comparison without a test)."""
+    if math.isnan(p):
+        return "no test"
     if p < 0.001:
         return "< 0.001"
     return f"{p:.3f}"

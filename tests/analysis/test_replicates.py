@@ -222,7 +222,8 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
     # trial_2: differences 0.09, 0.10, 0.11 (mean 0.10, sd 0.01) on accuracy and their
     # negatives on independence: t = ±0.1/(0.01/√3) = ±10√3 on 2 df, the 95%
     # half-width t_0.975,2 · se with t_0.975,2 = 0.95/√(2·0.975·0.025); trial_0's
-    # differences are all 0 (p = 1), so Holm doubles trial_2's p and leaves 1 at 1
+    # differences are all 0 (no test: it counts in Holm's family as p = 1), so Holm
+    # doubles trial_2's p
     se = 0.01 / math.sqrt(3)
     p_holm = 2 * _t_two_dof(10 * math.sqrt(3))
     half = 0.95 / math.sqrt(2 * 0.975 * 0.025) * se
@@ -231,8 +232,8 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
               f"{0.1 - half:+.3f} to {0.1 + half:+.3f}, Holm p = 0.007)")
     worse = (f"Is worse than the default on zay_independence_score by 0.100 ± 0.006 "
              f"(95% CI {-0.1 - half:+.3f} to {-0.1 + half:+.3f}, Holm p = 0.007)")
-    same = ("Not shown to differ from the default on task_accuracy (+0.000 ± 0.000, 95% CI "
-            "+0.000 to +0.000, Holm p = 1.000)")
+    same = ("Identical to the default on task_accuracy on every seed (3 seeds: nothing to "
+            "test)")  # no t test, no zero-width interval, no p
     section = page.split("<section id='confirmation'>")[1].split("</section>")[0]
     text = html.unescape(section)
     assert better in text and worse in text and same in text
@@ -252,11 +253,12 @@ def test_the_confirmation_section_states_known_comparisons(rep_db, tmp_path):
             "<td>0.910 ± 0.006</td><td>-0.100 (-0.125 to -0.075)</td><td>0.007</td></tr>"
             ) in section
     assert ("<tr><td>#0</td><td>task_accuracy</td><td>0.820 ± 0.012</td>"
-            "<td>0.820 ± 0.012</td><td>+0.000 (+0.000 to +0.000)</td><td>1.000</td></tr>"
+            "<td>0.820 ± 0.012</td><td>identical on every seed</td><td>no test</td></tr>"
             ) in section
     summary = html.unescape(page.split("<div class='summary'>")[1].split("</div>")[0])
     assert ("Front confirmation against the method default on 3 fresh paired seeds "
-            "(complete): #0 is not shown to differ on any objective; #2 beats it on task_accuracy "
+            "(complete): #0 is identical to it on every seed on task_accuracy and "
+            "zay_independence_score; #2 beats it on task_accuracy "
             "and is worse on zay_independence_score.") in summary
 
 

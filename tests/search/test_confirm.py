@@ -137,14 +137,18 @@ def test_a_known_shift_is_found_with_its_interval_and_holm_adjusted_p():
         "trial_8": list(default + shift + sd * z)}, seeds=[10, 11, 12, 13, 14]))
     same, shifted = summary["settings"]
     zero = same["objectives"]["acc"]
-    assert zero["difference"]["mean"] == 0 and zero["difference"]["p"] == 1.0
-    assert zero["sentence"].startswith("not shown to differ from the default on acc")
+    # the same numbers: identical on every seed, no test (no p, no zero-width interval)
+    assert zero["difference"]["mean"] == 0 and math.isnan(zero["difference"]["p"])
+    assert zero["sentence"] == ("identical to the default on acc on every seed (5 seeds: "
+                                "nothing to test)")
     acc = shifted["objectives"]["acc"]
     assert acc["difference"]["mean"] == pytest.approx(shift)
     assert acc["difference"]["low"] == pytest.approx(0.0, abs=1e-12)
     assert acc["difference"]["p"] == pytest.approx(0.05, abs=1e-9)
-    # Holm over two settings: the smaller p doubles (0.10), the larger stays 1
-    assert acc["p_holm"] == pytest.approx(0.10, abs=1e-9) and zero["p_holm"] == 1.0
+    # Holm over the two settings chosen: the untested one counts as p = 1, so the
+    # smaller p doubles (0.10); the untested one shows no p of its own
+    assert acc["p_holm"] == pytest.approx(0.10, abs=1e-9) and math.isnan(zero["p_holm"])
+    assert summary["family"]["acc"] == 2 and summary["untested"]["acc"] == 1
     # 0.10 is not below 0.05: no difference is claimed, and the p shown is Holm's, beside
     # the comparison's own interval (which touches 0)
     assert acc["sentence"].startswith("not shown to differ from the default on acc")
@@ -203,7 +207,7 @@ def test_a_seed_with_a_nan_objective_leaves_that_comparison_on_both_sides():
 def test_a_setting_whose_zay_collapsed_on_a_confirmation_seed_is_infeasible():
     # as in the sweep, collapse on any seed makes a setting infeasible: a collapsed zay is
     # trivially independent, so whatever it "beats" the default on is not a win
-    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68], "trial_1": [0.80, 0.82, 0.78]},
+    conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68], "trial_1": [0.80, 0.83, 0.78]},
                          [10, 11, 12])
     for run in conf["runs"]:
         if run["setting"] == "trial_1" and run["seed"] == 12:
@@ -217,7 +221,7 @@ def test_a_setting_that_failed_on_a_seed_wins_nothing_on_the_seeds_that_survived
     # as in the sweep, where a setting that diverges on any seed fails: its surviving
     # seeds alone would be a survivor's record
     conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68, 0.71, 0.69],
-                          "trial_1": [0.80, None, 0.78, None, 0.79]}, [10, 11, 12, 13, 14])
+                          "trial_1": [0.80, None, 0.79, None, 0.81]}, [10, 11, 12, 13, 14])
     summary = summarize(conf)
     (row,) = summary["settings"]
     assert summary["complete"] and row["failed"] == 2 and row["runs"] == 5
@@ -232,7 +236,7 @@ def test_a_confirmation_whose_default_failed_everywhere_says_so_without_a_family
     summary = summarize(conf)
     assert summary["complete"] and summary["family"] == {"acc": 0, "dis": 0}
     (row,) = summary["settings"]
-    assert row["sentence"] == "fewer than two seeds where it and the default both completed"
+    assert row["sentence"] == "no seed where it and the default both completed"
     print_confirmation(summary)
     out = capsys.readouterr().out
     assert "Holm" not in out and "2 runs failed" in out
@@ -260,9 +264,9 @@ def test_holm_states_its_family_when_a_setting_lacks_an_objective():
     stored = summarize({**conf, "objectives": objective.describe()})
     assert stored["family"] == {"task_accuracy": 2, "disentanglement_score": 1}
     assert holm_family_text(summary) == "the settings compared on each objective (acc: 2, dis: 1)"
-    # trial_1's dis differences are all 0: p = 1 alone, unadjusted, so no "Holm p"
-    assert summary["settings"][0]["objectives"]["dis"]["sentence"].endswith("p = 1.000)")
-    assert "Holm p" not in summary["settings"][0]["objectives"]["dis"]["sentence"]
+    # trial_1's dis differences are all 0: identical on every seed, no p at all
+    assert summary["settings"][0]["objectives"]["dis"]["sentence"] == (
+        "identical to the default on dis on every seed (3 seeds: nothing to test)")
     assert "Holm p" in summary["settings"][0]["objectives"]["acc"]["sentence"]
 
 
@@ -295,6 +299,52 @@ def test_the_test_domain_is_compared_beside_the_objectives_but_reported_only(cap
     assert rows[-1][-1].endswith("(unadjusted)")
     plain = summarize(_confirmation({DEFAULT: [0.7, 0.8], "trial_2": [0.7, 0.9]}, [1, 2]))
     assert plain["settings"][0]["reported"] == {}
+
+
+def test_comparisons_without_a_test_say_what_they_are(capsys):
+    """A setting identical to the default on every seed, one a constant +0.012 from it,
+    one paired on a single seed: no t test, no zero-width interval, no p; each says what
+    it is, in the lines, the report's table and its header; in Holm's family each counts
+    as p = 1, and the line says so."""
+    from analysis._confirm import _setting_phrase, comparison_rows
+    from search.confirmation import print_confirmation
+    from search.paired import holm, paired_difference
+
+    default = [0.667, 0.34, 0.136]
+    tested = [0.70, 0.36, 0.18]  # +0.033, +0.02, +0.044: a spread, so a t test
+    summary = summarize(_confirmation({
+        DEFAULT: default, "trial_1": list(default), "trial_2": [0.679, 0.352, 0.148],
+        "trial_3": [0.70, None, None], "trial_4": tested}, seeds=[10, 11, 12]))
+    same, constant, single, real = summary["settings"]
+    assert same["sentence"] == ("identical to the default on acc on every seed (3 seeds: "
+                                "nothing to test); identical to the default on dis on "
+                                "every seed (3 seeds: nothing to test)")
+    assert constant["objectives"]["acc"]["sentence"] == (
+        "differs from the default on acc by +0.012 on every seed (3 seeds: no spread, so no "
+        "t test)")
+    assert single["objectives"]["acc"]["sentence"] == (
+        "differs from the default on acc by +0.033 on its one paired seed (no interval, no "
+        "test)")
+    assert single["sentence"].startswith("failed on 2 of its 3 runs; ")
+    # Holm over the 4 settings chosen, the 3 without a test at p = 1
+    p = paired_difference(tested, default).p
+    assert real["objectives"]["acc"]["p_holm"] == pytest.approx(holm([p, 1, 1, 1])[0])
+    assert real["objectives"]["acc"]["p_holm"] == pytest.approx(min(1.0, 4 * p))
+    assert summary["family"]["acc"] == 4 and summary["untested"]["acc"] == 3
+    print_confirmation(summary)
+    out = capsys.readouterr().out
+    assert "± 0.000" not in out and "p = 1.000" not in out and "+0.000 to +0.000" not in out
+    assert "  trial_3 (1 paired seed): failed on 2 of its 3 runs; differs" in out
+    assert ("a comparison without a test (one seed, or the same difference on every seed) "
+            "has no p and counts in the family as p = 1") in out
+    rows = {(r[0], r[1]): r for r in comparison_rows(summary)}
+    assert rows[("#1", "acc")][4:] == ["identical on every seed", "no test"]
+    assert rows[("#2", "acc")][4:] == ["+0.012 on every seed", "no test"]
+    assert rows[("#3", "acc")][2:] == ["0.700", "0.667", "+0.033 on one seed", "no test"]
+    assert _setting_phrase(same, summary) == "#1 is identical to it on every seed on acc and dis"
+    assert _setting_phrase(constant, summary) == (
+        "#2 differs from it by the same amount on every seed on acc and is identical to it on "
+        "every seed on dis")
 
 
 def test_failed_runs_leave_their_seed_out_of_the_pairs():

@@ -7,7 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from search.paired import describe, format_p, holm, paired_difference
+from search.paired import (
+    CONSTANT,
+    IDENTICAL,
+    NOT_SHOWN,
+    ONE_SEED,
+    comparison_verdict,
+    describe,
+    format_p,
+    holm,
+    paired_difference,
+    untested_text,
+    verdict,
+)
 
 #: Student's t, 97.5% quantile, 4 degrees of freedom (printed tables: 2.776)
 T_975_DF4 = 2.7764451051977987
@@ -20,18 +32,48 @@ def _exact(shift: float, sd: float, n: int) -> np.ndarray:
     return shift + sd * z
 
 
-def test_a_difference_of_exactly_zero_has_no_spread_and_p_one():
+def _no_test(d) -> bool:
+    return all(math.isnan(v) for v in (d.low, d.high, d.t, d.p))
+
+
+def test_a_difference_of_exactly_zero_is_identical_on_every_seed_with_no_test():
+    # a setting that trains as the default does: no spread, so no t test, no zero interval
     default = [0.71, 0.69, 0.74, 0.70, 0.72]
     d = paired_difference(default, default)
-    assert (d.mean, d.sd, d.se, d.low, d.high, d.t, d.p) == (0, 0, 0, 0, 0, 0, 1.0)
-    assert describe("accuracy", d, d.p) == ("not shown to differ from the default on "
-                                            "accuracy (+0.000 ± 0.000, 95% CI +0.000 to "
-                                            "+0.000, p = 1.000)")
+    assert (d.n, d.mean, d.sd, d.se) == (5, 0, 0, 0) and _no_test(d)
+    assert d.degenerate == IDENTICAL
+    assert describe("accuracy", d, d.p) == ("identical to the default on accuracy on every "
+                                            "seed (5 seeds: nothing to test)")
+    assert untested_text(d) == "identical on every seed"
+    assert verdict(d.mean, d.p) == NOT_SHOWN and comparison_verdict(d, d.p) == IDENTICAL
 
 
-def test_a_constant_nonzero_difference_is_certain():
+def test_a_constant_nonzero_difference_is_said_without_a_test():
     d = paired_difference([0.8] * 4, [0.7] * 4)
-    assert d.mean == pytest.approx(0.1) and d.p == 0.0 and d.low == d.high
+    assert d.mean == pytest.approx(0.1) and d.sd == 0 and _no_test(d)
+    assert d.degenerate == CONSTANT
+    assert describe("accuracy", d, d.p) == ("differs from the default on accuracy by +0.100 "
+                                            "on every seed (4 seeds: no spread, so no t "
+                                            "test)")
+    # the same difference between unequal values: float rounding (0.679 - 0.667 and
+    # 0.148 - 0.136 differ in the 17th digit) is no spread to test against
+    setting, default = [0.679, 0.352, 0.148], [0.667, 0.34, 0.136]
+    assert np.std(np.subtract(setting, default), ddof=1) > 0
+    rounded = paired_difference(setting, default)
+    assert rounded.degenerate == CONSTANT and _no_test(rounded)
+    assert untested_text(rounded) == "+0.012 on every seed"
+    # a real spread, however small against the values, is still tested
+    assert paired_difference([0.679, 0.352, 0.1481], default).degenerate is None
+
+
+def test_one_paired_seed_has_no_interval_and_no_test():
+    d = paired_difference([0.8], [0.7])
+    assert d.n == 1 and d.mean == pytest.approx(0.1) and math.isnan(d.sd) and _no_test(d)
+    assert d.degenerate == ONE_SEED
+    assert describe("accuracy", d, d.p) == ("differs from the default on accuracy by +0.100 "
+                                            "on its one paired seed (no interval, no test)")
+    assert untested_text(d) == "+0.100 on one seed"
+    assert format_p(d.p) == "no test"
 
 
 def test_a_known_shift_with_known_spread_matches_the_t_distribution():
@@ -87,8 +129,8 @@ def test_holm_on_a_worked_example():
 
 
 def test_too_few_or_unpaired_values_are_refused():
-    with pytest.raises(ValueError, match="at least 2 seeds"):
-        paired_difference([1.0], [0.5])
+    with pytest.raises(ValueError, match="at least 1 seed"):
+        paired_difference([], [])
     with pytest.raises(ValueError, match="one length"):
         paired_difference([1.0, 2.0], [0.5])
 
