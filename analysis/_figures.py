@@ -119,7 +119,7 @@ def _hover(df: pd.DataFrame, objectives: list[str]) -> list[str]:
 #: longer one is cut there and ends in an arrowhead, so that one noisy trial's bar cannot
 #: span the plot and read as a reference line (a whole bar then spans at most 2/5 of it)
 BAR_REACH = 1 / 3
-CUT_BAR_NAME = "± 1 SE longer than drawn (hover for it)"
+CUT_BAR_NAME = "± 1 SE longer than drawn (its length beside it)"
 #: the arrowhead of a cut bar, by axis and side
 CUT_SYMBOL = {("x", -1): "triangle-left", ("x", 1): "triangle-right",
               ("y", -1): "triangle-down", ("y", 1): "triangle-up"}
@@ -195,10 +195,17 @@ def cut_bar_traces(cuts: pd.DataFrame) -> list[go.Scatter]:
     fmt = float_formatter(cuts["se"].to_numpy(np.float64), most=6)
     hover = [f"trial #{n}: ± 1 SE of {o} is {fmt(se)}, longer than drawn"
              for n, o, se in zip(cuts["number"], cuts["objective"], cuts["se"], strict=True)]
-    traces.append(go.Scatter(x=cuts["end_x"], y=cuts["end_y"], mode="markers",
+    # the real length beside the right (upper) arrowhead: a static PNG has no hover
+    outer = cuts["symbol"].isin(["triangle-right", "triangle-up"])
+    traces.append(go.Scatter(x=cuts["end_x"], y=cuts["end_y"], mode="markers+text",
                              name=CUT_BAR_NAME, legendgroup="cut",
                              marker={"symbol": cuts["symbol"].tolist(), "size": 8,
                                      "color": cuts["colour"].tolist()},
+                             text=[f"±{fmt(se)}" if o else "" for o, se in
+                                   zip(outer, cuts["se"], strict=True)],
+                             textposition=["middle right" if s == "triangle-right"
+                                           else "top center" for s in cuts["symbol"]],
+                             textfont={"size": 10, "color": "#3c4043"},
                              hovertext=hover, hoverinfo="text"))
     return traces
 
@@ -512,7 +519,8 @@ def learning_curves_figure(curves: dict[int, list[dict[str, float]]], *,
         margin={"t": 80 + 20 * len(lines)},
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right",
                       "y": 1.12, "yanchor": "top", "showactive": True}])
-    fig.update_xaxes(**integer_ticks(1, last))
+    pad = max(0.3, 0.02 * last)  # room for the rings, not enough for a tick at epoch 0
+    fig.update_xaxes(**integer_ticks(1, last), range=[1 - pad, last + pad])
     return fig
 
 

@@ -90,7 +90,7 @@ def _traces(fig):
 def test_the_default_on_the_front_is_labelled_once(readable):
     data, ranked = readable
     fig = build_figures(data, ranked, which=("pareto",)).figures["pareto"]
-    labels = [text for t in fig.data for text in (t.text or ()) if text]
+    labels = [text for t in fig.data for text in (t.text or ()) if text.startswith("#")]
     assert sorted(labels) == ["#0 default", "#1", "#2"]  # not "#0" as well
     front = _traces(fig)["Pareto front"]
     assert 0.70 in front.x  # the default is on the front, drawn there, labelled by its star
@@ -121,6 +121,7 @@ def test_an_error_bar_is_cut_at_a_third_of_the_points_spread_and_says_so(readabl
     assert list(ends.y) == [0.995, 0.995]
     assert list(ends.marker.symbol) == ["triangle-left", "triangle-right"]
     assert all("trial #0" in h and "0.200" in h for h in ends.hovertext)
+    assert list(ends.text) == ["", "±0.200"]  # and beside it, for a static PNG
     # the other bars are whole, as stored (the front's #2, #0 and #1: the default cut)
     front = _traces(fig)["Pareto front"]
     assert list(front.error_x.array) == list(front.error_x.arrayminus) == [0.006, 0.0, 0.004]
@@ -141,6 +142,7 @@ def test_learning_curves_count_from_epoch_1_as_the_trainer_prints(readable):
     stage1 = next(t for t in lines if t.legendgroup == "trial 4" and t.line.dash == "dot")
     assert list(stage1.x) == [1, 2, 3]  # stage 1 is epochs 1-2, joined to stage 2's first
     assert list(stage1.y) == CURVES[4][:3]
+    assert 0 < fig.layout.xaxis.range[0] < 1 and 6 < fig.layout.xaxis.range[1] < 7  # no epoch 0
 
 
 def test_coinciding_curves_are_found_and_marked(readable):
