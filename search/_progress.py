@@ -8,6 +8,7 @@ event is one plain line with the same counts, so logs stay readable.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -40,13 +41,25 @@ def quiet_ray_logs(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication").setLevel(level)
 
 
-def format_value(value: float) -> str:
-    """An objective value with enough digits to tell close trials apart (0.99996 stays)."""
-    return f"{value:.5g}"
+def format_value(value: float, se: float | None = None, seeds: int | None = None) -> str:
+    """An objective value with enough digits to tell close trials apart (0.99996 stays),
+    with its standard error over ``seeds`` replicates where it has one: "0.95741±0.0031";
+    "0.95741 (the same on all 3 seeds)" where they agree exactly. One seed has no
+    standard error (its ± would read as a certain value), nor has a missing or NaN one."""
+    text = f"{value:.5g}"
+    if se is None or not math.isfinite(se) or (seeds is not None and seeds < 2):
+        return text
+    if se == 0.0:
+        return text + (f" (the same on all {seeds} seeds)" if seeds else "")
+    return f"{text}±{se:.2g}"
 
 
-def format_values(names: list[str], values: list[float]) -> str:
-    return ", ".join(f"{n}={format_value(v)}" for n, v in zip(names, values, strict=True))
+def format_values(names: list[str], values: list[float],
+                  errors: list[float | None] | None = None, seeds: int | None = None) -> str:
+    """``name=value`` pairs, each with its standard error where ``errors`` gives one."""
+    errors = errors or [None] * len(names)
+    return ", ".join(f"{n}={format_value(v, e, seeds)}"
+                     for n, v, e in zip(names, values, errors, strict=True))
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -202,28 +215,49 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
     """Counts by state (with infeasible trials and failure reasons) and the front."""
     from optuna.trial import TrialState
 
-    from search.study import FAIL_REASON_ATTR, count_finished
+    from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR, count_finished
 
     counts = dict(count_finished(study))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts["infeasible"] = sum(1 for t in complete if not t.user_attrs.get("feasible", True))
+    # the reasons of the failures counted, apart from those of the trials a stopped or
+    # lost driver left (stored FAIL too, but re-queued and not counted: "orphaned")
     reasons: dict[str, int] = {}
+    requeued: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         reason = t.user_attrs.get(FAIL_REASON_ATTR)
         if reason:
-            reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+            into = requeued if t.user_attrs.get(ORPHAN_ATTR) else reasons
+            into[str(reason)] = into.get(str(reason), 0) + 1
     front = [
         {"number": t.number, "values": list(t.values), "params": dict(t.params),
          "baseline": bool(t.user_attrs.get("baseline", False)),
          # standard errors over the trial's replicates (--replicates), else None
-         "se": [t.user_attrs.get(f"{name}_se") for name in objective.names]}
+         "se": [t.user_attrs.get(f"{name}_se") for name in objective.names],
+         "seeds": _seeds(t.user_attrs.get("replicates"))}
         for t in front_trials(study)
     ]
     front.sort(key=lambda f: (-f["values"][0] if objective.directions[0] == "maximize"
                               else f["values"][0], f["number"]))
     return {"study": study.study_name, "counts": counts, "fail_reasons": reasons,
-            "objectives": objective.names, "mode": objective.mode, "front": front,
+            "requeued_reasons": requeued, "objectives": objective.names,
+            "mode": objective.mode, "front": front,
             "replicates": int(study.user_attrs.get("stagetune_replicates", 1))}
+
+
+def _seeds(replicates: Any) -> int | None:
+    """A trial's stored number of replicates as an int (``None`` when it has none)."""
+    try:
+        return int(replicates) if replicates is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+#: what the trials a driver left behind are, by their stored reason
+REQUEUED_MEANING = {
+    "driver stopped": "the sweep was stopped (Ctrl-C or a signal) while they ran",
+    "driver lost": "their driver died while they ran",
+}
 
 
 def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
@@ -234,10 +268,14 @@ def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
           + (f" ({infeasible} infeasible: zay collapsed)" if infeasible else "")
           + f", {c['pruned']} pruned, {c['failed']} failed, {c['running']} running, "
           f"{c['waiting']} waiting"
-          + (f", {c['orphaned']} orphaned (re-queued)" if c.get("orphaned") else ""),
+          + (f", {c['orphaned']} interrupted (re-queued)" if c.get("orphaned") else ""),
           file=file)
     for reason, n in sorted(summary.get("fail_reasons", {}).items()):
         print(f"  failed {n}x: {reason}", file=file)
+    for reason, n in sorted(summary.get("requeued_reasons", {}).items()):
+        meaning = REQUEUED_MEANING.get(reason, "their driver left them running")
+        print(f"  interrupted {n}x: {reason} ({meaning}; not failures and not counted "
+              "toward --n-trials: their settings were queued to run again)", file=file)
     names = summary["objectives"]
     front = summary["front"]
     if len(names) == 1:
@@ -257,7 +295,7 @@ def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
         print(header, file=file)
     for f in front:
         errors = f.get("se") or [None] * len(names)
-        vals = "  ".join(f"{n}={format_value(v)}" + (f"±{e:.2g}" if e is not None else "")
+        vals = "  ".join(f"{n}={format_value(v, e, f.get('seeds'))}"
                          for n, v, e in zip(names, f["values"], errors, strict=True))
         params = format_params(dict(sorted(f["params"].items())))
         print(f"  #{f['number']:<4d} {vals}  {params}"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from search.objective import Objective, ObjectiveError
 from search.space import SpaceError, build_space, parameter_help
@@ -42,6 +44,21 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # argparse's signature: it never returns
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def json_text(summary: Any) -> str:
+    """``summary`` as strict JSON: a float that is no number (the p of a comparison
+    without a test, the standard error of one seed) is ``null``, never ``NaN``."""
+    def strict(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: strict(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [strict(item) for item in value]
+        return value
+
+    return json.dumps(strict(summary), indent=2, allow_nan=False)
 
 
 def _subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
@@ -304,7 +321,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
         verbose=args.verbose))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary))
     elif not args.quiet:
         print_confirmation(summary)
     # compared: on two seeds at least (one seed alone is shown, but settles nothing)
@@ -432,7 +449,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     # the whole summary is rendered first: an error leaves no half of it printed
     text = io.StringIO()
     if args.json:
-        print(json.dumps(summary, indent=2), file=text)
+        print(json_text(summary), file=text)
     else:
         print_summary(summary, file=text)
         if summary["confirmation"] is None:
