@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 
 from search.objective import EPOCH_PROXIES
-from trainer.objectives import direction
+from trainer.objectives import COLLAPSE_FLAG, direction
+
+#: the per-epoch stand-in of ``zay_collapsed`` (trainer.metrics._proxies)
+COLLAPSED_PROXY = "val_zay_collapsed"
 
 #: bootstrap replicates of the rank statistics' intervals
 BOOTSTRAP = 2000
@@ -183,7 +186,42 @@ def value_table(runs: Mapping[tuple[str, int, str], Mapping[str, Any]], settings
     return table
 
 
+def collapsed_table(runs: Mapping[tuple[str, int, str], Mapping[str, Any]],
+                    settings: Sequence[str], seeds: Sequence[int], budget: Budget
+                    ) -> np.ndarray:
+    """``(settings, seeds)``: True where a run's zay collapsed (a schedule's final
+    ``zay_collapsed``; a rung's ``val_zay_collapsed`` at its row, False where the row
+    lacks it)."""
+    source = TARGET if budget.is_rung else budget.name
+    table = np.zeros((len(settings), len(seeds)), dtype=bool)
+    for i, s in enumerate(settings):
+        for j, seed in enumerate(seeds):
+            run = runs.get((s, seed, source))
+            if run is None or run.get("state", "complete") != "complete":
+                continue
+            if budget.is_rung:
+                value = rung_value(run.get("history") or [], budget.rung, COLLAPSED_PROXY)
+                table[i, j] = math.isfinite(value) and value > 0
+            else:
+                table[i, j] = float((run.get("final") or {}).get(COLLAPSE_FLAG, 0.0)) >= 1.0
+    return table
+
+
 # -- the statistics ---------------------------------------------------------------------------
+
+
+def setting_means(values: np.ndarray, collapsed: np.ndarray, sign: float) -> np.ndarray:
+    """Each setting's mean over its seeds, a setting whose zay collapsed on any seed
+    placed below every other (as a sweep at that budget would never select it: the
+    sweep's rule, collapse in any replicate is collapse)."""
+    with np.errstate(invalid="ignore"), _quiet():
+        means = np.nanmean(values, 1)
+    bad = collapsed.any(1)
+    good = ~bad & np.isfinite(means)
+    if bad.any() and good.any():
+        means = means.copy()
+        means[bad] = sign * (np.min(sign * means[good]) - 1.0)
+    return means
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -229,52 +267,67 @@ def _statistics(cheap: np.ndarray, target: np.ndarray, sign: float, k: int) -> d
             "regret": regret(cheap, target, sign)}
 
 
-def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *, k: int | None = None,
+def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *,
+            cheap_collapsed: np.ndarray | None = None,
+            target_collapsed: np.ndarray | None = None, k: int | None = None,
             bootstrap: int = BOOTSTRAP, seed: int = 0, level: float = 0.95
             ) -> dict[str, Any]:
     """How a cheap budget's ``(settings, seeds)`` table ranks like the target's.
 
     The point estimates use each setting's mean over its seeds (settings with no finite
-    value at either budget are left out). The intervals are percentile bootstraps: each
-    replicate draws the settings with replacement and, within each drawn setting, its
-    seeds with replacement, the same seed indices at both budgets (the seeds are paired:
-    seed s of a setting is one training run read two ways, or two runs on one split and
-    initial draw). A budget at which every setting gives the same value (a proxy that is
-    constant while zay is gated out, say) ranks nothing: ``constant``, never faithful.
+    value at either budget are left out). Feasibility is the sweep's: a setting whose
+    zay collapsed at the target on any seed is left out (a sweep never selects it;
+    ``infeasible_at_target`` counts them), and one that collapsed at the cheap budget
+    ranks below every other there (``setting_means``). The intervals are percentile
+    bootstraps: each replicate draws the settings with replacement and, within each
+    drawn setting, its seeds with replacement, the same seed indices at both budgets (the
+    seeds are paired: seed s of a setting is one training run read two ways, or two runs
+    on one split and initial draw). A budget at which every setting gives the same value
+    (a proxy that is constant while zay is gated out, say) ranks nothing: ``constant``,
+    never faithful.
     """
     sign = 1.0 if direction(objective) == "maximize" else -1.0
-    ok = np.isfinite(cheap).any(1) & np.isfinite(target).any(1)
-    cheap, target = cheap[ok], target[ok]
+    cheap_collapsed = (np.zeros(cheap.shape, bool) if cheap_collapsed is None
+                       else cheap_collapsed)
+    target_collapsed = (np.zeros(target.shape, bool) if target_collapsed is None
+                        else target_collapsed)
+    present = np.isfinite(cheap).any(1) & np.isfinite(target).any(1)
+    ok = present & ~target_collapsed.any(1)
+    cheap, target, cheap_collapsed = cheap[ok], target[ok], cheap_collapsed[ok]
     n = len(cheap)
     if n < 3:
-        raise FidelityError(f"{objective}: {n} settings have values at both budgets; "
-                            "a rank correlation needs at least 3")
+        raise FidelityError(f"{objective}: {n} feasible settings have values at both "
+                            "budgets; a rank correlation needs at least 3")
     k = k or max(1, n // 4)
-    with np.errstate(invalid="ignore"):
-        point = _statistics(np.nanmean(cheap, 1), np.nanmean(target, 1), sign, k)
+    none = np.zeros(target.shape, bool)
+    point = _statistics(setting_means(cheap, cheap_collapsed, sign),
+                        setting_means(target, none, sign), sign, k)
     rng = np.random.default_rng(seed)
     seeds = cheap.shape[1]
     draws: dict[str, list[float]] = {key: [] for key in point}
     for _ in range(bootstrap):
         rows = rng.integers(0, n, n)
         cols = rng.integers(0, seeds, (n, seeds))
-        c = np.take_along_axis(cheap[rows], cols, 1)
-        t = np.take_along_axis(target[rows], cols, 1)
-        with np.errstate(invalid="ignore"), _quiet():
-            cm, tm = np.nanmean(c, 1), np.nanmean(t, 1)
+        cm = setting_means(np.take_along_axis(cheap[rows], cols, 1),
+                           np.take_along_axis(cheap_collapsed[rows], cols, 1), sign)
+        tm = setting_means(np.take_along_axis(target[rows], cols, 1), none, sign)
         keep = np.isfinite(cm) & np.isfinite(tm)
-        for key, value in _statistics(cm[keep], tm[keep], sign, k).items():
+        if keep.sum() < 3:  # missing runs left too few settings in this resample
+            continue
+        for key, value in _statistics(cm[keep], tm[keep], sign, min(k, int(keep.sum()))
+                                      ).items():
             draws[key].append(value)
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     out: dict[str, Any] = {"objective": objective, "settings": int(n), "seeds": int(seeds),
-                           "k": int(k)}
+                           "k": int(k), "infeasible_at_target": int((present & ~ok).sum()),
+                           "infeasible_at_cheap": int(cheap_collapsed.any(1).sum())}
     for key, value in point.items():
         # a resample in which one side has no spread ranks nothing: its correlation is 0
         # (leaving it out would let the resamples that happen to vary decide alone)
         drawn = np.nan_to_num(np.asarray(draws[key], dtype=float), nan=0.0)
         out[key] = value
-        out[f"{key}_lo"] = float(np.quantile(drawn, lo_q))
-        out[f"{key}_hi"] = float(np.quantile(drawn, hi_q))
+        out[f"{key}_lo"] = float(np.quantile(drawn, lo_q)) if len(drawn) else math.nan
+        out[f"{key}_hi"] = float(np.quantile(drawn, hi_q)) if len(drawn) else math.nan
     # no spread at the cheap budget (or the target): it cannot rank the settings at all
     out["constant"] = not math.isfinite(out["spearman"])
     out["faithful"] = bool(not out["constant"] and out["spearman_lo"] >= RHO_BAR)
@@ -305,12 +358,16 @@ def score_check(runs: Mapping[tuple[str, int, str], Mapping[str, Any]], settings
     records = []
     for objective in objectives:
         target = value_table(runs, settings, seeds, target_budget, objective)
+        target_collapsed = collapsed_table(runs, settings, seeds, target_budget)
         for budget in budgets:
             if budget.name == TARGET:
                 continue
             cheap = value_table(runs, settings, seeds, budget, objective)
             try:
-                record = compare(cheap, target, objective, bootstrap=bootstrap, seed=seed)
+                record = compare(cheap, target, objective, bootstrap=bootstrap, seed=seed,
+                                 cheap_collapsed=collapsed_table(runs, settings, seeds,
+                                                                 budget),
+                                 target_collapsed=target_collapsed)
             except FidelityError as exc:
                 record = {"objective": objective, "error": str(exc)}
             record |= {"budget": budget.name, "describe": budget.describe(),

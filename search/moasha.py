@@ -37,10 +37,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from search.fidelity import COLLAPSED_PROXY as COLLAPSED
 from search.objective import EPOCH_PROXIES
 
 REDUCTION_FACTOR = 3
-COLLAPSED = "val_zay_collapsed"
 CONTINUE, STOP = "continue", "stop"
 
 

@@ -19,12 +19,14 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from search.fidelity import COLLAPSED_PROXY
 from search.objective import EPOCH_PROXIES, EPOCH_SCORE
 from search.population import MEMBER
 from search.searcher import DatabaseState, own_metrics
 
 #: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
-HISTORY_KEYS = ("epoch", "stage", "stopped_early", EPOCH_SCORE, *EPOCH_PROXIES.values())
+HISTORY_KEYS = ("epoch", "stage", "stopped_early", EPOCH_SCORE, COLLAPSED_PROXY,
+                *EPOCH_PROXIES.values())
 LOST = "worker lost: its process or node died on every retry"
 
 Run = Hashable

@@ -108,6 +108,26 @@ def test_a_faithful_budget_clears_the_bar_and_noise_does_not():
     assert constant["spearman_lo"] == constant["spearman_hi"] == 0.0
 
 
+def test_collapse_follows_the_sweeps_rule_at_both_budgets():
+    """Four settings, independence 1.0 > 0.9 > 0.8 > 0.7 at both budgets; setting 0's zay
+    collapsed (trivially "independent"). Collapsed at the target on one seed: it is left
+    out, and the other three rank alike (rho 1). Collapsed only at the cheap budget: it
+    ranks last there though its value is the highest, so rho is that of ranks
+    (3, 2, 1, 0) against (0, 3, 2, 1)... i.e. 1 - 6 * 12 / 60 = -0.2."""
+    values = np.array([[1.0] * 2, [0.9] * 2, [0.8] * 2, [0.7] * 2])
+    collapsed = np.zeros((4, 2), bool)
+    collapsed[0, 1] = True
+    at_target = compare(values, values, "zay_independence_score", bootstrap=50,
+                        target_collapsed=collapsed, cheap_collapsed=collapsed)
+    assert at_target["settings"] == 3 and at_target["infeasible_at_target"] == 1
+    assert at_target["spearman"] == pytest.approx(1.0)
+    at_cheap = compare(values, values, "zay_independence_score", bootstrap=50,
+                       cheap_collapsed=collapsed)
+    assert at_cheap["infeasible_at_cheap"] == 1
+    assert at_cheap["spearman"] == pytest.approx(-0.2)
+    assert at_cheap["regret"] == pytest.approx(0.1)  # picks setting 1 (0.9), best is 1.0
+
+
 def test_seed_noise_widens_the_interval_through_the_within_setting_resample():
     rng = np.random.default_rng(1)
     n, seeds = 12, 3
