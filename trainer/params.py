@@ -18,6 +18,8 @@ time, never by copying :data:`PARAMS` at import, so a test may swap the registry
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,64 @@ class Choices:
     values: tuple[Any, ...]
 
 
+#: a run's three stages, as :func:`stage_lengths` counts their epochs
+STAGES: tuple[int, ...] = (1, 2, 3)
+#: the model variant without zay (``ModelConfig.variant``): what acts on zay is inert in it
+NO_ZAY_VARIANT = "diva"
+
+
+@dataclass(frozen=True)
+class Acts:
+    """Where in a run a parameter acts; one that acts in no epoch of a run is inert there:
+    a sweep does not draw it, and two runs that differ only in it train alike
+    (:func:`effective_config`).
+
+    Attributes:
+        stages: The stages whose epochs it acts in; a run whose stages among them are all
+            empty trains the same whatever its value.
+        stage3_with: A ``RunConfig`` bool field that adds stage 3 (the penalty's
+            ``penalty_in_stage3``); a run without the field reads it as off, its default.
+        everywhere: Values with which it acts in every stage (``kl_target``'s zay term
+            holds in stage 3 too).
+        on_zay: It acts on zay, so not at all in a model without zay (``diva``).
+    """
+
+    stages: tuple[int, ...] = STAGES
+    stage3_with: str = ""
+    everywhere: tuple[Any, ...] = ()
+    on_zay: bool = False
+
+    def holds(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,)) -> bool:
+        """Whether it acts in a run with these flat fields (``epochs``, the stage lengths,
+        ``variant``, ...) for one of ``values`` (its value, or the choices a sampler may
+        draw). A run whose ``epochs`` is unknown is taken to have every stage."""
+        if self.on_zay and run.get("variant") == NO_ZAY_VARIANT:
+            return False
+        lengths = stage_lengths(run)
+        if lengths is None:
+            return True
+        stages = set(self.stages)
+        if any(v in self.everywhere for v in values):
+            stages = set(STAGES)
+        if self.stage3_with and run.get(self.stage3_with):
+            stages.add(3)
+        return any(lengths[s - 1] > 0 for s in stages)
+
+    def text(self) -> str:
+        """Where it acts, as ``--help`` says it ("" where that is anywhere)."""
+        words = []
+        if tuple(self.stages) != STAGES:
+            listed = " or ".join(str(s) for s in self.stages)
+            words.append(f"stage {listed} is not empty"
+                         + (f" (or stage 3, with {self.stage3_with})" if self.stage3_with
+                            else "")
+                         + (f" ({', '.join(map(str, self.everywhere))}: any stage)"
+                            if self.everywhere else ""))
+        if self.on_zay:
+            words.append("the model has zay")
+        return " and ".join(words)
+
+
 @dataclass(frozen=True)
 class Param:
     """One tunable parameter of the method.
@@ -75,9 +135,12 @@ class Param:
             ``search`` then holds the suggested range shown in ``--help`` and the scale
             (log or not) that a given range is sampled on.
         aliases: Short names accepted by ``--set``, ``--range`` and space files.
-        when: ``(parameter, value)`` pairs that must all hold for this one to apply;
-            the named parameters come earlier in :data:`PARAMS`. A sweep samples it
-            only then, and the report blanks it out otherwise.
+        when: ``(parameter, value)`` pairs that must all hold for this one to apply (a
+            tuple of values: one of them); the named parameters come earlier in
+            :data:`PARAMS`. A sweep samples it only then, and the report blanks it out
+            otherwise.
+        acts: Where in a run it acts (:class:`Acts`); ``None``: in every stage. Where it
+            acts nowhere a sweep does not draw it, like a failed ``when``.
         allowed: Every valid value of a ``str`` parameter (``RunConfig`` refuses others).
         budget: An epoch count; the budget parameters of a sampled setting sum to at
             most the sweep's ``--epochs`` (stage 1 + stage 2).
@@ -104,6 +167,7 @@ class Param:
     label: str = ""
     symbol: str = ""
     off_flag: tuple[str, str] = ()
+    acts: Acts | None = None
 
     @property
     def searched(self) -> bool:
@@ -126,24 +190,38 @@ class Param:
         """The method's default as a run with ``epochs`` epochs uses it."""
         return self.resolve(self.default, epochs)
 
-    def applies(self, values: dict[str, Any], skipped: frozenset[str] | set[str] = frozenset()
-                ) -> bool:
-        """Whether this parameter matters given the others' ``values``.
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether this parameter's conditions (``when``) hold given the others' ``values``.
 
-        A condition on a parameter in ``skipped`` (one that did not apply itself) fails;
-        one on a parameter missing from ``values`` reads that parameter's default.
+        A parameter missing from ``values`` reads its default. A sampler passes what the
+        run will hold: the values drawn so far over the run's fixed fields, so a parameter
+        it did not draw reads the value the run keeps.
         """
         for parent, wanted in self.when:
-            if parent in skipped:
-                return False
             actual = values[parent] if parent in values else get(parent).default
-            if actual != wanted:
+            if actual not in (wanted if isinstance(wanted, tuple) else (wanted,)):
                 return False
         return True
+
+    def inert(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,)) -> bool:
+        """Whether it cannot change a run with these flat fields (drawn values over the
+        fixed ones): its conditions fail, or it acts in none of the run's epochs, for
+        every one of ``values`` (its value, or the choices a sampler may draw)."""
+        if not self.applies(run):
+            return True
+        return self.acts is not None and not self.acts.holds(run, values)
 
 
 #: the range ``--help`` suggests for a KL weight, sampled on a log scale
 _KL_WEIGHT_RANGE = Range(0.25, 4.0, log=True)
+#: the independence penalty is in the loss in stage 2 (and stage 3 with
+#: ``penalty_in_stage3``) of a model with zay (``trainer._stages.penalty_active``): its
+#: switch, λ, measure and pairs change nothing where those stages are empty
+_PENALTY_ACTS = Acts(stages=(2,), stage3_with="penalty_in_stage3", on_zay=True)
+#: zay's suppression: gate cuts zay out in stage 1 and ramps its gate in stage 2;
+#: kl_weight weighs its KL by c there; with c = 1 in stage 3 the two train alike, while
+#: kl_target's |KL - c C_max| holds in every stage (``trainer._model.staged_loss``)
+_SUPPRESSION_ACTS = Acts(stages=(1, 2), everywhere=("kl_target",), on_zay=True)
 
 PARAMS: tuple[Param, ...] = (
     Param("staged_training", bool, True,
@@ -159,26 +237,27 @@ PARAMS: tuple[Param, ...] = (
     Param("use_independence_penalty", bool, True,
           "turn the stage-2 independence penalty on",
           search=Choices((True, False)), aliases=("penalty",), label="penalty",
-          off_flag=("no_independence_penalty", "turn the stage-2 independence penalty off")),
+          off_flag=("no_independence_penalty", "turn the stage-2 independence penalty off"),
+          acts=_PENALTY_ACTS),
     Param("independence_penalty", float, 10.0,
           "weight lambda of the stage-2 independence penalty",
           search=Range(0.1, 100.0, log=True), aliases=("lambda",),
-          when=(("use_independence_penalty", True),),
+          when=(("use_independence_penalty", True),), acts=_PENALTY_ACTS,
           label="λ (independence penalty)", symbol="λ"),
     Param("penalty_measure", str, "corr", "dependence measure of the independence penalty",
           search=Choices(("corr",)), aliases=("measure",),
           when=(("use_independence_penalty", True),), allowed=PENALTY_MEASURES,
-          baseline=False, label="penalty measure"),
+          acts=_PENALTY_ACTS, baseline=False, label="penalty measure"),
     Param("penalty_pairs", str, "zy_za",
           "which pairs of latent groups the independence penalty measures: zy_za = "
           "m(zay, zy) + m(zay, za); zy_za_zx adds m(zay, zx) (with hsic_labels, the zx "
           "pair is RBF HSIC on the latents: zx has no label)",
           search=Choices(("zy_za",)), aliases=("pairs",),
           when=(("use_independence_penalty", True),), allowed=PENALTY_PAIRS,
-          baseline=False, label="penalty pairs"),
+          acts=_PENALTY_ACTS, baseline=False, label="penalty pairs"),
     Param("zay_suppression", str, "gate", "how stage 1 keeps zay out",
           search=Choices(("gate",)), aliases=("suppression",),
-          when=(("staged_training", True),), allowed=ZAY_SUPPRESSION_MODES,
+          allowed=ZAY_SUPPRESSION_MODES, acts=_SUPPRESSION_ACTS,
           baseline=False, label="zay suppression"),
     Param("beta_y", float, 1.0,
           "KL weight of zy: the loss's term beta_scale * beta_y * KL(q(zy|x) || p(zy|y))",
@@ -190,7 +269,8 @@ PARAMS: tuple[Param, ...] = (
           "KL weight of zay: the loss's term beta_scale * beta_ay * KL(q(zay|x) || "
           "p(zay|y,a)), times zay's capacity in kl_weight mode (no effect in kl_target "
           "mode, whose zay term is gamma * |KL - c * C_max|, nor in the diva variant)",
-          search=_KL_WEIGHT_RANGE, aliases=("beta_zay",), opt_in=True, label="β_zay"),
+          search=_KL_WEIGHT_RANGE, aliases=("beta_zay",), opt_in=True, label="β_zay",
+          when=(("zay_suppression", ("gate", "kl_weight")),), acts=Acts(on_zay=True)),
     Param("beta_x", float, 1.0,
           "KL weight of zx: the loss's term beta_scale * beta_x * KL(q(zx|x) || N(0, I))",
           search=_KL_WEIGHT_RANGE, aliases=("beta_zx",), opt_in=True, label="β_zx"),
@@ -259,6 +339,79 @@ def pinned() -> dict[str, Any]:
     return {p.name: p.default for p in PARAMS if not p.searched}
 
 
+def stage_lengths(run: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """The epochs of stages 1, 2 and 3 of a run with these flat fields (``epochs`` and the
+    budget entries, stage 1's then stage 2's: ``None`` for 1/share of the epochs, 0 where
+    their conditions fail, as without staged training); ``None`` where ``epochs`` is
+    missing."""
+    epochs = run.get("epochs")
+    if epochs is None:
+        return None
+    lengths = [p.resolve(run.get(p.name, p.default), int(epochs)) if p.applies(run) else 0
+               for p in PARAMS if p.budget]
+    first, second = (*lengths, 0, 0)[:2]
+    return int(first), int(second), int(epochs) - int(first) - int(second)
+
+
+#: ``RunConfig`` fields that change where a run goes, not what it trains
+NOT_TRAINING: tuple[str, ...] = ("device", "write_plots")
+
+
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``RunConfig.to_dict`` (sections as nested mappings) or flat fields, as flat
+    fields (``{"epochs": 6, "lr": 0.001, ...}``; flat names are unique)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def effective_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run trains: its flat fields less those that cannot change it.
+
+    Dropped: every registry entry that is inert in the run (:meth:`Param.inert`: λ with
+    the penalty off, the penalty where it acts in no epoch, the suppression where gate
+    and kl_weight coincide, ...), a stage-3 flag where what it extends does not act
+    (``penalty_in_stage3`` with the penalty off or inert, or no stage 3), and
+    :data:`NOT_TRAINING`. Epoch counts left at
+    ``None`` (1/share of the epochs) are resolved, so thirds and their explicit lengths
+    are one configuration. Two runs with the same effective configuration train alike:
+    one setting, which a ranking or a confirmation must not count twice.
+
+    Args:
+        config: A ``RunConfig.to_dict`` or its flat fields (a trial's ``config``).
+    """
+    flat = flat_config(config)
+    out = {k: v for k, v in flat.items() if k not in NOT_TRAINING}
+    epochs = flat.get("epochs")
+    for p in PARAMS:  # registry order: conditions read earlier entries, as the run holds
+        if p.name not in flat:
+            continue
+        if p.inert(flat, (flat[p.name],)):
+            del out[p.name]
+        elif epochs is not None:
+            out[p.name] = p.resolve(flat[p.name], int(epochs))
+    # a flag that extends entries to stage 3 (penalty_in_stage3) acts only where all of
+    # them act (the penalty on: λ applies) and stage 3 has epochs
+    lengths = stage_lengths(flat)
+    flags = {p.acts.stage3_with for p in PARAMS if p.acts is not None and p.acts.stage3_with}
+    for flag in flags:
+        users = [p.name for p in PARAMS if p.acts is not None and p.acts.stage3_with == flag]
+        known = all(name in flat for name in users) and lengths is not None
+        if flag in out and known and (lengths[2] == 0 or any(n not in out for n in users)):
+            del out[flag]
+    return out
+
+
+def setting_key(config: Mapping[str, Any]) -> str:
+    """The effective configuration as text: equal for two runs exactly when they train
+    alike (a key to group trials by)."""
+    return json.dumps(effective_config(config), sort_keys=True, default=str)
+
+
 def baseline(epochs: int) -> dict[str, Any]:
     """The method's own setting, as searched values for a budget of ``epochs`` epochs.
 
@@ -319,6 +472,9 @@ def check(params: tuple[Param, ...] | None = None) -> None:
             if parent not in {q.name for q in params[:params.index(p)]}:
                 raise RegistryError(f"{where}: condition on {parent!r}, which is not an "
                                     "earlier entry")
+        if p.acts is not None and not set(p.acts.stages) <= set(STAGES):
+            raise RegistryError(f"{where}: acts in stages {p.acts.stages}; a run has "
+                                f"stages {', '.join(map(str, STAGES))}")
         if p.allowed and p.default not in p.allowed:
             raise RegistryError(f"{where}: default {p.default!r} is not allowed")
         if isinstance(p.search, Choices):

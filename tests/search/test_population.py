@@ -30,11 +30,14 @@ def test_population_sweep_stores_fully_formed_trials(tmp_path, local_ray):
         assert len(t.values) == 2 and "zay_independence_score" in t.user_attrs
         cfg = t.user_attrs["config"]  # the member's own settings, not a neighbour's
         assert cfg["stages"]["stage1_epochs"] == t.params.get("stage1_epochs", 1)
+        assert t.user_attrs["population_size"] == 4.0
+        if "use_independence_penalty" not in t.params:  # acts in no epoch: not drawn
+            assert cfg["stages"]["stage2_epochs"] == 0
+            continue
         on = t.params["use_independence_penalty"]
         assert cfg["stages"]["use_independence_penalty"] == on
         if on:
             assert cfg["stages"]["independence_penalty"] == t.params["independence_penalty"]
-        assert t.user_attrs["population_size"] == 4.0
     engine.dispose()
     assert {t.user_attrs["population_member"] for t in study.trials} == {0, 1, 2, 3}
     # the total holds across drivers: asking for 10 runs one population of two
