@@ -5,16 +5,16 @@ Which parameters are searched, their default ranges or choices, log scales, alia
 conditions all come from the registry (``trainer.params``); this module holds no list of
 its own. Stage lengths are sampled so that stage1 + stage2 never exceeds the epoch
 budget: stage 2's upper bound is computed from the sampled stage 1 (no invalid
-configuration is ever sampled). λ is only sampled when the penalty is on, and nothing is
-sampled where it cannot act (the registry's ``Acts``: the penalty where stage 2 is empty
-and it does not run in stage 3, the suppression where gate and kl_weight coincide). A user
+configuration is ever sampled). λ is only sampled when the penalty is on. A user
 narrows or fixes any parameter from the command line (``--set lambda=10 --range
 stage1_epochs=5:20``) or a YAML/JSON file, without editing code.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -78,19 +78,14 @@ class SearchSpace:
         epochs: The epoch budget of every trial.
         bounds: Each searched parameter's range or choices, in registry order.
         fixed: Parameters pinned to one value.
-        base: The fixed ``RunConfig`` fields every trial shares (flat names, e.g.
-            ``penalty_in_stage3``, ``variant``): where a parameter acts depends on them
-            (:meth:`with_base`; empty: ``RunConfig``'s defaults).
     """
 
     epochs: int = 30
     bounds: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
-    base: Mapping[str, Any] = field(default_factory=dict)
 
     def __init__(self, epochs: int = 30, *, bounds: Mapping[str, Any] | None = None,
-                 fixed: dict[str, Any] | None = None, base: Mapping[str, Any] | None = None,
-                 **ranges: Any) -> None:
+                 fixed: dict[str, Any] | None = None, **ranges: Any) -> None:
         searched = registry.searched_names()
         given = {**(bounds or {}), **ranges}
         unknown = sorted(set(given) - set(searched))
@@ -103,17 +98,7 @@ class SearchSpace:
         object.__setattr__(self, "epochs", epochs)
         object.__setattr__(self, "bounds", merged)
         object.__setattr__(self, "fixed", {} if fixed is None else fixed)
-        object.__setattr__(self, "base", {} if base is None else dict(base))
         self.check()
-
-    def with_base(self, base_config: Mapping[str, Any]) -> SearchSpace:
-        """This space for trials that share ``base_config`` (a ``RunConfig.to_dict`` or
-        its flat fields): what they keep fixed decides where a parameter acts."""
-        return replace(self, base=registry.flat_config(base_config))
-
-    def _run(self, drawn: Mapping[str, Any]) -> dict[str, Any]:
-        """A trial's flat fields as far as known: ``drawn`` over the fixed ones."""
-        return {**self.base, "epochs": self.epochs, **drawn}
 
     def __getattr__(self, name: str) -> Any:
         bounds = self.__dict__.get("bounds")
@@ -175,18 +160,17 @@ class SearchSpace:
     def sample(self, trial: Any) -> dict[str, Any]:
         """Sample one configuration with an Optuna trial (define-by-run).
 
-        Parameters are suggested in registry order, each only where its conditions hold
-        and it can act (for one of its choices) in the trial's stages; one not drawn keeps
-        the trial's fixed value. An epoch count leaves room for the shortest of the epoch
-        counts after it.
+        Parameters are suggested in registry order, each only where its conditions hold;
+        an epoch count leaves room for the shortest of the epoch counts after it.
         """
         searched = registry.searched()
         params: dict[str, Any] = {}
+        skipped: set[str] = set()
         # epochs not yet taken, less the shortest lengths of the counts still to come
         left = self.epochs - sum(self._range(p.name)[0] for p in searched if p.budget)
         for p in searched:
-            offered = self._choices(p.name) if isinstance(p.search, Choices) else (None,)
-            if p.inert(self._run(params), offered):
+            if not p.applies(params, skipped):
+                skipped.add(p.name)
                 if p.budget:
                     left += self._range(p.name)[0]
                 continue
@@ -210,14 +194,13 @@ class SearchSpace:
         """Whether a configuration (e.g. the method's default) lies inside this space.
 
         Parameters missing from ``params`` are not checked (the baseline leaves some to
-        the space); those that are inert in it (conditions that fail, stages where they
-        cannot act) are ignored.
+        the space); those whose conditions fail are ignored.
         """
         searched = registry.searched()
         if sum(params.get(p.name, 0) for p in searched if p.budget) > self.epochs:
             return False
         for p in searched:
-            if p.name not in params or p.inert(self._run(params), (params[p.name],)):
+            if p.name not in params or not p.applies(params):
                 continue
             if isinstance(p.search, Range):
                 lo, hi = self._range(p.name)
@@ -281,6 +264,57 @@ def _is_range(name: str) -> bool:
     return isinstance(registry.get(name).search, Range)
 
 
+def _trainer_settings() -> set[str]:
+    """The names of a trainer configuration's fields (``epochs``, ``batch_size``, ...)."""
+    from trainer import RunConfig
+
+    names: set[str] = set()
+    for key, value in RunConfig().to_dict().items():
+        names |= set(value) if isinstance(value, dict) else {key}
+    return names
+
+
+def _unknown_name(key: str, where: str) -> SpaceError:
+    """The error for ``key``, which names no search parameter (in ``where``: a flag or a
+    file): a trainer setting is said to be one; otherwise the closest name or alias when
+    one is close (a typo), else the list."""
+    searched = registry.searched()
+    if key in _trainer_settings():
+        return SpaceError(f"{where}: {key} is a trainer setting that every trial shares, not "
+                          "a search parameter; give it as the sweep's own option (e.g. "
+                          "--epochs) or in --base-config")
+    words = {p.name: p.name for p in searched} | {a: p.name for p in searched
+                                                  for a in p.aliases}
+    close = difflib.get_close_matches(key, list(words), n=1, cutoff=0.6)
+    if close:
+        hint = close[0] + (f" ({words[close[0]]})" if words[close[0]] != close[0] else "")
+        return SpaceError(f"{where}: unknown search parameter {key!r}; did you mean {hint}?")
+    return SpaceError(f"{where}: unknown search parameter {key!r}; search parameters are "
+                      f"{', '.join(p.name for p in searched)}")
+
+
+#: "5-15", "0.1-10", "1e-3-10": a range written with a dash
+_NUMBER = r"[-+]?[\d.]+(?:[eE][-+]?\d+)?"
+_DASHED_RANGE = re.compile(rf"\s*({_NUMBER})\s*-\s*({_NUMBER})\s*")
+
+
+def _range_values(key: str, name: str, bounds: str) -> tuple[Any, ...]:
+    """``--range KEY=BOUNDS`` parsed: ``(lo, hi)`` from ``LO:HI`` or the choices
+    ``A,B,C``; a value that does not parse says how a range is written."""
+    try:
+        if ":" in bounds:
+            lo, _, hi = bounds.partition(":")
+            return (_parse_value(name, lo), _parse_value(name, hi))
+        return tuple(_parse_value(name, v) for v in bounds.split(","))
+    except SpaceError as exc:
+        hint = ""
+        if _is_range(name):
+            dashed = _DASHED_RANGE.fullmatch(bounds) if ":" not in bounds else None
+            hint = ("; a range is written LO:HI" if dashed is None else
+                    f"; a range is written LO:HI: --range {key}={dashed[1]}:{dashed[2]}")
+        raise SpaceError(f"--range {key}={bounds}: {exc}{hint}") from None
+
+
 def _read_space_file(path: Path) -> dict[str, Any]:
     """A space file's mapping; a malformed file is one SpaceError line."""
     try:
@@ -342,11 +376,8 @@ def parameter_help() -> str:
             domain = ",".join(_text(v) for v in p.search.values)
             if p.allowed:
                 domain += f" (any of {','.join(map(_text, p.allowed))})"
-        conds = [f"{parent} is {' or '.join(map(_text, value))}" if isinstance(value, tuple)
-                 else f"{parent} is {_text(value)}" for parent, value in p.when
+        conds = [f"{parent} is {_text(value)}" for parent, value in p.when
                  if parent in searched]
-        if p.acts is not None and p.acts.text():
-            conds.append(p.acts.text())
         default = f"epochs // {p.share}" if p.share and p.default is None else _text(p.default)
         text = (f"{head}: {p.help}; searched {domain}"
                 + (f", only when {' and '.join(conds)}" if conds else "")
@@ -386,25 +417,31 @@ def build_space(
         for key, value in raw.items():
             name = registry.canonical(key)
             if name not in searched:
-                raise SpaceError(f"{path}: unknown parameter {key!r}")
+                raise _unknown_name(key, str(path))
             updates[name] = _file_entry(path, key, name, value)
     for item in ranges:
-        name, _, bounds = item.partition("=")
-        name = registry.canonical(name)
-        if name not in searched or not bounds:
+        key, _, bounds = item.partition("=")
+        if not bounds:
             raise SpaceError(f"bad --range {item!r}; use NAME=LO:HI or NAME=A,B,C")
-        if ":" in bounds:
-            lo, _, hi = bounds.partition(":")
-            updates[name] = (_parse_value(name, lo), _parse_value(name, hi))
-        else:
-            updates[name] = tuple(_parse_value(name, v) for v in bounds.split(","))
+        name = registry.canonical(key)
+        if name not in searched:
+            raise _unknown_name(key, f"--range {item}")
+        updates[name] = _range_values(key, name, bounds)
     for item in fixes:
-        name, _, value = item.partition("=")
-        name = registry.canonical(name)
-        if name not in searched or not value:
+        key, _, value = item.partition("=")
+        if not value:
             raise SpaceError(f"bad --set {item!r}; use NAME=VALUE with NAME one of "
                              f"{', '.join(searched)}")
-        fixed[name] = _parse_value(name, value)
+        name = registry.canonical(key)
+        if name not in searched:
+            raise _unknown_name(key, f"--set {item}")
+        try:
+            fixed[name] = _parse_value(name, value)
+        except SpaceError as exc:
+            many = ":" in value or "," in value  # a range or choices given to --set
+            raise SpaceError(f"--set {item}: {exc}" + ("; --set fixes one value, --range "
+                                                       "NAME=LO:HI or NAME=A,B,C searches "
+                                                       "several" if many else "")) from None
     for name in list(fixed):
         fixed[registry.canonical(name)] = fixed.pop(name)
     try:

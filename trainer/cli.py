@@ -201,6 +201,29 @@ class EpochProgress:
         print(line, file=self.stream, flush=True)
 
 
+def finished_run(cfg: RunConfig, out: Path) -> str | None:
+    """How far the run in ``out`` went, if it is complete: its checkpoint (of this very
+    configuration, else ``ConfigError``) ends its training and its final evaluation was
+    written (``final_metrics.json``); ``None`` while there is something to resume.
+
+    Raises:
+        ConfigError: the checkpoint was written by another configuration, or is no
+            stagetune checkpoint.
+    """
+    from trainer._fit import CHECKPOINT_NAME, load_checkpoint
+
+    final = out / "final_metrics.json"
+    if not final.is_file() or not (out / CHECKPOINT_NAME).is_file():
+        return None
+    ckpt = load_checkpoint(out / CHECKPOINT_NAME, cfg)
+    epochs, trained = cfg.optim.epochs, int(ckpt["epoch"]) + 1
+    if ckpt.get("stopped_early"):
+        return f"stopped early after {trained} of {epochs} epochs; results in {final}"
+    if trained < epochs:
+        return None
+    return f"{epochs} of {epochs} epochs; results in {final}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -214,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"{out} already holds a run; pass --resume to continue it or choose another --out"
             )
+        if args.resume and (done := finished_run(cfg, out)) is not None:
+            print(f"{out} holds a complete run ({done}); nothing to resume", flush=True)
+            return 0
         if not args.quiet:
             st = cfg.stages
             penalty = (f"{st.penalty_measure} x {st.independence_penalty}"

@@ -27,7 +27,19 @@ def existing(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--n-trials", "-1"], "--n-trials must not be negative"),
+        (["--n-trials", "-1"], "--n-trials must be at least 1 (got -1)"),
+        (["--n-trials", "0"], "--n-trials must be at least 1 (got 0)"),
+        # a range written with a dash: the message shows how it is written
+        (["--range", "stage1_epochs=5-15"],
+         "stage1_epochs must be an integer (got '5-15'); a range is written LO:HI: "
+         "--range stage1_epochs=5:15"),
+        (["--range", "lambda=0.1-10"], "--range lambda=0.1:10"),
+        # a mistyped name: the name is wrong, not the syntax
+        (["--range", "lamda=1:50"],
+         "--range lamda=1:50: unknown search parameter 'lamda'; did you mean lambda "
+         "(independence_penalty)?"),
+        (["--set", "stage_1_epochs=4"], "did you mean stage1_epochs?"),
+        (["--set", "stage1=3:5"], "--set fixes one value, --range NAME=LO:HI"),
         (["--range", "stage1_epochs=20:30", "--range", "stage2_epochs=20:30"],
          "no valid configuration"),
         (["--objective", "scalar", "--weight", "2"], "--weight must lie in [0, 1]"),
@@ -41,6 +53,57 @@ def test_bad_sweep_input_gives_one_line_and_stores_nothing(tmp_path, capsys, arg
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
     assert message in lines[0]
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_sqlite_file_in_a_missing_folder_names_the_folder(tmp_path, capsys):
+    missing = tmp_path / "no" / "such"
+    code, _, err = _run(capsys, "run", "--storage", f"sqlite:///{missing / 'x.db'}",
+                        "--epochs", "6")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0] == (f"error: cannot open SQLite database sqlite:///{missing / 'x.db'}: "
+                        f"the folder {missing} does not exist; create it or choose another "
+                        "--storage")
+    assert not (tmp_path / "no").exists()  # nothing created, not even the folder
+    (tmp_path / "plain").write_text("")
+    code, _, err = _run(capsys, "run", "--storage", f"sqlite:///{tmp_path / 'plain' / 'x.db'}",
+                        "--epochs", "6")
+    assert code == 2 and f"{tmp_path / 'plain'} is a file, not a folder" in err
+    assert (tmp_path / "plain").read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [(["sweep", "--bogus"], "sweep"), (["status", "--bogus"], "status"),
+     (["confirm", "--top"], "confirm"), (["sweep", "--n-trials", "x"], "sweep")],
+)
+def test_a_bad_option_is_one_line_naming_the_command_as_typed(tmp_path, capsys, monkeypatch,
+                                                               argv, command):
+    # argparse's own error printed the top parser's usage, "{run,status,confirm}": a
+    # command 'stagetune --help' does not list, and several lines before the error
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        _console(capsys, *argv)
+    _, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert stop.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"stagetune {command}: error: ")
+    assert lines[0].endswith(f"(see 'stagetune {command} --help')")
+    assert "run" not in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_usage_line_lists_the_commands_stagetune_lists():
+    from search.cli import build_parser
+    from search.console import COMMANDS
+
+    usage = build_parser().format_usage()
+    listed = usage.split("{")[1].split("}")[0].split(",")
+    assert "run" not in listed and "sweep" in listed
+    assert set(listed) <= set(COMMANDS)
+    # 'run' still parses, as the sweep, for scripts that call 'python -m search run'
+    assert build_parser().parse_args(["run"]).command == build_parser().parse_args(
+        ["sweep"]).command
 
 
 def test_study_with_other_directions_is_refused_unchanged(existing, capsys):

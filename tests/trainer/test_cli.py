@@ -97,13 +97,23 @@ def test_existing_run_is_not_written_over(tmp_path, capsys):
     assert _tree(out) == before
 
 
-def test_resume_a_finished_run_is_a_no_op_on_training(tmp_path):
+def test_resume_a_finished_run_says_it_is_complete_and_touches_nothing(tmp_path, capsys):
     out = tmp_path / "r"
     base = ["--staged_training", "--epochs", "2", "--no_plots", "--out", str(out), *TINY]
     assert main(base) == 0
-    first = json.loads((out / "final_metrics.json").read_text())
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    contents = _tree(out)
     assert main([*base, "--resume"]) == 0
-    assert json.loads((out / "final_metrics.json").read_text()) == first
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{out} holds a complete run (2 of 2 epochs; results in "
+                     f"{out / 'final_metrics.json'}); nothing to resume"]
+    # no retraining, no re-evaluation: not a file rewritten
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert _tree(out) == contents
+    # another configuration is still refused, not called complete
+    assert main([*base, "--resume", "--lr", "0.01"]) == 2
+    assert "another configuration" in capsys.readouterr().err
 
 
 def test_the_methods_flags_reach_the_config(tmp_path):
