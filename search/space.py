@@ -5,7 +5,9 @@ Which parameters are searched, their default ranges or choices, log scales, alia
 conditions all come from the registry (``trainer.params``); this module holds no list of
 its own. Stage lengths are sampled so that stage1 + stage2 never exceeds the epoch
 budget: stage 2's upper bound is computed from the sampled stage 1 (no invalid
-configuration is ever sampled). λ is only sampled when the penalty is on. A user
+configuration is ever sampled). λ is only sampled when the penalty is on, and nothing is
+sampled where it cannot act (the registry's ``Acts``: the penalty where stage 2 is empty
+and it does not run in stage 3, the suppression where gate and kl_weight coincide). A user
 narrows or fixes any parameter from the command line (``--set lambda=10 --range
 stage1_epochs=5:20``) or a YAML/JSON file, without editing code.
 """
@@ -78,14 +80,19 @@ class SearchSpace:
         epochs: The epoch budget of every trial.
         bounds: Each searched parameter's range or choices, in registry order.
         fixed: Parameters pinned to one value.
+        base: The fixed ``RunConfig`` fields every trial shares (flat names, e.g.
+            ``penalty_in_stage3``, ``variant``): where a parameter acts depends on them
+            (:meth:`with_base`; empty: ``RunConfig``'s defaults).
     """
 
     epochs: int = 30
     bounds: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
+    base: Mapping[str, Any] = field(default_factory=dict)
 
     def __init__(self, epochs: int = 30, *, bounds: Mapping[str, Any] | None = None,
-                 fixed: dict[str, Any] | None = None, **ranges: Any) -> None:
+                 fixed: dict[str, Any] | None = None, base: Mapping[str, Any] | None = None,
+                 **ranges: Any) -> None:
         searched = registry.searched_names()
         given = {**(bounds or {}), **ranges}
         unknown = sorted(set(given) - set(searched))
@@ -98,7 +105,17 @@ class SearchSpace:
         object.__setattr__(self, "epochs", epochs)
         object.__setattr__(self, "bounds", merged)
         object.__setattr__(self, "fixed", {} if fixed is None else fixed)
+        object.__setattr__(self, "base", {} if base is None else dict(base))
         self.check()
+
+    def with_base(self, base_config: Mapping[str, Any]) -> SearchSpace:
+        """This space for trials that share ``base_config`` (a ``RunConfig.to_dict`` or
+        its flat fields): what they keep fixed decides where a parameter acts."""
+        return replace(self, base=registry.flat_config(base_config))
+
+    def _run(self, drawn: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's flat fields as far as known: ``drawn`` over the fixed ones."""
+        return {**self.base, "epochs": self.epochs, **drawn}
 
     def __getattr__(self, name: str) -> Any:
         bounds = self.__dict__.get("bounds")
@@ -160,17 +177,18 @@ class SearchSpace:
     def sample(self, trial: Any) -> dict[str, Any]:
         """Sample one configuration with an Optuna trial (define-by-run).
 
-        Parameters are suggested in registry order, each only where its conditions hold;
-        an epoch count leaves room for the shortest of the epoch counts after it.
+        Parameters are suggested in registry order, each only where its conditions hold
+        and it can act (for one of its choices) in the trial's stages; one not drawn keeps
+        the trial's fixed value. An epoch count leaves room for the shortest of the epoch
+        counts after it.
         """
         searched = registry.searched()
         params: dict[str, Any] = {}
-        skipped: set[str] = set()
         # epochs not yet taken, less the shortest lengths of the counts still to come
         left = self.epochs - sum(self._range(p.name)[0] for p in searched if p.budget)
         for p in searched:
-            if not p.applies(params, skipped):
-                skipped.add(p.name)
+            offered = self._choices(p.name) if isinstance(p.search, Choices) else (None,)
+            if p.inert(self._run(params), offered):
                 if p.budget:
                     left += self._range(p.name)[0]
                 continue
@@ -194,13 +212,14 @@ class SearchSpace:
         """Whether a configuration (e.g. the method's default) lies inside this space.
 
         Parameters missing from ``params`` are not checked (the baseline leaves some to
-        the space); those whose conditions fail are ignored.
+        the space); those that are inert in it (conditions that fail, stages where they
+        cannot act) are ignored.
         """
         searched = registry.searched()
         if sum(params.get(p.name, 0) for p in searched if p.budget) > self.epochs:
             return False
         for p in searched:
-            if p.name not in params or not p.applies(params):
+            if p.name not in params or p.inert(self._run(params), (params[p.name],)):
                 continue
             if isinstance(p.search, Range):
                 lo, hi = self._range(p.name)
@@ -376,8 +395,11 @@ def parameter_help() -> str:
             domain = ",".join(_text(v) for v in p.search.values)
             if p.allowed:
                 domain += f" (any of {','.join(map(_text, p.allowed))})"
-        conds = [f"{parent} is {_text(value)}" for parent, value in p.when
+        conds = [f"{parent} is {' or '.join(map(_text, value))}" if isinstance(value, tuple)
+                 else f"{parent} is {_text(value)}" for parent, value in p.when
                  if parent in searched]
+        if p.acts is not None and p.acts.text():
+            conds.append(p.acts.text())
         default = f"epochs // {p.share}" if p.share and p.default is None else _text(p.default)
         text = (f"{head}: {p.help}; searched {domain}"
                 + (f", only when {' and '.join(conds)}" if conds else "")

@@ -51,6 +51,10 @@ def test_lambda_only_when_the_penalty_is_on():
     for _ in range(40):
         trial = study.ask()
         p = space.sample(trial)
+        if p["stage2_epochs"] == 0:  # the penalty acts in no epoch: nothing of it is drawn
+            assert "use_independence_penalty" not in p and "independence_penalty" not in p
+            study.tell(trial, 0.0)
+            continue
         seen.add(p["use_independence_penalty"])
         assert ("independence_penalty" in p) == p["use_independence_penalty"]
         assert ("independence_penalty" in trial.params) == p["use_independence_penalty"]
@@ -138,15 +142,20 @@ def _legacy_sample(space: SearchSpace, trial) -> dict:
     (s1_lo, s1_hi), (s2_lo, s2_hi) = rng("stage1_epochs"), rng("stage2_epochs")
     p = {"stage1_epochs": integer("stage1_epochs", s1_lo, min(s1_hi, e - s2_lo))}
     p["stage2_epochs"] = integer("stage2_epochs", s2_lo, min(s2_hi, e - p["stage1_epochs"]))
-    p["use_independence_penalty"] = cat("use_independence_penalty")
-    if p["use_independence_penalty"]:
+    if p["stage2_epochs"] > 0:  # the penalty acts in stage 2 only (no penalty_in_stage3)
+        p["use_independence_penalty"] = cat("use_independence_penalty")
+    if p.get("use_independence_penalty"):
         lo, hi = rng("independence_penalty")
         p["independence_penalty"] = (float(lo) if lo == hi else trial.suggest_float(
             "independence_penalty", lo, hi, log=True))
         p["penalty_measure"] = cat("penalty_measure")
         p["penalty_pairs"] = cat("penalty_pairs")
-    p["zay_suppression"] = cat("zay_suppression")
+    # gate and kl_weight differ in stages 1 and 2 only; kl_target acts in stage 3 too
+    if p["stage1_epochs"] + p["stage2_epochs"] > 0 or "kl_target" in choices("zay_suppression"):
+        p["zay_suppression"] = cat("zay_suppression")
     for name in ("beta_y", "beta_a", "beta_ay", "beta_x"):  # opt-in: pinned unless ranged
+        if name == "beta_ay" and p.get("zay_suppression") == "kl_target":
+            continue  # kl_target's zay term does not read beta_ay
         lo, hi = rng(name)
         p[name] = float(lo) if lo == hi else trial.suggest_float(name, lo, hi, log=True)
     return p
@@ -271,7 +280,8 @@ def test_the_sweep_help_lists_every_searched_parameter():
         assert f"{p.name} ({', '.join(p.aliases)}): {p.help}" in text, p.name
     assert "independence_penalty (lambda): weight lambda of the stage-2 independence " \
            "penalty; searched 0.1:100, log scale, only when use_independence_penalty is " \
-           "on; method default 10" in text
+           "on and stage 2 is not empty (or stage 3, with penalty_in_stage3) and the model " \
+           "has zay; method default 10" in text
 
 
 def test_the_baseline_is_the_registrys_method_default(monkeypatch):
@@ -341,7 +351,8 @@ def test_a_kl_weight_is_ranged_fixed_and_filed_by_name_or_alias(tmp_path, name, 
 
 
 def test_penalty_pairs_is_a_choice_that_defaults_to_todays_pairs():
-    space = build_space(12, ranges=["pairs=zy_za,zy_za_zx"], fixes=["penalty=on"])
+    space = build_space(12, ranges=["pairs=zy_za,zy_za_zx", "stage2=1:12"],
+                        fixes=["penalty=on"])
     assert build_space(12).penalty_pairs == ("zy_za",)
     assert space.penalty_pairs == ("zy_za", "zy_za_zx")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
