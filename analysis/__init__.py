@@ -4,7 +4,7 @@ reports. Never writes to the database; imports neither torch nor ray.
 
 from __future__ import annotations
 
-from analysis._pareto import (
+from search.pareto import (
     crowding_distance,
     hypervolume_2d,
     hypervolume_history,

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from search import fixed as fixed_config  # plain Python: no optuna, torch or ray
+from search.settings import representatives, setting_key
 from search.storage import redact  # sqlalchemy only: no torch, no ray
 from trainer import params as registry  # plain Python: no torch
 from trainer.objectives import COLLAPSE_FLAG
@@ -75,6 +77,19 @@ class StudyData:
     #: seeds per setting (``--replicates``): objectives are means over this many paired
     #: seeds, with ``<name>_se`` columns beside them when it is above 1
     replicates: int = 1
+    #: the budgets the study ran at, oldest first (``search.fixed``; empty for a study
+    #: that never moved to another), with an ``epochs`` column of each trial's then
+    budgets: list[dict[str, int]] = field(default_factory=list)
+
+    def budget_line(self) -> str | None:
+        """Which trials ran at which budget, in a line (``None`` for one budget)."""
+        if len(self.budgets) < 2:
+            return None
+        t = self.trials[~self.trials["state"].isin(["WAITING"])]
+        ran = {int(n): int(e) for n, e in zip(t["number"], t.get("epochs", []), strict=False)
+               if pd.notna(e)}
+        return fixed_config.budget_line(
+            self.budgets, fixed_config.trial_budgets(self.budgets, t["number"].astype(int), ran))
 
     @property
     def scalar(self) -> bool:
@@ -192,9 +207,14 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
             {"s": sid})]
         study_attrs = dict(conn.execute(sa.text(
             "SELECT key, value_json FROM study_user_attributes WHERE study_id = :s AND key IN "
-            "(:o, :r)"), {"s": sid, "o": OBJECTIVE_ATTR, "r": REPLICATES_ATTR}).all())
+            "(:o, :r, :f, :b)"), {"s": sid, "o": OBJECTIVE_ATTR, "r": REPLICATES_ATTR,
+                                  "f": fixed_config.FIXED_CONFIG_ATTR,
+                                  "b": fixed_config.BUDGETS_ATTR}).all())
         spec = json.loads(study_attrs.get(OBJECTIVE_ATTR, "{}"))
         replicates = int(json.loads(study_attrs.get(REPLICATES_ATTR, "1")))
+        study_fixed = json.loads(study_attrs.get(fixed_config.FIXED_CONFIG_ATTR, "{}"))
+        budgets = fixed_config.budgets(
+            {k: json.loads(v) for k, v in study_attrs.items() if k == fixed_config.BUDGETS_ATTR})
         trials = pd.DataFrame(conn.execute(sa.text(
             "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
             "WHERE study_id = :s ORDER BY number"), {"s": sid}).all(),
@@ -211,6 +231,9 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
         attrs = conn.execute(sa.text(
             f"SELECT trial_id, key, value_json FROM trial_user_attributes WHERE trial_id IN "
             f"{sub} AND key <> 'config'"), {"s": sid}).all()
+        configs = {int(tid): json.loads(value) for tid, value in conn.execute(sa.text(
+            f"SELECT trial_id, value_json FROM trial_user_attributes WHERE trial_id IN {sub} "
+            "AND key = 'config'"), {"s": sid}).all()}
         fixed = conn.execute(sa.text(
             "SELECT trial_id, value_json FROM trial_system_attributes WHERE key = "
             f"'fixed_params' AND trial_id IN {sub}"), {"s": sid}).all()
@@ -235,16 +258,46 @@ def load_study(url: str, study: str, *, engine: sa.Engine | None = None) -> Stud
     extra = pd.DataFrame({k: v for k, v in columns.items() if k not in trials.columns},
                          index=trials.index)
     trials = pd.concat([trials, extra], axis=1)
-    for param in registry.searched():  # e.g. lambda means nothing when the penalty is off
-        for parent, wanted in param.when:
-            if param.name in trials and parent in trials:
-                unmet = trials[parent].notna() & trials[parent].ne(wanted)
-                trials.loc[unmet, param.name] = np.nan
     collapsed = trials.get(COLLAPSE_FLAG, pd.Series(0.0, index=trials.index)).fillna(0.0)
     trials["feasible"] = trials.get("feasible", pd.Series(True, index=trials.index)
                                     ).fillna(True).astype(bool) & (collapsed < 1.0)
     trials["baseline"] = trials.get("baseline", pd.Series(False, index=trials.index)
                                     ).fillna(False).astype(bool)
+    trials = _settings(trials, configs, study_fixed, with_epochs=len(budgets) > 1)
     trials = trials.reset_index(drop=True)
     return StudyData(study, sid, names, directions, spec, trials, engine, distributions, url,
-                     replicates)
+                     replicates, budgets)
+
+
+def _settings(trials: pd.DataFrame, configs: dict[int, Any], fixed: dict[str, Any], *,
+              with_epochs: bool) -> pd.DataFrame:
+    """Blank out each trial's parameters that are inert in its run (λ with the penalty
+    off, the penalty where it acts in no epoch: ``trainer.params.effective_config``) and
+    add ``setting``: the number of the trial that stands for all that train alike
+    (``search.settings``; the default where it is one of them). A trial that stored no
+    configuration is read as its parameters over the study's fixed fields. With
+    ``with_epochs`` (a study moved to another budget) each trial's ``epochs`` too."""
+    searched = [p for p in registry.searched() if p.name in trials]
+    keys: dict[int, str] = {}
+    epochs: dict[int, Any] = {}
+    inert: dict[str, list[Any]] = {p.name: [] for p in searched}  # trial ids, by parameter
+    for tid, row in trials.iterrows():
+        number = int(row["number"])
+        config = configs.get(int(tid))
+        given = {p.name: row[p.name] for p in searched
+                 if not (isinstance(row[p.name], float) and np.isnan(row[p.name]))}
+        run = (registry.flat_config(config) if isinstance(config, dict)
+               else {**fixed, **given})
+        for p in searched:
+            if p.name in given and p.inert(run, (run.get(p.name, given[p.name]),)):
+                inert[p.name].append(tid)
+        keys[number] = setting_key(number, config, given)
+        epochs[number] = run.get(fixed_config.BUDGET_FIELD)
+    for name, ids in inert.items():
+        if ids:
+            trials[name] = trials[name].where(~trials.index.isin(ids), np.nan)
+    chosen = representatives(keys, trials.loc[trials["baseline"], "number"].astype(int))
+    trials["setting"] = trials["number"].map(chosen).astype("Int64")
+    if with_epochs:
+        trials["epochs"] = trials["number"].map(epochs)
+    return trials

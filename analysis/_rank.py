@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._load import SEARCHED_PARAMS, StudyData
-from analysis._pareto import crowding_distance, hypervolume_history, pareto_ranks
+from search.pareto import crowding_distance, hypervolume_history, pareto_ranks
 
 
 def rank_trials(data: StudyData, *, include_pruned: bool = False,
@@ -15,10 +15,12 @@ def rank_trials(data: StudyData, *, include_pruned: bool = False,
 
     Multi-objective studies: non-dominated sorting over the objectives, then crowding
     distance (larger first) within a front. Scalar studies: by the score. Trials without
-    values (pruned) sort last.
+    values (pruned) sort last. Trials that train alike (the ``setting`` column) are one
+    setting, ranked once: the row of the one that stands for them, with the others'
+    numbers in ``same_as``.
     """
-    df = data.complete(include_pruned=include_pruned,
-                       include_infeasible=include_infeasible).copy()
+    df = one_row_per_setting(data.complete(include_pruned=include_pruned,
+                                           include_infeasible=include_infeasible))
     has_values = df[data.objectives].notna().all(axis=1)
     scored, unscored = df[has_values].copy(), df[~has_values].copy()
     if len(scored):
@@ -45,11 +47,43 @@ def rank_trials(data: StudyData, *, include_pruned: bool = False,
     return ranked
 
 
+def one_row_per_setting(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one row per ``setting``: the trial that stands for it where present,
+    else its lowest-numbered; ``same_as`` lists the others (a column only where any
+    setting has several trials)."""
+    df = df.copy()
+    if "setting" not in df or df.empty:
+        return df
+    setting = df["setting"].fillna(df["number"]).astype(int)
+    stands = setting.eq(df["number"].astype(int))
+    # the representative first, then by number: the first row of each setting is kept
+    order = df.assign(_s=setting, _r=~stands).sort_values(["_s", "_r", "number"])
+    keep = ~order["_s"].duplicated()
+    twins = order[~keep].groupby("_s")["number"].apply(
+        lambda n: ", ".join(str(int(v)) for v in sorted(n)))
+    kept = order[keep].drop(columns=["_s", "_r"])
+    if len(twins):
+        kept["same_as"] = setting[keep[keep].index].map(twins).fillna("")
+    return kept.sort_values("number")
+
+
+def study_notes(data: StudyData, ranked: pd.DataFrame) -> list[str]:
+    """What a reader of a ranking must know about what it compares, a line each: which
+    trials ran at which budget (a study moved with ``--change-budget``), and that trials
+    which trained alike are ranked once."""
+    notes = [line for line in (data.budget_line(),) if line]
+    if "same_as" in ranked and ranked["same_as"].fillna("").astype(bool).any():
+        notes.append("Trials that trained alike (their effective configurations are equal: "
+                     "what differs between them cannot act) are ranked once; same_as lists "
+                     "the others.")
+    return notes
+
+
 def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
     """The columns a ranked table shows, in order, where present; each objective of a
     study swept with replicates is followed by its standard error (``<name>_se``)."""
     objectives = [c for o in data.objectives for c in (o, f"{o}_se")]
-    cols = ["position", "number", "pareto_rank", "crowding", *objectives, "state",
+    cols = ["position", "number", "same_as", "pareto_rank", "crowding", *objectives, "state",
             *SEARCHED_PARAMS, "zay_active_dims", "disentanglement_score", "zay_label_leakage",
             "acc_y_test", "feasible", "baseline"]
     seen: list[str] = []
@@ -63,6 +97,8 @@ def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
 COLUMN_NOTES = {
     "position": "place in the ranking, 1 = best",
     "number": "the Optuna trial number",
+    "same_as": "the trials that trained alike (equal effective configurations), ranked "
+               "once as this row",
     "pareto_rank": "0: on the Pareto front; 1: on the front once that one is removed; ...",
     "crowding": "crowding distance within the trial's front (NSGA-II): how far apart its "
                 "two neighbours on the front lie, larger ranks first; ∞ (end): one of the "

@@ -35,14 +35,15 @@ from analysis._figures import (
 from analysis._format import FRONT_END, crowding_texts, float_formatter, mean_se_texts
 from analysis._heldout import held_out_records, task_sentence
 from analysis._load import AnalysisError, StudyData
-from analysis._pareto import hypervolume_2d
 from analysis._rank import (
     COLUMN_NOTES,
     default_reference,
     hypervolume_over_trials,
     rank_trials,
+    study_notes,
     table_columns,
 )
+from search.pareto import hypervolume_2d
 
 log = logging.getLogger("stagetune.analysis")
 FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", "importance",
@@ -440,6 +441,7 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<p class='meta'>{html.escape(task_sentence(data.objective_spec))}</p>",
         "<div class='summary'>",
         f"<p>{html.escape(counts_sentence(data))}</p>",
+        *(f"<p><b>{html.escape(note)}</b></p>" for note in study_notes(data, ranked)),
         f"<p><b>{html.escape(best_sentence(data, ranked))}</b></p>",
         f"<p>{html.escape(ranked_note)}.</p>",
         f"<p>{html.escape(header_sentence(data, confirmation))}</p>",

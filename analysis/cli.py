@@ -95,7 +95,7 @@ def _print_table(data, df, top: int) -> None:
 def cmd_rank(args) -> int:
     from analysis._heldout import task_sentence
     from analysis._load import load_study
-    from analysis._rank import rank_trials
+    from analysis._rank import rank_trials, study_notes
     from analysis._report import ranked_records, replicates_note, write_tables
 
     data = load_study(args.storage, args.study)
@@ -106,6 +106,8 @@ def cmd_rank(args) -> int:
     print(f"Study {data.name}: objectives {objectives}; {task_sentence(data.objective_spec)}")
     if data.replicates > 1:
         print(replicates_note(data))
+    for note in study_notes(data, ranked):
+        print(note)
     _print_table(data, ranked_records(data, ranked), args.top)
     csv_path, json_path = write_tables(data, ranked, Path(args.out))
     print(f"{len(ranked)} trials ranked; wrote {csv_path} and {json_path}")
@@ -180,8 +182,8 @@ def cmd_compare(args) -> int:
     from analysis._figures import compare_figure
     from analysis._format import float_formatter
     from analysis._load import AnalysisError, load_study
-    from analysis._pareto import hypervolume_2d
     from analysis._rank import default_reference, rank_trials
+    from search.pareto import hypervolume_2d
 
     if len(args.study) != 2:
         raise AnalysisError("compare needs exactly two studies: --study A --study B")

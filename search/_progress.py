@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from search.objective import Objective
+from search.pareto import non_dominated
 
 #: Ray's loggers whose warnings (token authentication, deprecations) a sweep hides
 _RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air", "ray.util",
@@ -82,13 +83,18 @@ def _duration(seconds: float) -> str:
 
 
 def front_trials(study) -> list:
-    """The feasible non-dominated trials (scalar studies: the best), by ``best_trials``.
+    """The feasible non-dominated complete trials (scalar studies: the best), by the one
+    definition of the front (``search.pareto``).
 
-    The searcher records a collapsed zay as a violated Optuna constraint, so Optuna's
-    ``best_trials`` already leaves those out; trials flagged infeasible only in their
-    attributes (older studies) are dropped here as well.
+    Infeasible is a collapsed zay: the searcher flags it in the trial's attributes and
+    records it as a violated Optuna constraint (either leaves the trial out).
     """
-    return [t for t in study.best_trials if t.user_attrs.get("feasible", True)]
+    from optuna.trial import TrialState
+
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.values is not None and t.user_attrs.get("feasible", True)
+                and all(c <= 0 for c in t.system_attrs.get("constraints", ()))]
+    return non_dominated(feasible, [d.name.lower() for d in study.directions])
 
 
 class Progress:
@@ -215,9 +221,11 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
     """Counts by state (with infeasible trials and failure reasons) and the front."""
     from optuna.trial import TrialState
 
-    from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR, count_finished
+    from search.settings import one_per_setting
+    from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR, budget_summary, count_finished
 
     counts = dict(count_finished(study))
+    budget = budget_summary(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts["infeasible"] = sum(1 for t in complete if not t.user_attrs.get("feasible", True))
     # the reasons of the failures counted, apart from those of the trials a stopped or
@@ -230,19 +238,34 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
             into = requeued if t.user_attrs.get(ORPHAN_ATTR) else reasons
             into[str(reason)] = into.get(str(reason), 0) + 1
     front = [
-        {"number": t.number, "values": list(t.values), "params": dict(t.params),
+        {"number": t.number, "values": list(t.values),
+         # what acts in its run; trials that train alike are one entry (its twins)
+         "params": _shown_params(t, budget["line"] is not None), "same_as": twins,
          "baseline": bool(t.user_attrs.get("baseline", False)),
          # standard errors over the trial's replicates (--replicates), else None
          "se": [t.user_attrs.get(f"{name}_se") for name in objective.names],
          "seeds": _seeds(t.user_attrs.get("replicates"))}
-        for t in front_trials(study)
+        for t, twins in one_per_setting(front_trials(study))
     ]
     front.sort(key=lambda f: (-f["values"][0] if objective.directions[0] == "maximize"
                               else f["values"][0], f["number"]))
     return {"study": study.study_name, "counts": counts, "fail_reasons": reasons,
             "requeued_reasons": requeued, "objectives": objective.names,
-            "mode": objective.mode, "front": front,
+            "mode": objective.mode, "front": front, "budget": budget,
             "replicates": int(study.user_attrs.get("stagetune_replicates", 1))}
+
+
+def _shown_params(trial, with_epochs: bool) -> dict[str, Any]:
+    """A front trial's parameters that act in its run, with its epochs where the study
+    ran at several budgets."""
+    from search.settings import acting_params
+    from trainer.params import flat_config
+
+    config = trial.user_attrs.get("config")
+    shown = acting_params(trial.params, config)
+    if with_epochs and isinstance(config, dict):
+        shown["epochs"] = flat_config(config).get("epochs")
+    return shown
 
 
 def _seeds(replicates: Any) -> int | None:
@@ -276,6 +299,9 @@ def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
         meaning = REQUEUED_MEANING.get(reason, "their driver left them running")
         print(f"  interrupted {n}x: {reason} ({meaning}; not failures and not counted "
               "toward --n-trials: their settings were queued to run again)", file=file)
+    budget_line = (summary.get("budget") or {}).get("line")
+    if budget_line:
+        print(budget_line, file=file)
     names = summary["objectives"]
     front = summary["front"]
     if len(names) == 1:
@@ -299,4 +325,6 @@ def print_summary(summary: dict[str, Any], file: IO[str] | None = None) -> None:
                          for n, v, e in zip(names, f["values"], errors, strict=True))
         params = format_params(dict(sorted(f["params"].items())))
         print(f"  #{f['number']:<4d} {vals}  {params}"
-              + ("  (method default)" if f["baseline"] else ""), file=file)
+              + ("  (method default)" if f["baseline"] else "")
+              + (f"  (= {', '.join(f'#{n}' for n in f['same_as'])}: trained alike)"
+                 if f.get("same_as") else ""), file=file)

@@ -39,6 +39,7 @@ from typing import Any
 from search import storage as db
 from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
+from search.pareto import non_dominated
 from search.planned import PlanSearcher, launch
 from search.replicates import OPTION, trial_option
 
@@ -106,19 +107,6 @@ def front_order(values: list[list[float]], directions: list[str],
     return sorted(range(len(values)), key=lambda i: (-gain[tuple(signed(values[i]))], i))
 
 
-def non_dominated(trials: list, directions: list[str]) -> list:
-    """The trials no other of ``trials`` dominates (at least as good in every objective,
-    better in one), in their given order."""
-    signed = [[v if d == "maximize" else -v for v, d in zip(t.values, directions, strict=True)]
-              for t in trials]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
-
-    return [t for i, t in enumerate(trials)
-            if not any(dominates(signed[j], signed[i]) for j in range(len(trials)) if j != i)]
-
-
 def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any]]:
     """The default and the ``top`` best other settings, each as ``{"key", "number",
     "params", "values", "config"}``.
@@ -135,6 +123,7 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
     from optuna.trial import TrialState
 
     from search.settings import acting_params, one_per_setting
+    from search.settings import setting_key as key_of
     from trainer import params
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -158,10 +147,10 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
         values = {p.name: p.method_value(epochs) for p in params.searched()}
         default_config = apply_flat(config, values)
         default = {"key": DEFAULT, "number": None, "params": values, "values": None}
-    default_key = params.setting_key(default_config)
+    default_key = key_of(-1, default_config, default["params"])
     others = [t for t in settings if not t.user_attrs.get("baseline")
               and t.user_attrs.get("feasible", True)
-              and params.setting_key(t.user_attrs["config"]) != default_key]
+              and key_of(t.number, t.user_attrs["config"], t.params) != default_key]
     # one objective: every feasible trial, best first (its "front" would be the best alone)
     front = (others if len(objective.directions) == 1
              else non_dominated(others, objective.directions))

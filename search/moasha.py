@@ -37,8 +37,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from search.fidelity import COLLAPSED_PROXY as COLLAPSED
 from search.objective import EPOCH_PROXIES
+from search.pareto import crowding_distance, pareto_ranks
 
 REDUCTION_FACTOR = 3
 CONTINUE, STOP = "continue", "stop"
@@ -57,58 +60,21 @@ class RungPoint:
     feasible: bool
 
 
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` is at least as good as ``b`` everywhere and better somewhere (larger: better)."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
-        x > y for x, y in zip(a, b, strict=True))
-
-
-def front_indices(points: Sequence[Sequence[float]]) -> list[int]:
-    """Each point's non-dominated front (0: no point dominates it; k: only points of
-    fronts below k do)."""
-    left = set(range(len(points)))
-    front = [0] * len(points)
-    level = 0
-    while left:
-        current = {i for i in left if not any(dominates(points[j], points[i])
-                                               for j in left if j != i)}
-        for i in current:
-            front[i] = level
-        left -= current
-        level += 1
-    return front
-
-
-def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
-    """NSGA-II's crowding distance of each point within its set: per objective, the gap
-    between its two neighbours over the objective's range; the end points are infinite."""
-    n = len(points)
-    if n <= 2:
-        return [math.inf] * n
-    distance = [0.0] * n
-    for m in range(len(points[0])):
-        order = sorted(range(n), key=lambda i: points[i][m])
-        lo, hi = points[order[0]][m], points[order[-1]][m]
-        distance[order[0]] = distance[order[-1]] = math.inf
-        if hi == lo:
-            continue
-        for k in range(1, n - 1):
-            distance[order[k]] += (points[order[k + 1]][m] - points[order[k - 1]][m]) / (hi - lo)
-    return distance
-
-
 def rank_points(points: Sequence[RungPoint]) -> list[RungPoint]:
     """The points best first: feasible, then front, then crowding (largest first), then
     trial number (lowest first)."""
     key: dict[int, tuple] = {}
     for feasible in (True, False):
         group = [p for p in points if p.feasible == feasible]
-        fronts = front_indices([p.values for p in group])
-        for level in set(fronts):
-            members = [p for p, f in zip(group, fronts, strict=True) if f == level]
-            crowd = crowding_distances([p.values for p in members])
-            for p, c in zip(members, crowd, strict=True):
-                key[p.number] = (not feasible, level, -c, p.number)
+        if not group:
+            continue
+        values = np.array([p.values for p in group])
+        fronts = pareto_ranks(values, ["maximize"] * values.shape[1])
+        for level in set(fronts.tolist()):
+            members = np.flatnonzero(fronts == level)
+            crowd = crowding_distance(values[members])
+            for i, c in zip(members, crowd, strict=True):
+                key[group[i].number] = (not feasible, level, -float(c), group[i].number)
     return sorted(points, key=lambda p: key[p.number])
 
 

@@ -1,4 +1,8 @@
-"""Non-dominated sorting, crowding distance and 2-D hypervolume."""
+"""The front, defined once: non-dominated sorting, crowding distance and 2-D hypervolume.
+
+Plain numpy. ``status``, ``confirm`` and MO-ASHA (``search``) and the report's ranking
+and figures (``analysis``) all read a study's front through these functions.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +67,15 @@ def _ranks_2d(v: np.ndarray) -> np.ndarray:
 def pareto_front_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """True for rows that no other row dominates."""
     return pareto_ranks(values, directions) == 0
+
+
+def non_dominated(trials: Sequence, directions: Sequence[str]) -> list:
+    """The trials (anything with ``values``) that no other of ``trials`` dominates, in
+    their given order; one objective: those with the best value."""
+    if not trials:
+        return []
+    mask = pareto_front_mask(np.array([list(t.values) for t in trials]), directions)
+    return [t for t, keep in zip(trials, mask, strict=True) if keep]
 
 
 def crowding_distance(values: np.ndarray) -> np.ndarray:

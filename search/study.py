@@ -11,11 +11,13 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from search import fixed as fixed_config
 from search.objective import Objective
 from search.storage import (
     DRIVER_STALE_S,
@@ -159,11 +161,13 @@ def open_storage_read_only(url: str) -> optuna.storages.RDBStorage:
                            f"{redact(str(exc).strip().splitlines()[0])}") from None
 
 
-def peek_study(url: str, name: str, objective: Objective, *, replicates: int | None = None
+def peek_study(url: str, name: str, objective: Objective, *, replicates: int | None = None,
+               fixed: dict[str, Any] | None = None, change_budget: bool = False
                ) -> int | None:
     """Read-only look before a sweep starts anything: ``None`` if the study does not exist
-    yet, else its finished trials (orphans excluded); refuses another objective, or
-    another number of replicates (when ``replicates`` is given)."""
+    yet, else its finished trials (orphans excluded); refuses another objective, another
+    number of replicates (when ``replicates`` is given) or other fixed fields (``fixed``,
+    :func:`check_fixed`)."""
     engine = existing_database(url)
     if engine is None:
         return None
@@ -179,6 +183,8 @@ def peek_study(url: str, name: str, objective: Objective, *, replicates: int | N
         study = _load_existing(storage, name, objective, "random", None)
         if replicates is not None:
             check_replicates(study, replicates)
+        if fixed is not None:
+            check_fixed(study, fixed, change_budget=change_budget)
         return count_finished(study)["done"]
     finally:
         storage.engine.dispose()
@@ -189,6 +195,8 @@ class OpenedStudy:
     study: optuna.Study
     storage: optuna.storages.RDBStorage
     created: bool
+    #: the study was moved to another budget now (``--change-budget``)
+    moved: bool = False
 
 
 def _objective_mismatch(stored: dict, directions: list[str], objective: Objective) -> str:
@@ -264,6 +272,80 @@ def check_replicates(study: optuna.Study, replicates: int) -> None:
                          "or use another --study")
 
 
+def stored_fixed(study: optuna.Study) -> tuple[dict[str, Any] | None, bool]:
+    """The fixed fields a study's trials share and whether they were stored as such:
+    the study attribute, else (a study made before it was stored) those of its first
+    complete trial's configuration without the seeds; ``(None, False)`` before any."""
+    stored = study.user_attrs.get(fixed_config.FIXED_CONFIG_ATTR)
+    if isinstance(stored, dict):
+        return stored, True
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if isinstance(t.user_attrs.get("config"), dict):
+            return fixed_config.fixed_from_trial(t.user_attrs["config"]), False
+    return None, False
+
+
+def check_fixed(study: optuna.Study, fixed: dict[str, Any], *, change_budget: bool) -> bool:
+    """Refuse to continue a study with other fixed fields than its trials share, in one
+    line naming the difference; a different epoch budget only with ``change_budget``.
+
+    Returns:
+        Whether the command moves the study to another budget.
+    """
+    stored, _ = stored_fixed(study)
+    if stored is None:
+        return False
+    diff = fixed_config.differences(stored, fixed)
+    if not diff:
+        return False
+    if diff == [fixed_config.BUDGET_FIELD] and change_budget:
+        return True
+    moved = len(fixed_config.budgets(study.user_attrs)) > 1
+    raise StudyError(fixed_config.mismatch_message(study.study_name, stored, fixed, diff,
+                                                   moved=moved))
+
+
+def record_fixed(study: optuna.Study, engine, fixed: dict[str, Any], *,
+                 change_budget: bool) -> bool:
+    """Check ``fixed`` against the study's (:func:`check_fixed`) under the study's lock
+    and store it: a study made before fixed fields were stored gets them now, and a budget
+    move is recorded with the number of the first trial it applies to. Returns whether
+    the study moved."""
+    with study_lock(engine, study.study_name):
+        moved = check_fixed(study, fixed, change_budget=change_budget)
+        stored, was_stored = stored_fixed(study)
+        if moved:
+            attrs = dict(study.user_attrs)
+            # a study made before fixed fields were stored: the budget its trials ran at
+            attrs.setdefault(fixed_config.FIXED_CONFIG_ATTR, stored)
+            history = fixed_config.moved_budgets(
+                attrs, fixed[fixed_config.BUDGET_FIELD], len(study.get_trials(deepcopy=False)))
+            study.set_user_attr(fixed_config.BUDGETS_ATTR, history)
+        if moved or not was_stored:
+            study.set_user_attr(fixed_config.FIXED_CONFIG_ATTR, fixed)
+    return moved
+
+
+def budget_summary(study: optuna.Study) -> dict[str, Any]:
+    """The budgets a study ran at (``search.fixed``: oldest first, empty for a study that
+    never moved), each trial's (those that ran: not waiting, not re-queued) and the line
+    ``status`` prints (``None`` for one budget)."""
+    from trainer.params import flat_config
+
+    history = fixed_config.budgets(study.user_attrs)
+    if len(history) < 2:
+        return {"budgets": history, "trials": {}, "line": None}
+    ran_trials = [t for t in study.get_trials(deepcopy=False)
+                  if t.state != TrialState.WAITING and not t.user_attrs.get(ORPHAN_ATTR)]
+    configs = {t.number: flat_config(t.user_attrs["config"]) for t in ran_trials
+               if isinstance(t.user_attrs.get("config"), dict)}
+    ran = {n: int(c[fixed_config.BUDGET_FIELD]) for n, c in configs.items()
+           if c.get(fixed_config.BUDGET_FIELD) is not None}
+    by_trial = fixed_config.trial_budgets(history, [t.number for t in ran_trials], ran)
+    return {"budgets": history, "trials": by_trial,
+            "line": fixed_config.budget_line(history, by_trial)}
+
+
 def summary_objective(study: optuna.Study) -> Objective:
     """The objective to summarise ``study`` by (``status``): the one it was swept for, or,
     for a study plain Optuna made, scalar for one objective and pareto for two.
@@ -289,8 +371,12 @@ def summary_objective(study: optuna.Study) -> Objective:
 
 
 def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed: int | None,
-               create: bool = True, replicates: int | None = None) -> OpenedStudy:
-    """Load a study, or create it; refuse one made for another objective.
+               create: bool = True, replicates: int | None = None,
+               fixed: dict[str, Any] | None = None, change_budget: bool = False
+               ) -> OpenedStudy:
+    """Load a study, or create it; refuse one made for another objective, other
+    replicates or other fixed fields (``fixed``: stored with a new study, checked and
+    recorded by :func:`record_fixed` on an existing one).
 
     Several drivers may open the same new study at once: the one whose create wins makes
     it, the others load it (Optuna's ``load_if_exists`` still races).
@@ -301,7 +387,9 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
         study = _load_existing(storage, name, objective, sampler, seed, wait_for_spec_s=5.0)
         if replicates is not None:
             check_replicates(study, replicates)
-        return OpenedStudy(study, storage, created=False)
+        moved = (record_fixed(study, storage.engine, fixed, change_budget=change_budget)
+                 if fixed is not None else False)
+        return OpenedStudy(study, storage, created=False, moved=moved)
     if not create:
         known = ", ".join(sorted(s.study_name for s in storage.get_all_studies())) or "none"
         raise StudyError(f"no study {name!r} in {redact(url)}; studies there: {known}")
@@ -316,6 +404,8 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
     study.set_user_attr(OBJECTIVE_ATTR, objective.describe())
     if replicates is not None and replicates > 1:
         study.set_user_attr(REPLICATES_ATTR, int(replicates))
+    if fixed is not None:
+        study.set_user_attr(fixed_config.FIXED_CONFIG_ATTR, fixed)
     return OpenedStudy(study, storage, created=True)
 
 

@@ -16,9 +16,9 @@ from analysis._figures import (
 )
 from analysis._format import decimals_needed, float_formatter
 from analysis._load import load_study
-from analysis._pareto import pareto_ranks
 from analysis._rank import rank_trials
 from analysis._report import build_figures
+from search.pareto import pareto_ranks
 from tests.analysis.conftest import FRONT, POINTS
 
 

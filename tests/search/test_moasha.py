@@ -16,10 +16,9 @@ from search.moasha import (
     RungError,
     RungPoint,
     choose_rungs,
-    crowding_distances,
-    front_indices,
     rank_points,
 )
+from search.pareto import crowding_distance, pareto_ranks
 
 OBJECTIVES = ("task_accuracy", "disentanglement_score")
 DIRECTIONS = ("maximize", "maximize")
@@ -39,9 +38,9 @@ DOMINATED = [(0.1, 0.1), (0.2, 0.1), (0.1, 0.2), (0.15, 0.15), (0.05, 0.05)]
 
 def test_fronts_and_crowding_on_known_points():
     pts = [(0.9, 0.9), (0.2, 0.1), (0.1, 0.2), (0.15, 0.15), (0.12, 0.12)]
-    assert front_indices(pts) == [0, 1, 1, 1, 2]
+    assert pareto_ranks(pts, ["maximize"] * 2).tolist() == [0, 1, 1, 1, 2]
     # a front of three: the ends are infinite, the middle one's gaps (0.1 / 0.1 per axis)
-    assert crowding_distances([(0.1, 0.2), (0.15, 0.15), (0.2, 0.1)]) == [
+    assert crowding_distance([(0.1, 0.2), (0.15, 0.15), (0.2, 0.1)]).tolist() == [
         math.inf, pytest.approx(2.0), math.inf]
 
 
