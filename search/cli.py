@@ -346,7 +346,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
         verbose=args.verbose))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json_text(summary))
     elif not args.quiet:
         print("\n".join(summary_lines(summary)))
     return 0 if summary["complete"] else 1

@@ -81,7 +81,7 @@ def parse_command(argv: list[str]) -> Any:
         return [parse_command(a) for a in command_lines(argv[2])]
     if argv[0] == "stagetune":
         command, rest = argv[1], argv[2:]
-        if command in ("sweep", "status", "confirm"):
+        if command in ("sweep", "status", "confirm", "fidelity"):
             from search.cli import build_parser
 
             return build_parser().parse_args(["run" if command == "sweep" else command,
