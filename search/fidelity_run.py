@@ -333,8 +333,12 @@ def run_fidelity(opts: FidelityOptions) -> dict[str, Any]:
                cpus=opts.cpus_per_trial, gpus=gpus, max_concurrent=opts.max_concurrent,
                retries=opts.retries, tune_dir=opts.tune_dir)
         if stop.signum is not None:
+            _score_and_store(engine, opts, check["id"])  # what finished, marked incomplete
             raise SweepInterrupted(stop.signum, [])
-    check = _with_runs(engine, opts.study, check["id"])
-    summary = score(check, bootstrap=opts.bootstrap)
-    db.write_fidelity_summary(engine, check["id"], summary)
+    return _score_and_store(engine, opts, check["id"])
+
+
+def _score_and_store(engine, opts: FidelityOptions, check_id: int) -> dict[str, Any]:
+    summary = score(_with_runs(engine, opts.study, check_id), bootstrap=opts.bootstrap)
+    db.write_fidelity_summary(engine, check_id, summary)
     return summary
