@@ -83,7 +83,8 @@ def table_columns(data: StudyData, ranked: pd.DataFrame) -> list[str]:
     """The columns a ranked table shows, in order, where present; each objective of a
     study swept with replicates is followed by its standard error (``<name>_se``)."""
     objectives = [c for o in data.objectives for c in (o, f"{o}_se")]
-    cols = ["position", "number", "same_as", "pareto_rank", "crowding", *objectives, "state",
+    cols = ["position", "number", "same_as", "epochs", "pareto_rank", "crowding", *objectives,
+            "state",
             *SEARCHED_PARAMS, "zay_active_dims", "disentanglement_score", "zay_label_leakage",
             "acc_y_test", "feasible", "baseline"]
     seen: list[str] = []

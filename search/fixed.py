@@ -140,8 +140,11 @@ def budget_line(history: list[dict[str, int]], by_trial: Mapping[int, int]) -> s
     if len(history) < 2:
         return None
     order = list(dict.fromkeys(b["epochs"] for b in history))
-    ran = [f"epochs={e} for trials {number_ranges(n for n, b in by_trial.items() if b == e)}"
-           if any(b == e for b in by_trial.values()) else f"epochs={e} for no trial yet"
-           for e in order]
+    ran = []
+    for e in order:
+        numbers = [n for n, b in by_trial.items() if b == e]
+        trials = "trial" if len(numbers) == 1 else "trials"
+        ran.append(f"epochs={e} for {trials} {number_ranges(numbers)}" if numbers
+                   else f"epochs={e} for no trial yet")
     return (f"budget moved ({CHANGE_BUDGET_FLAG}), now epochs={history[-1]['epochs']}: "
             + "; ".join(ran) + "; trials of different budgets are not comparable")

@@ -140,7 +140,7 @@ def test_status_and_the_report_show_which_trials_ran_at_which_budget(digits, cap
     add_trial(opened.study, {"stage1_epochs": 3}, [0.97, 0.6], epochs=8, **_smoke_flat())
     opened.storage.engine.dispose()
     line = ("budget moved (--change-budget), now epochs=8: epochs=6 for trials 0-1; "
-            "epochs=8 for trials 2; trials of different budgets are not comparable")
+            "epochs=8 for trial 2; trials of different budgets are not comparable")
     code, out, _ = _main(capsys, "status", "--storage", url, "--study", "digits")
     assert code == 0 and line in out.splitlines()
     # the front names each trial's budget: #2 ran at 8 epochs, not at the study's first 6
@@ -151,6 +151,11 @@ def test_status_and_the_report_show_which_trials_ran_at_which_budget(digits, cap
 
     data = load_study(url, "digits")
     assert data.budget_line() == line
+    from analysis._rank import rank_trials, table_columns
+
+    ranked = rank_trials(data)  # the ranked table names each trial's budget
+    assert "epochs" in table_columns(data, ranked)
+    assert dict(zip(ranked["number"], ranked["epochs"], strict=True)) == {0: 6, 1: 6, 2: 8}
     page = write_report(data, tmp_path / "report", png=False).read_text()
     assert line in page
 
@@ -164,6 +169,8 @@ def test_budget_line_names_the_trials_of_each_budget():
                     "not comparable")
     assert budget_line(history[:1], {0: 6}) is None
     assert number_ranges([5, 1, 2, 3, 9]) == "1-3, 5, 9"
+    assert "epochs=8 for trial 7;" in budget_line(history, {0: 6, 7: 8})
+    assert "epochs=8 for no trial yet" in budget_line(history[:2], {0: 6})
 
 
 # ------------------------------------------------------------------ one setting, once
@@ -215,3 +222,32 @@ def test_the_sweep_stores_what_cli_builds_from_base_config(tmp_path):
     fixed = _sweep_fixed("--base-config", str(path), "--epochs", "6")
     assert fixed["zy_dim"] == 8 and fixed["epochs"] == 6
     assert fixed_fields(base_config()) != fixed
+
+
+@pytest.mark.slow  # two sweeps of the tiny model through Ray and a refused third
+def test_a_sweep_refuses_another_budget_and_moves_with_change_budget(tmp_path, local_ray):
+    from dataclasses import replace
+
+    from search.driver import run_sweep
+    from search.space import SearchSpace
+    from search.study import StudyError
+    from tests.search.conftest import TINY_TRIAL, tiny_options
+
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    run_sweep(tiny_options(url, "s", 2, tmp_path))  # 4 epochs: the default #0 and #1
+    before = checksum(db)
+    at5 = replace(tiny_options(url, "s", 3, tmp_path),
+                  base_config=RunConfig().replace(**{**TINY_TRIAL, "epochs": 5}).to_dict(),
+                  space=SearchSpace(epochs=5, stage1_epochs=(0, 5), stage2_epochs=(0, 5)))
+    with pytest.raises(StudyError, match="study 's' was created with epochs=4; this command "
+                                         "asks for epochs=5"):
+        run_sweep(at5)
+    assert checksum(db) == before
+    summary = run_sweep(replace(at5, change_budget=True))
+    study = optuna.load_study(study_name="s", storage=url)
+    moved = study.trials[2]  # the default again, as the new budget's reference
+    assert moved.user_attrs["baseline"] and moved.user_attrs["config"]["optim"]["epochs"] == 5
+    assert summary["budget"]["line"] == (
+        "budget moved (--change-budget), now epochs=5: epochs=4 for trials 0-1; epochs=5 "
+        "for trial 2; trials of different budgets are not comparable")
