@@ -38,7 +38,12 @@ def test_report_and_importance_take_per_trial_bounds_and_text_settings(tmp_path)
     out = tmp_path / "rep"
     assert main(["report", "--storage", url, "--study", "dbr", "--out", str(out)]) == 0
     assert (out / "report.html").exists()
-    assert main(["importance", "--storage", url, "--study", "dbr"]) == 0
+    # into the test's own folder: the default (stagetune-report/ in the working
+    # directory) would leave a test study's importance beside a user's own report
+    assert main(["importance", "--storage", url, "--study", "dbr",
+                 "--out", str(tmp_path / "imp")]) == 0
+    assert (tmp_path / "imp" / "importance.csv").exists()
+    assert (tmp_path / "imp" / "importance.html").exists()
     assert main(["plot", "--figure", "effects", "--storage", url, "--study", "dbr",
                  "--out", str(tmp_path / "fig")]) == 0
 
