@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from search.paired import mean_sd_text, paired_by_seed  # noqa: E402 (the project, from ROOT)
+from search.paired import format_p, mean_sd_text, paired_by_seed  # noqa: E402 (from ROOT)
 from search.space import reference_settings  # noqa: E402
 
 SETTINGS = reference_settings("default", "unsuppressed", "kl_weight")
@@ -56,7 +55,9 @@ METRICS = (
     "zay_label_leakage",
     *(f"factor_s_from_{g}" for g in GROUPS),
     "factor_y_from_zay", "factor_a_from_zay", "factor_y_from_zy", "factor_a_from_za",
-    *(f"{g}_rate" for g in GROUPS),
+    # disentanglement_score is 0 where zay collapsed; the exclusivity it would have been
+    "factor_exclusivity", *(f"exclusivity_{f}" for f in ("y", "a", "s")),
+    *(f"{g}_rate" for g in GROUPS), "zay_kl", "zay_active_dims",
     "zay_collapsed",
 )
 
@@ -116,10 +117,9 @@ def _comparison(setting: dict[int, float], default: dict[int, float]) -> str:
     res = paired_by_seed(setting, default)
     if res is None:
         return "–"
-    if math.isnan(res.p):  # one seed, or the same difference on every seed
-        degenerate = getattr(res, "degenerate", None) or "no spread"
-        return f"{res.mean:+.3f} ({degenerate})"
-    return f"{res.mean:+.3f} ({res.p:.3f}){' **yes**' if res.p < 0.05 else ''}"
+    if res.degenerate:  # one seed, or the same difference on every seed: no t test
+        return f"{res.mean:+.3f} ({res.degenerate})"
+    return f"{res.mean:+.3f} ({format_p(res.p)}){' **yes**' if res.p < 0.05 else ''}"
 
 
 def report(out: Path, settings: list[str]) -> str:
