@@ -42,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 
 from search.fidelity import (  # noqa: E402
     RHO_BAR,
-    TARGET,
     Budget,
     budget_params,
     interval_text,
@@ -50,6 +49,7 @@ from search.fidelity import (  # noqa: E402
     score_check,
 )
 from search.objective import EPOCH_PROXIES  # noqa: E402
+from search.resolution import metric_resolution  # noqa: E402
 
 TARGET_EPOCHS = 60
 SEEDS = (0, 1, 2)
@@ -177,7 +177,53 @@ def report(out: Path) -> None:
     for objective, points in target_points.items():
         print(f"  {objective}: " + ", ".join(f"{p['setting']} {p['target']:.3f}±"
                                               f"{p['target_se']:.3f}" for p in points))
-    _ = TARGET
+    for budget in ("target", "e6", "scaled"):
+        print(f"\nbest_6_epoch - default at {budget} (paired by seed):")
+        print("\n".join(winner_against_default(runs, budget)))
+    print("\nResolution at each schedule (search.resolution: sd between the settings' "
+          "means / median SE within a setting; feasible settings only; >= 2 resolves):")
+    for budget in [b for b in budgets() if not b.is_rung]:
+        cells = []
+        for objective in OBJECTIVES:
+            vals, errs = _setting_stats(runs, names, budget.name, objective)
+            r = metric_resolution(vals, errs)
+            cells.append(f"{objective} {r.get('ratio', float('nan')):.1f}")
+        print(f"  {budget.name}: " + ", ".join(cells))
+
+
+def winner_against_default(runs, budget: str) -> list[str]:
+    """The 6-epoch search's best setting against the default, paired by seed."""
+    from search.paired import paired_difference
+
+    lines = []
+    for metric in (*OBJECTIVES, "zay_rate", "factor_s_from_zx"):
+        pairs = [(runs[w]["final"].get(metric), runs[d]["final"].get(metric)) for seed in SEEDS
+                 for w, d in [(("best_6_epoch", seed, budget), ("default", seed, budget))]
+                 if runs.get(w, {}).get("state") == "complete"
+                 and runs.get(d, {}).get("state") == "complete"]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        if len(pairs) < 2:
+            continue
+        diff = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+        lines.append(f"  {metric}: {diff.mean:+.3f} ± {diff.se:.3f} (SE, n = {diff.n}), "
+                     f"p = {diff.p:.3f}")
+    return lines
+
+
+def _setting_stats(runs, names, budget: str, objective: str) -> tuple[list[float], list[float]]:
+    """Each feasible setting's mean and standard error over its seeds at a schedule."""
+    import statistics
+
+    vals, errs = [], []
+    for name in names:
+        finals = [runs[name, seed, budget]["final"] for seed in SEEDS
+                  if runs.get((name, seed, budget), {}).get("state") == "complete"]
+        if len(finals) < 2 or any(f.get("zay_collapsed", 0.0) >= 1 for f in finals):
+            continue
+        x = [float(f[objective]) for f in finals]
+        vals.append(statistics.fmean(x))
+        errs.append(statistics.stdev(x) / len(x) ** 0.5)
+    return vals, errs
 
 
 def main() -> None:
