@@ -281,13 +281,15 @@ def _settings(trials: pd.DataFrame, configs: dict[int, Any], fixed: dict[str, An
     keys: dict[int, str] = {}
     epochs: dict[int, Any] = {}
     inert: dict[str, list[Any]] = {p.name: [] for p in searched}  # trial ids, by parameter
-    for tid, row in trials.iterrows():
+    columns = ["number", *(p.name for p in searched)]
+    for tid, row in zip(trials.index, trials[columns].to_dict("records"), strict=True):
         number = int(row["number"])
         config = configs.get(int(tid))
         given = {p.name: row[p.name] for p in searched
                  if not (isinstance(row[p.name], float) and np.isnan(row[p.name]))}
         run = (registry.flat_config(config) if isinstance(config, dict)
                else {**fixed, **given})
+        config = run if isinstance(config, dict) else None  # flattened once
         for p in searched:
             if p.name in given and p.inert(run, (run.get(p.name, given[p.name]),)):
                 inert[p.name].append(tid)

@@ -87,13 +87,15 @@ class Acts:
     everywhere: tuple[Any, ...] = ()
     on_zay: bool = False
 
-    def holds(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,)) -> bool:
+    def holds(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,), *,
+              lengths: tuple[int, int, int] | None = None) -> bool:
         """Whether it acts in a run with these flat fields (``epochs``, the stage lengths,
         ``variant``, ...) for one of ``values`` (its value, or the choices a sampler may
-        draw). A run whose ``epochs`` is unknown is taken to have every stage."""
+        draw). A run whose ``epochs`` is unknown is taken to have every stage.
+        ``lengths``: the run's :func:`stage_lengths`, where the caller has them."""
         if self.on_zay and run.get("variant") == NO_ZAY_VARIANT:
             return False
-        lengths = stage_lengths(run)
+        lengths = stage_lengths(run) if lengths is None else lengths
         if lengths is None:
             return True
         stages = set(self.stages)
@@ -203,13 +205,15 @@ class Param:
                 return False
         return True
 
-    def inert(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,)) -> bool:
+    def inert(self, run: Mapping[str, Any], values: tuple[Any, ...] = (None,), *,
+              lengths: tuple[int, int, int] | None = None) -> bool:
         """Whether it cannot change a run with these flat fields (drawn values over the
         fixed ones): its conditions fail, or it acts in none of the run's epochs, for
-        every one of ``values`` (its value, or the choices a sampler may draw)."""
+        every one of ``values`` (its value, or the choices a sampler may draw).
+        ``lengths``: the run's :func:`stage_lengths`, where the caller has them."""
         if not self.applies(run):
             return True
-        return self.acts is not None and not self.acts.holds(run, values)
+        return self.acts is not None and not self.acts.holds(run, values, lengths=lengths)
 
 
 #: the range ``--help`` suggests for a KL weight, sampled on a log scale
@@ -358,11 +362,11 @@ NOT_TRAINING: tuple[str, ...] = ("device", "write_plots")
 
 
 def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A ``RunConfig.to_dict`` (sections as nested mappings) or flat fields, as flat
-    fields (``{"epochs": 6, "lr": 0.001, ...}``; flat names are unique)."""
+    """A ``RunConfig.to_dict`` (sections as nested dicts) or flat fields, as flat fields
+    (``{"epochs": 6, "lr": 0.001, ...}``; flat names are unique)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):  # JSON's mappings (an ABC check is slow per field)
             flat.update(value)
         else:
             flat[key] = value
@@ -387,16 +391,16 @@ def effective_config(config: Mapping[str, Any]) -> dict[str, Any]:
     flat = flat_config(config)
     out = {k: v for k, v in flat.items() if k not in NOT_TRAINING}
     epochs = flat.get("epochs")
+    lengths = stage_lengths(flat)
     for p in PARAMS:  # registry order: conditions read earlier entries, as the run holds
         if p.name not in flat:
             continue
-        if p.inert(flat, (flat[p.name],)):
+        if p.inert(flat, (flat[p.name],), lengths=lengths):
             del out[p.name]
         elif epochs is not None:
             out[p.name] = p.resolve(flat[p.name], int(epochs))
     # a flag that extends entries to stage 3 (penalty_in_stage3) acts only where all of
     # them act (the penalty on: λ applies) and stage 3 has epochs
-    lengths = stage_lengths(flat)
     flags = {p.acts.stage3_with for p in PARAMS if p.acts is not None and p.acts.stage3_with}
     for flag in flags:
         users = [p.name for p in PARAMS if p.acts is not None and p.acts.stage3_with == flag]
