@@ -28,8 +28,10 @@ BUDGETS_ATTR = "stagetune_budgets"
 BUDGET_FIELD = "epochs"
 #: the flag that moves a study to another budget
 CHANGE_BUDGET_FLAG = "--change-budget"
-#: fields a trial rewrites from its own plan (replicate seeds and their pinned split)
+#: fields a trial's runs rewrite from its plan (replicate seeds and their pinned split)
 RUN_SEEDS = ("seed", "split_seed")
+#: what a leave-one-domain-out trial's runs rewrite too: each fold's held-out domain
+LODO_FOLD = "val_domain"
 
 
 def fixed_fields(base_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,10 +44,13 @@ def fixed_fields(base_config: Mapping[str, Any]) -> dict[str, Any]:
             if k not in searched and k not in registry.NOT_TRAINING}
 
 
-def fixed_from_trial(config: Mapping[str, Any]) -> dict[str, Any]:
+def fixed_from_trial(config: Mapping[str, Any], *, lodo: bool = False) -> dict[str, Any]:
     """A study's fixed fields as read back from one trial's stored configuration (a
-    study made before they were stored): the seeds left out, which replicates rewrite."""
-    return {k: v for k, v in fixed_fields(config).items() if k not in RUN_SEEDS}
+    study made before they were stored, whose trials store their first run's): the
+    seeds left out, which replicates rewrite, and a leave-one-domain-out trial's
+    (``lodo``) validation domain, which is its first fold's."""
+    rewritten = (*RUN_SEEDS, LODO_FOLD) if lodo else RUN_SEEDS
+    return {k: v for k, v in fixed_fields(config).items() if k not in rewritten}
 
 
 def _plain(value: Any) -> Any:

@@ -281,7 +281,8 @@ def stored_fixed(study: optuna.Study) -> tuple[dict[str, Any] | None, bool]:
         return stored, True
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if isinstance(t.user_attrs.get("config"), dict):
-            return fixed_config.fixed_from_trial(t.user_attrs["config"]), False
+            return fixed_config.fixed_from_trial(
+                t.user_attrs["config"], lodo=bool(t.user_attrs.get("lodo_domains"))), False
     return None, False
 
 

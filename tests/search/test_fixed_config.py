@@ -19,6 +19,7 @@ from search.fixed import (
     FIXED_CONFIG_ATTR,
     budget_line,
     fixed_fields,
+    fixed_from_trial,
     number_ranges,
 )
 from search.objective import Objective
@@ -112,6 +113,15 @@ def test_a_study_made_before_its_fields_were_stored_is_checked_by_its_trials(tmp
                          "--epochs", "8")
     assert code == 2 and "study 'old' was created with epochs=6" in err
     assert checksum(db) == before
+
+
+def test_the_fields_a_trial_rewrites_are_not_read_as_its_studys():
+    # a study made before its fields were stored: a trial stores its first run's
+    # configuration, with the first replicate's seed and, with --lodo, its first fold
+    run = RunConfig().replace(epochs=6, seed=3, split_seed=3, val_domain=1).to_dict()
+    assert "seed" not in fixed_from_trial(run) and fixed_from_trial(run)["val_domain"] == 1
+    assert "val_domain" not in fixed_from_trial(run, lodo=True)
+    assert fixed_from_trial(run)["epochs"] == 6
 
 
 def test_a_budget_move_is_recorded_and_a_resume_at_it_needs_no_flag(digits):
