@@ -34,14 +34,18 @@ RUN_SEEDS = ("seed", "split_seed")
 LODO_FOLD = "val_domain"
 
 
+#: where the data set lives: another machine's path to the same files is the same study
+DATA_LOCATION = ("data_root",)
+
+
 def fixed_fields(base_config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a sweep's base configuration that identify its study, flat and
     sorted: all of them but the searched parameters (each trial's own, drawn or fixed by
-    the space) and what only says where a run goes (``device``, ``write_plots``)."""
-    searched = set(registry.searched_names())
+    the space) and what only says where a run goes or reads from (``device``,
+    ``write_plots``, ``data_root``)."""
+    left_out = {*registry.searched_names(), *registry.NOT_TRAINING, *DATA_LOCATION}
     flat = registry.flat_config(base_config)
-    return {k: _plain(flat[k]) for k in sorted(flat)
-            if k not in searched and k not in registry.NOT_TRAINING}
+    return {k: _plain(flat[k]) for k in sorted(flat) if k not in left_out}
 
 
 def fixed_from_trial(config: Mapping[str, Any], *, lodo: bool = False) -> dict[str, Any]:

@@ -68,8 +68,9 @@ def test_a_new_study_stores_the_fields_its_trials_share(digits):
     stored = study.user_attrs[FIXED_CONFIG_ATTR]
     assert stored["epochs"] == 6 and stored["max_samples"] == 200
     assert stored["dataset"] == "digits" and stored["hidden_dim"] == 64
-    # what the space varies, and where a run goes, are not the study's fixed fields
-    assert not {"stage1_epochs", "independence_penalty", "device", "write_plots"} & set(stored)
+    # what the space varies, and where a run goes or reads from, are not its fixed fields
+    assert not {"stage1_epochs", "independence_penalty", "device", "write_plots",
+                "data_root"} & set(stored)
 
 
 def test_a_resumed_study_with_other_epochs_is_refused_and_unchanged(digits, capsys):
