@@ -214,37 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="settings to confirm: the front's, by the hypervolume each "
                          "adds (a scalar study: its best trials)")
     cf.add_argument("--seeds", type=int, default=5, help="fresh seeds, paired across settings")
-    cf.add_argument("--population", action="store_true",
-                    help="train every setting of one seed as one vectorised population")
-    cf.add_argument("--cpus-per-trial", type=float, default=1.0,
-                    help="CPUs Ray reserves for each run (a population: for all of it)")
-    cf.add_argument("--gpus-per-trial", type=float, default=None,
-                    help="default 1 when the cluster has GPUs, else 0")
-    cf.add_argument("--max-concurrent", type=int, default=None,
-                    help="runs at once (None: as many as the resources allow)")
-    cf.add_argument("--address", default=None, help="join a running Ray cluster")
-    cf.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
-    cf.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
-    cf.add_argument("--import", dest="imports", action="append", default=[],
-                    help="module to import in every run")
-    cf.add_argument("--work-dir", dest="tune_dir", default=str(default_work_dir()),
-                    help="folder for Ray Tune's experiment files")
-    cf.add_argument("--json", action="store_true", help="print the summary as JSON")
-    cf.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    cf.add_argument("--verbose", action="store_true", help="also show Ray's own warnings")
+    _planned_run_options(cf, population="train every setting of one seed as one vectorised "
+                                         "population")
     _fidelity_parser(sub)
     # the usage line names the commands as 'stagetune --help' lists them, not the alias
     sub.metavar = "{" + ",".join(name for name in sub.choices if name != RUN_ALIAS) + "}"
     return parser
 
 
-def _planned_run_options(p: argparse.ArgumentParser) -> None:
-    """How the runs of a plan (a fidelity check) are scheduled on Ray."""
+def _planned_run_options(p: argparse.ArgumentParser, *, population: str) -> None:
+    """How the runs of a plan (a confirmation, a fidelity check) are scheduled on Ray."""
     from search._progress import default_work_dir
 
-    p.add_argument("--population", action="store_true",
-                   help="train every setting of one seed and budget as one vectorised "
-                        "population")
+    p.add_argument("--population", action="store_true", help=population)
     p.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPUs Ray reserves for each run (a population: for all of it)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -306,7 +288,8 @@ def _fidelity_parser(sub) -> None:
                     help="seed of the settings' draw")
     fd.add_argument("--new", action="store_true",
                     help="start a new check even where one with these options exists")
-    _planned_run_options(fd)
+    _planned_run_options(fd, population="train every setting of one seed and budget as one "
+                                         "vectorised population")
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ from search import storage as db
 from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
 from search.pareto import non_dominated
-from search.planned import PlanSearcher, launch
+from search.planned import PlanSearcher, run_jobs
 from search.replicates import OPTION, trial_option
 
 
@@ -323,14 +323,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
 
 def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
     """Run (or resume) a confirmation; returns its summary (``summarize``)."""
-    from search.driver import (
-        PreflightError,
-        SignalStop,
-        SweepInterrupted,
-        SweepOptions,
-        check_resources,
-        init_ray,
-    )
+    from search.driver import SweepInterrupted
 
     study, storage, objective, confirmation, created = open_confirmation(opts)
     engine = storage.engine
@@ -345,40 +338,17 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
               f"{', '.join(map(str, confirmation['seeds']))}; {total - runs} of {total} runs "
               f"done, {runs} to run", flush=True)
     if jobs:
-        ray_opts = SweepOptions(storage=opts.storage, study=opts.study,
-                                cpus_per_trial=opts.cpus_per_trial,
-                                gpus_per_trial=opts.gpus_per_trial, address=opts.address,
-                                num_cpus=opts.num_cpus, verbose=opts.verbose,
-                                quiet=opts.quiet)
-        init_ray(ray_opts)
-        try:
-            gpus = check_resources(ray_opts)
-        except PreflightError as exc:
-            raise ConfirmError(str(exc)) from None
-
-        def progress(kind: str, info: dict[str, Any]) -> None:
-            if opts.quiet or kind == "start":
-                return
-            setting, seed = info["run"]
-            what = f"{setting} seed {seed}"
-            print(f"  {what}: " + ("done" if kind == "complete" else f"failed: {info['reason']}"),
-                  flush=True)
-
         confirmation["lodo_domains"] = lodo_domains(study, objective)
-        searcher = ConfirmSearcher(
-            confirmation, jobs, engine=engine, on_event=progress,
-            trial_options={"objective": {"mode": objective.mode,
-                                         "disentanglement": objective.disentanglement,
-                                         "weight": objective.weight,
-                                         "task": objective.task},
-                           "threads": max(1, int(opts.cpus_per_trial)),
-                           "imports": list(opts.imports)})
-        stop = SignalStop(searcher)
-        launch(searcher, name=f"{opts.study}-confirm", n_jobs=len(jobs), stop=stop,
-               cpus=opts.cpus_per_trial, gpus=gpus, max_concurrent=opts.max_concurrent,
-               retries=opts.retries, tune_dir=opts.tune_dir)
-        if stop.signum is not None:
-            raise SweepInterrupted(stop.signum, [])
+        signum = run_jobs(
+            opts, jobs, lambda jobs, on_event, trial_options: ConfirmSearcher(
+                confirmation, jobs, engine=engine, on_event=on_event,
+                trial_options=trial_options),
+            name=f"{opts.study}-confirm", error=ConfirmError,
+            objective={"mode": objective.mode, "disentanglement": objective.disentanglement,
+                       "weight": objective.weight, "task": objective.task},
+            describe=lambda run: f"{run[0]} seed {run[1]}")
+        if signum is not None:
+            raise SweepInterrupted(signum, [])
     confirmation = next(c for c in db.read_confirmations(engine, opts.study)
                         if c["id"] == confirmation["id"])
     return summarize(confirmation)

@@ -37,7 +37,7 @@ from search.fidelity import (
     score_check,
 )
 from search.objective import EPOCH_PROXIES, LODO_METRIC, Objective
-from search.planned import PlanSearcher, launch
+from search.planned import PlanSearcher, run_jobs
 
 DEFAULT_KEY = "default"
 SOURCES = ("space", "trials")
@@ -282,14 +282,7 @@ def score(check: dict[str, Any], *, bootstrap: int = 2000) -> dict[str, Any]:
 
 def run_fidelity(opts: FidelityOptions) -> dict[str, Any]:
     """Run (or resume) a fidelity check; returns its scored summary (also stored)."""
-    from search.driver import (
-        PreflightError,
-        SignalStop,
-        SweepInterrupted,
-        SweepOptions,
-        check_resources,
-        init_ray,
-    )
+    from search.driver import SweepInterrupted
 
     storage, check, created = open_check(opts)
     engine = storage.engine
@@ -305,36 +298,15 @@ def run_fidelity(opts: FidelityOptions) -> dict[str, Any]:
               + ", ".join(b.name for b in budgets_of(check) if b.name != TARGET)
               + f"; {total - runs} of {total} runs done, {runs} to run", flush=True)
     if jobs:
-        ray_opts = SweepOptions(storage=opts.storage, study=opts.study,
-                                cpus_per_trial=opts.cpus_per_trial,
-                                gpus_per_trial=opts.gpus_per_trial, address=opts.address,
-                                num_cpus=opts.num_cpus, verbose=opts.verbose,
-                                quiet=opts.quiet)
-        init_ray(ray_opts)
-        try:
-            gpus = check_resources(ray_opts)
-        except PreflightError as exc:
-            raise FidelityError(str(exc)) from None
-
-        def progress(kind: str, info: dict[str, Any]) -> None:
-            if opts.quiet or kind == "start":
-                return
-            key, seed, budget = info["run"]
-            print(f"  {key} seed {seed} at {budget}: "
-                  + ("done" if kind == "complete" else f"failed: {info['reason']}"), flush=True)
-
-        searcher = FidelitySearcher(
-            check, jobs, engine=engine, on_event=progress,
-            trial_options={"objective": check["plan"]["objective"],
-                           "threads": max(1, int(opts.cpus_per_trial)),
-                           "imports": list(opts.imports)})
-        stop = SignalStop(searcher)
-        launch(searcher, name=f"{opts.study}-fidelity", n_jobs=len(jobs), stop=stop,
-               cpus=opts.cpus_per_trial, gpus=gpus, max_concurrent=opts.max_concurrent,
-               retries=opts.retries, tune_dir=opts.tune_dir)
-        if stop.signum is not None:
+        signum = run_jobs(
+            opts, jobs, lambda jobs, on_event, trial_options: FidelitySearcher(
+                check, jobs, engine=engine, on_event=on_event, trial_options=trial_options),
+            name=f"{opts.study}-fidelity", error=FidelityError,
+            objective=check["plan"]["objective"],
+            describe=lambda run: f"{run[0]} seed {run[1]} at {run[2]}")
+        if signum is not None:
             _score_and_store(engine, opts, check["id"])  # what finished, marked incomplete
-            raise SweepInterrupted(stop.signum, [])
+            raise SweepInterrupted(signum, [])
     return _score_and_store(engine, opts, check["id"])
 
 

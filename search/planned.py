@@ -169,3 +169,38 @@ def launch(searcher: PlanSearcher, *, name: str, n_jobs: int, stop, cpus: float,
             tuner.fit()
     finally:
         SignalStopper.unregister(experiment)
+
+
+def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
+             error: type[Exception], objective: dict[str, Any], describe) -> int | None:
+    """Start Ray (``opts.address`` joins a cluster), check that a node can hold a run,
+    and run ``jobs`` through ``make_searcher(jobs, on_event, trial_options)``, printing a
+    line per finished run (``describe(run)`` names it). Returns the signal that stopped
+    it, if one did. ``opts`` is a confirmation's or a fidelity check's options; a
+    request no node can hold raises ``error``, before anything runs."""
+    from search.driver import PreflightError, SignalStop, SweepOptions, check_resources, init_ray
+
+    ray_opts = SweepOptions(storage=opts.storage, study=opts.study,
+                            cpus_per_trial=opts.cpus_per_trial,
+                            gpus_per_trial=opts.gpus_per_trial, address=opts.address,
+                            num_cpus=opts.num_cpus, verbose=opts.verbose, quiet=opts.quiet)
+    init_ray(ray_opts)
+    try:
+        gpus = check_resources(ray_opts)
+    except PreflightError as exc:
+        raise error(str(exc)) from None
+
+    def progress(kind: str, info: dict[str, Any]) -> None:
+        if opts.quiet or kind == "start":
+            return
+        print(f"  {describe(info['run'])}: "
+              + ("done" if kind == "complete" else f"failed: {info['reason']}"), flush=True)
+
+    searcher = make_searcher(jobs, progress, {
+        "objective": objective, "threads": max(1, int(opts.cpus_per_trial)),
+        "imports": list(opts.imports)})
+    stop = SignalStop(searcher)
+    launch(searcher, name=name, n_jobs=len(jobs), stop=stop, cpus=opts.cpus_per_trial,
+           gpus=gpus, max_concurrent=opts.max_concurrent, retries=opts.retries,
+           tune_dir=opts.tune_dir)
+    return stop.signum
