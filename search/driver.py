@@ -23,7 +23,7 @@ from search.fixed import budgets, fixed_fields
 from search.objective import EPOCH_SCORE, Objective
 from search.replicates import OPTION, lodo_folds, trial_option
 from search.space import SearchSpace
-from search.storage import DRIVER_BEAT_S, beat, end_driver, redact
+from search.storage import DRIVER_BEAT_S, beat, check_sqlite_folder, end_driver, redact
 from search.study import (
     count_finished,
     open_study,
@@ -249,6 +249,7 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     if opts.n_trials < 1:  # 0 would create a study and queue its default, to run nothing
         raise ValueError(f"--n-trials must be at least 1 (got {opts.n_trials}): it is the "
                          "study's total of finished trials")
+    check_sqlite_folder(opts.storage)  # before Ray starts: nothing to start for a typo
     check_trial_config(opts)
     from search.population import check_population
 

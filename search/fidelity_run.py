@@ -111,8 +111,9 @@ def drawn_settings(default: dict[str, Any], opts: FidelityOptions, epochs: int
     from search.space import build_space
     from trainer import apply_flat
 
+    # where a parameter acts depends on what every run keeps fixed, as in a sweep
     space = build_space(epochs, file=opts.space_file, fixes=list(opts.fixes),
-                        ranges=list(opts.ranges))
+                        ranges=list(opts.ranges)).with_base(default["config"])
     sampler = optuna.samplers.RandomSampler(seed=opts.sample_seed)
     draws = optuna.create_study(sampler=sampler)
     out = []

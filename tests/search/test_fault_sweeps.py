@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.driver import run_sweep
+from search.objective import Objective
 from search.space import SearchSpace
 from search.storage import drivers, read_epochs
 from tests.search.conftest import TINY_TRIAL, tiny_options
@@ -103,6 +104,7 @@ def test_asha_stores_full_budget_trials_complete_and_every_epoch(tmp_path, local
     # stage 3 began) reaches max_t on every trial's last epoch
     url = f"sqlite:///{tmp_path / 'study.db'}"
     opts = tiny_options(url, "asha", 2, tmp_path, asha=True, max_concurrent=1)
+    opts.objective = Objective(mode="scalar")  # ASHA on one score (MO-ASHA: test_moasha)
     opts.space = SearchSpace(epochs=4, fixed={"stage1_epochs": 0, "stage2_epochs": 0})
     run_sweep(opts)
     study = optuna.load_study(study_name="asha", storage=url)

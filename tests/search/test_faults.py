@@ -31,9 +31,10 @@ from tests.tampered import RunsCode
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
          "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
-#: the penalty always on, so every trial samples a continuous lambda: two trials share
-#: it only if their samplers shared a random stream
-LAMBDA_SPACE = dict(epochs=6, stage1_epochs=(0, 6), stage2_epochs=(0, 6),
+#: the penalty always on and stage 2 never empty (where the penalty acts), so every trial
+#: samples a continuous lambda: two trials share it only if their samplers shared a
+#: random stream
+LAMBDA_SPACE = dict(epochs=6, stage1_epochs=(0, 5), stage2_epochs=(1, 6),
                     fixed={"use_independence_penalty": True})
 
 

@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+from search._progress import front_trials
 from search.driver import run_sweep
+from search.objective import Objective
 from search.storage import read_epochs
 from tests.search.conftest import tiny_options
 
@@ -106,13 +108,41 @@ def test_worker_failure_is_retried_and_told_once(tmp_path, local_ray):
 
 def test_asha_never_prunes_before_stage3(tmp_path, local_ray):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    run_sweep(tiny_options(url, "asha", 4, tmp_path, asha=True))
+    opts = tiny_options(url, "asha", 4, tmp_path, asha=True)
+    opts.objective = Objective(mode="scalar")
+    run_sweep(opts)
     study = optuna.load_study(study_name="asha", storage=url)
     assert len([t for t in study.trials if t.state.is_finished()]) == 4
+    front = {t.number for t in front_trials(study)}
     for t in study.trials:
         if t.state == TrialState.PRUNED:
             assert t.user_attrs["final_stage"] == 3.0
-            assert t.values is None  # never on the front with a truncated value
+            # Optuna keeps a pruned scalar trial's last reported score as its value; it
+            # never enters the front with that truncated value
+            assert t.number not in front
+
+
+def test_mo_asha_stops_trials_at_its_rungs_never_in_stage_1(tmp_path, local_ray):
+    """A Pareto sweep with --asha --rungs 1 2 3 (of 4 epochs), one trial at a time: the
+    first trial is alone at every rung and completes; a pruned trial was stopped at a
+    rung's epoch, past its stage 1, with every epoch row up to it kept."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opts = tiny_options(url, "mo", 6, tmp_path, asha=True, rungs=(1, 2, 3),
+                        max_concurrent=1)
+    run_sweep(opts)
+    study = optuna.load_study(study_name="mo", storage=url)
+    engine = sa.create_engine(url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 6 and study.trials[0].state == TrialState.COMPLETE
+    for t in finished:
+        epochs = [int(r["epoch"]) for r in read_epochs(engine, t._trial_id)]
+        if t.state == TrialState.COMPLETE:
+            assert epochs == [0, 1, 2, 3]
+        else:
+            assert t.state == TrialState.PRUNED and t.values is None
+            stop = int(t.user_attrs["epochs_run"])
+            assert stop in (1, 2, 3) and epochs == list(range(stop))
+            assert t.user_attrs["final_stage"] >= 2.0
 
 
 def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):

@@ -6,7 +6,8 @@ arrays.
 - ``_inputs``: ``EvalInputs`` (the latents and factors of two held-out splits) and the
   probes fit on them; ``fit_probes`` fits many models' probes in one batch.
 - ``_probes`` and ``_probes_torch``: the probes (``ProbeBackend`` is passed in).
-- ``_dependence``: CKA, HSIC and the published correlations between groups (on means).
+- ``_dependence``: CKA, HSIC and the published correlations between groups (on
+  posterior samples; ``*_means`` on the means).
 - ``_activity``: information rate, active dimensions, collapse.
 - ``_coinformation``: I(zay; y; a).
 - ``_factor_matrix``: the factor x group matrix, exclusivity, DCI.
@@ -24,7 +25,8 @@ scores are averaged (averaging the draws themselves would shrink the noise the d
 sees). The means-based entries stay as ``*_means`` diagnostics. Activity and collapse are
 judged by information, not by the spread of the means. Latents given without posterior
 scales are taken as deterministic (the samples are the means). Dependence between
-groups (CKA, HSIC) is measured on the means.
+groups (CKA, HSIC, the published correlations) reads posterior samples too, each group's
+noise its own; the means-based values stay as ``*_means``.
 """
 
 from __future__ import annotations
