@@ -44,6 +44,7 @@ from analysis._rank import (
     table_columns,
 )
 from search.pareto import hypervolume_2d
+from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR
 
 log = logging.getLogger("stagetune.analysis")
 FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", "importance",
@@ -51,7 +52,6 @@ FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", 
 MAIN_FIGURES = ("pareto", "domains", "hypervolume", "effects", "importance")
 #: the figures that show the task accuracy: their titles say which task objective it is
 TASK_FIGURES = ("pareto", "hypervolume", "effects", "parallel", "importance")
-FAIL_REASON_ATTR = "fail_reason"  # as the searcher stores it
 
 
 @dataclass
@@ -213,14 +213,26 @@ def state_counts(data: StudyData) -> dict[str, int]:
     for state, name in (("PRUNED", "pruned"), ("FAIL", "failed"), ("RUNNING", "running"),
                         ("WAITING", "waiting")):
         counts[name] = int((t["state"] == state).sum())
+    # trials a stopped or lost driver left are stored FAIL but re-queued: not failures
+    counts["interrupted"] = int(_interrupted(t).sum())
+    counts["failed"] -= counts["interrupted"]
     return counts
 
 
-def fail_reasons(data: StudyData) -> dict[str, int]:
+def _interrupted(t: pd.DataFrame) -> pd.Series:
+    """FAIL trials that a stopped or lost driver left (re-queued, as status counts them)."""
+    if ORPHAN_ATTR not in t.columns:
+        return pd.Series(False, index=t.index)
+    return (t["state"] == "FAIL") & t[ORPHAN_ATTR].map(lambda v: v is True or v == 1)
+
+
+def fail_reasons(data: StudyData, *, interrupted: bool = False) -> dict[str, int]:
+    """The reasons of the failed trials (``interrupted``: of those a driver left)."""
     t = data.trials
     if FAIL_REASON_ATTR not in t.columns:
         return {}
-    reasons = t.loc[t["state"] == "FAIL", FAIL_REASON_ATTR].dropna().astype(str)
+    mine = (t["state"] == "FAIL") & (_interrupted(t) == interrupted)
+    reasons = t.loc[mine, FAIL_REASON_ATTR].dropna().astype(str)
     return reasons.value_counts().to_dict()
 
 
@@ -231,12 +243,19 @@ def counts_sentence(data: StudyData) -> str:
                 else "")]
     parts += [f"{c[k]} {k}" for k in ("pruned", "failed", "running", "waiting") if c[k]
               or k in ("pruned", "failed")]
+    if c["interrupted"]:
+        parts.append(f"{c['interrupted']} interrupted (re-queued)")
     text = f"{c['trials']} trials: " + ", ".join(parts) + "."
     reasons = fail_reasons(data)
     if reasons:
         text += " Failures: " + "; ".join(f"{r} (×{n})" for r, n in reasons.items()) + "."
     elif c["failed"]:
         text += " No failure reason was recorded."
+    left = fail_reasons(data, interrupted=True)
+    if left:
+        text += (" Interrupted, not failures and not counted toward --n-trials (their "
+                 "settings were queued to run again): "
+                 + "; ".join(f"{r} (×{n})" for r, n in left.items()) + ".")
     return text
 
 

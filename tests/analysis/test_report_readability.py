@@ -227,3 +227,24 @@ def test_in_a_browser_titles_clear_the_axes_and_headers_keep_their_words(readabl
     assert {fig: hits for fig, hits in result["titles"].items() if hits} == {}
     assert "position" in result["headers"] and "number" in result["headers"]
     assert {h: words for h, words in result["headers"].items() if words} == {}
+
+
+def test_the_reports_counts_keep_interrupted_trials_apart_from_failures():
+    """As status counts them: trials a stopped driver left (stored FAIL, re-queued) are
+    'interrupted', not failed, and their reason is not listed among the failures."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis._report import counts_sentence, state_counts
+
+    data = SimpleNamespace(trials=pd.DataFrame({
+        "state": ["COMPLETE", "FAIL", "FAIL", "FAIL"], "feasible": [True] * 4,
+        "fail_reason": [None, "driver stopped", "driver stopped", "ValueError: bad"],
+        "stagetune_orphaned": [None, True, True, None]}))
+    counts = state_counts(data)
+    assert (counts["failed"], counts["interrupted"]) == (1, 2)
+    text = counts_sentence(data)
+    assert "1 failed, 2 interrupted (re-queued)" in text
+    assert "Failures: ValueError: bad (×1)." in text
+    assert "driver stopped (×2)" in text.split("Failures:")[1].split("Interrupted")[1]
