@@ -114,9 +114,9 @@ def evaluate_inputs(inputs: EvalInputs, data: DataBundle, groups: tuple[str, ...
     factors = ["y", "a"] + ([data.interaction_factor] if data.interaction_factor else [])
     analysis = {
         "metrics": metrics,
-        # what the decoder receives, as the dependence metrics read it
-        "correlations": correlation_matrices({g: inputs.received(g, "score")
-                                              for g in score_latents}),
+        # what the decoder receives (its first draw), as the dependence metrics read it
+        "correlations": correlation_matrices(
+            {g: inputs.received(g, "score")[:len(z)] for g, z in score_latents.items()}),
         "probe_accuracy": {
             g: {f: metrics[f"probe_acc_{g}_{f}"] for f in factors} for g in groups
         },

@@ -165,28 +165,52 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
 SOURCES = (("", "samples"), ("_means", "means"))
 
 
-def _score_latents(inputs: EvalInputs, on: str) -> dict[str, np.ndarray]:
-    """The score split's latents, as received (``samples``) or as encoder means."""
+def _score_draws(inputs: EvalInputs, on: str) -> list[dict[str, np.ndarray]]:
+    """The score split's latents draw by draw: each scored posterior draw of every input
+    (``samples``; one draw per input in each, as the decoder receives one), or the encoder
+    means once. The estimators need independent rows: the stacked draws of one input
+    are not (debiased CKA on them reads independent groups as dependent, more so the
+    more zay transmits), so each draw is measured alone and the values averaged."""
     if on == "means":
-        return inputs.score_latents
-    return {g: inputs.received(g, "score") for g in inputs.groups}
+        return [inputs.score_latents]
+    n = len(next(iter(inputs.score_latents.values())))
+    stacked = {g: inputs.received(g, "score") for g in inputs.groups}
+    return [{g: z[k * n:(k + 1) * n] for g, z in stacked.items()}
+            for k in range(inputs.score_draws)]
 
 
 def _linear(z: dict[str, np.ndarray], tail: str) -> dict[str, float]:
-    out = {f"za_zy_correlation{tail}": linear_dependence(z["za"], z["zy"])}
+    """The linear measures of one draw (or of the means); the scores are formed from
+    their averages over draws (``_with_scores``)."""
+    # raw CKA (about 0 +- noise when independent): clipped once, after the average
+    out = {f"za_zy_correlation{tail}": linear_cka(z["za"], z["zy"])}
     if "zay" not in z:
         return out
     for other in ("zy", "za"):
         a, b = z[other], z["zay"]
-        out[f"{other}_zay_correlation{tail}"] = linear_dependence(a, b)
+        out[f"{other}_zay_correlation{tail}"] = linear_cka(a, b)
         out[f"{other}_zay_correlation_published{tail}"] = published_correlation(b, a)
         out[f"{other}_zay_correlation_allpairs{tail}"] = mean_abs_correlation(a, b)
         out[f"{other}_zay_cca{tail}"] = mean_squared_canonical_correlation(a, b)
-    for variant in ("", "_published", "_allpairs"):
-        out[f"zay_independence_score{variant}{tail}"] = 1.0 - (
-            out[f"zy_zay_correlation{variant}{tail}"]
-            + out[f"za_zay_correlation{variant}{tail}"]) / 2.0
     return out
+
+
+def _with_scores(out: dict[str, float], tail: str) -> dict[str, float]:
+    """CKA clipped to [0, 1] (``linear_dependence``) and the independence scores."""
+    for pair in ("za_zy", "zy_zay", "za_zay"):
+        key = f"{pair}_correlation{tail}"
+        if key in out:
+            out[key] = float(np.clip(out[key], 0.0, 1.0))
+    if f"zy_zay_correlation{tail}" in out:
+        for variant in ("", "_published", "_allpairs"):
+            out[f"zay_independence_score{variant}{tail}"] = 1.0 - (
+                out[f"zy_zay_correlation{variant}{tail}"]
+                + out[f"za_zay_correlation{variant}{tail}"]) / 2.0
+    return out
+
+
+def _mean_over(draws: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
 
 
 @register_metric("correlation")
@@ -195,7 +219,8 @@ def correlation(inputs: EvalInputs) -> dict[str, float]:
     on posterior samples and (``*_means``) on the means."""
     out: dict[str, float] = {}
     for tail, on in SOURCES:
-        out.update(_linear(_score_latents(inputs, on), tail))
+        out.update(_with_scores(_mean_over([_linear(z, tail)
+                                            for z in _score_draws(inputs, on)]), tail))
     return out
 
 
@@ -209,7 +234,7 @@ def nonlinear_dependence(inputs: EvalInputs) -> dict[str, float]:
     keep = _subsample(n, HSIC_MAX_SAMPLES, inputs.seed)  # rows of the first draw
     out: dict[str, float] = {}
     for tail, on in SOURCES:
-        z = _score_latents(inputs, on)
+        z = _score_draws(inputs, on)[0]  # one draw: its Gram matrices cost n^2 each
         zy_h, za_h = normalised_hsic_against(z["zay"][keep], [z["zy"][keep], z["za"][keep]])
         out |= {f"zy_zay_hsic{tail}": zy_h, f"za_zay_hsic{tail}": za_h,
                 f"zay_nonlinear_independence{tail}": 1.0 - (zy_h + za_h) / 2.0}

@@ -76,3 +76,26 @@ def test_dependence_reads_what_the_decoder_receives():
                 "zy_zay_hsic", "za_zay_hsic"):
         assert noise[key] <= 0.02, key
     assert noise["zay_independence_score"] >= 0.98
+
+
+def test_independent_groups_read_independent_however_many_draws_are_scored():
+    """Debiased CKA's expectation is 0 for independent rows; the stacked draws of one
+    input are not independent rows. With 64 draws of 200 inputs and an informative zay
+    (means sd 1, noise sd 0.1), the pooled estimate read about 0.03; draw by draw, the
+    mean over draws stays near 0 (each draw's sd is about 1/n ~ 0.005)."""
+    from trainer.metrics import EvalInputs
+
+    rng = np.random.default_rng(3)
+    n = 200
+
+    def split():
+        means = {"zy": rng.normal(size=(n, 8)), "za": rng.normal(size=(n, 8)),
+                 "zay": rng.normal(size=(n, 8))}
+        std = {g: np.full((n, 8), 0.1) for g in means}
+        return means, std, {"y": rng.integers(0, 3, n), "a": rng.integers(0, 2, n)}
+
+    (fm, fs, ff), (sm, ss, sf) = split(), split()
+    inputs = EvalInputs(fm, ff, sm, sf, fit_std=fs, score_std=ss, draws=64)
+    m = scores(inputs, ["correlation"])
+    for key in ("zy_zay_correlation", "za_zay_correlation"):
+        assert m[key] < 0.01, key
