@@ -38,8 +38,7 @@ def report_resolution(data: StudyData) -> dict[str, Any]:
 
 def fidelity_command(data: StudyData) -> str:
     url = redact(data.url or str(data.engine.url))
-    words = ["stagetune", "fidelity", "--storage", url, "--study", data.name,
-             "--epochs", "6", "12"]
+    words = ["stagetune", "fidelity", "--storage", url, "--study", data.name]
     return " ".join(shlex.quote(w) for w in words)
 
 

@@ -313,7 +313,10 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
     for stored in reversed(earlier):
         if _same_plan(stored, opts.top, opts.seeds, settings, objective):
             return study, storage, objective, stored, False
-    seeds = fresh_seeds(study, opts.seeds, (s for c in earlier for s in c["seeds"]))
+    # above the seeds of earlier confirmations and fidelity checks too: an independent sample
+    checks = db.read_fidelity_checks(engine, opts.study, runs=False)
+    seeds = fresh_seeds(study, opts.seeds, [*(s for c in earlier for s in c["seeds"]),
+                                            *(s for c in checks for s in c["plan"]["seeds"])])
     cid = db.add_confirmation(engine, opts.study, top=opts.top, seeds=seeds,
                               objectives=objective.describe(),
                               settings=settings)

@@ -203,7 +203,7 @@ def check_rungs(opts: SweepOptions) -> SweepOptions:
     if not opts.asha or opts.objective.mode != "pareto":
         return opts
     from search.fidelity import latest_summary
-    from search.moasha import RungError, choose_rungs
+    from search.moasha import RungBook, RungError, choose_rungs
     from search.storage import existing_database, has_study_tables
 
     summary = None
@@ -216,6 +216,10 @@ def check_rungs(opts: SweepOptions) -> SweepOptions:
             engine.dispose()
     try:
         rungs = choose_rungs(opts.rungs, summary, opts.objective.names, opts.space.epochs)
+        # the book a sweep would build, so that what it refuses is refused before the
+        # study is created (an objective with no per-epoch proxy, say)
+        RungBook(tuple(rungs), tuple(opts.objective.names), tuple(opts.objective.directions),
+                 opts.reduction_factor)
     except RungError as exc:
         raise PreflightError(str(exc)) from None
     return replace(opts, rungs=tuple(rungs))

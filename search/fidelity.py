@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from search.objective import EPOCH_PROXIES
+from search.objective import EPOCH_PROXIES, TASK_METRICS
 from trainer.objectives import COLLAPSE_FLAG, direction
 
 #: the per-epoch stand-in of ``zay_collapsed`` (trainer.metrics._proxies)
@@ -94,16 +94,23 @@ class Budget:
 def scale_stages(params: Mapping[str, Any], from_epochs: int, to_epochs: int
                  ) -> dict[str, Any]:
     """A setting's parameters at another epoch budget: every stage length scaled by
-    ``to_epochs / from_epochs`` and rounded (the default's thirds of 60, 20 + 20, become
-    2 + 2 at 6 epochs, as ``trainer.params.baseline(6)`` has them), stage 2 trimmed so
-    that the stages fit the budget."""
+    ``to_epochs / from_epochs`` and rounded half up, stage 2 trimmed so that the stages
+    fit the budget. A length equal to the method's (a third of ``from_epochs``) becomes
+    the method's at ``to_epochs``, so the default stays the default a sweep at that
+    budget trains (20 + 20 of 60 are 2 + 2 of 6 and 6 + 6 of 20, as
+    ``trainer.params.baseline`` has them). A stage shorter than half an epoch after
+    scaling is gone (4 of 60 epochs at 6)."""
     out = dict(params)
     ratio = to_epochs / from_epochs
     taken = 0
     for name in ("stage1_epochs", "stage2_epochs"):
         if out.get(name) is None:
             continue
-        out[name] = min(math.floor(out[name] * ratio + 0.5), to_epochs - taken)
+        if out[name] == from_epochs // 3:
+            scaled = to_epochs // 3
+        else:
+            scaled = math.floor(out[name] * ratio + 0.5)
+        out[name] = min(scaled, to_epochs - taken)
         taken += out[name]
     return out
 
@@ -154,18 +161,29 @@ def budget_params(params: Mapping[str, Any], budget: Budget, target_epochs: int
 
 def rung_value(history: Sequence[Mapping[str, float]], rung: int, proxy: str) -> float:
     """The proxy at the end of epoch ``rung`` (1-based); a run that stopped before it
-    (stage-3 patience) keeps its last row, as a scheduler would read it."""
+    (stage-3 patience) keeps its last row, as a scheduler would read it. NaN for a run
+    still in stage 1 there: zay is gated out, and MO-ASHA does not compare it."""
     rows = [r for r in history if int(r["epoch"]) < rung]
-    if not rows:
+    if not rows or int(rows[-1].get("stage", 3)) <= 1:
         return float("nan")
     return float(rows[-1].get(proxy, float("nan")))
+
+
+def proxy_of(objective: str) -> str | None:
+    """The per-epoch proxy a rung reads for an objective (a task metric's too), if any."""
+    if objective in EPOCH_PROXIES:
+        return EPOCH_PROXIES[objective]
+    return TASK_METRICS[objective][0] if objective in TASK_METRICS else None
 
 
 def run_value(run: Mapping[str, Any], budget: Budget, objective: str) -> float:
     """What ``budget`` measures of ``objective`` on a run: a schedule's final metric, or a
     rung's per-epoch proxy (``run["history"]`` of the target run)."""
     if budget.is_rung:
-        return rung_value(run.get("history") or [], budget.rung, EPOCH_PROXIES[objective])
+        proxy = proxy_of(objective)
+        if proxy is None:
+            return float("nan")
+        return rung_value(run.get("history") or [], budget.rung, proxy)
     value = (run.get("final") or {}).get(objective)
     return float("nan") if value is None else float(value)
 
@@ -256,9 +274,10 @@ def top_k_overlap(cheap: np.ndarray, target: np.ndarray, k: int, sign: float) ->
 
 def regret(cheap: np.ndarray, target: np.ndarray, sign: float) -> float:
     """Target value lost by taking the cheap budget's best: best target value minus the
-    target value of the cheap budget's pick, in the objective's better direction (>= 0)."""
-    pick = int(np.argmax(sign * cheap))
-    return float(np.max(sign * target) - sign * target[pick])
+    target value of the cheap budget's pick, in the objective's better direction (>= 0);
+    settings tied for the cheap budget's best are each picked with equal chance."""
+    picks = np.flatnonzero(sign * cheap == np.max(sign * cheap))
+    return float(np.max(sign * target) - np.mean(sign * target[picks]))
 
 
 def _statistics(cheap: np.ndarray, target: np.ndarray, sign: float, k: int) -> dict[str, float]:
@@ -291,7 +310,10 @@ def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *,
                        else cheap_collapsed)
     target_collapsed = (np.zeros(target.shape, bool) if target_collapsed is None
                         else target_collapsed)
-    present = np.isfinite(cheap).any(1) & np.isfinite(target).any(1)
+    # paired: a seed counts only where both budgets have its run
+    both = np.isfinite(cheap) & np.isfinite(target)
+    cheap, target = np.where(both, cheap, np.nan), np.where(both, target, np.nan)
+    present = both.any(1)
     ok = present & ~target_collapsed.any(1)
     cheap, target, cheap_collapsed = cheap[ok], target[ok], cheap_collapsed[ok]
     n = len(cheap)

@@ -34,6 +34,7 @@ from search.fidelity import (
     budget_params,
     default_rungs,
     plan_budgets,
+    proxy_of,
     score_check,
 )
 from search.objective import EPOCH_PROXIES, LODO_METRIC, Objective
@@ -83,10 +84,10 @@ def check_objectives(objective: Objective, extra: tuple[str, ...]) -> list[str]:
         raise FidelityError(f"a leave-one-domain-out study ({LODO_METRIC}) cannot be "
                             "checked yet: a check's runs are single runs, not folds")
     names = [objective.task, objective.disentanglement, *extra]
-    unknown = [n for n in names if n not in EPOCH_PROXIES]
+    unknown = [n for n in names if proxy_of(n) is None]
     if unknown:
         raise FidelityError(f"no per-epoch proxy for {', '.join(unknown)}; a check scores "
-                            f"{', '.join(EPOCH_PROXIES)}")
+                            f"{', '.join(EPOCH_PROXIES)} or a task metric")
     return list(dict.fromkeys(names))
 
 
@@ -94,7 +95,9 @@ def default_setting(study) -> dict[str, Any]:
     """The study's default (its baseline trial): what every check includes."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    # the newest: a study moved to another budget (--change-budget) queued its default
+    # again as that budget's reference
+    for t in reversed(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         if t.user_attrs.get("baseline") and isinstance(t.user_attrs.get("config"), dict):
             return {"key": DEFAULT_KEY, "params": dict(t.params),
                     "config": t.user_attrs["config"]}
@@ -124,15 +127,17 @@ def drawn_settings(default: dict[str, Any], opts: FidelityOptions, epochs: int
     return out
 
 
-def trial_settings(study, opts: FidelityOptions) -> list[dict[str, Any]]:
-    """``--settings`` - 1 of the study's complete feasible trials (not the default),
-    chosen at random (seeded) so that they span its range rather than its best."""
+def trial_settings(study, opts: FidelityOptions, epochs: int) -> list[dict[str, Any]]:
+    """``--settings`` - 1 of the study's complete feasible trials at its current budget
+    (``epochs``; not the default), chosen at random (seeded) so that they span its range
+    rather than its best."""
     import numpy as np
     from optuna.trial import TrialState
 
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if not t.user_attrs.get("baseline") and t.user_attrs.get("feasible", True)
-              and isinstance(t.user_attrs.get("config"), dict)]
+              and isinstance(t.user_attrs.get("config"), dict)
+              and int(t.user_attrs["config"]["optim"]["epochs"]) == epochs]
     if len(trials) < 2:
         raise FidelityError(f"study {study.study_name!r} has {len(trials)} complete "
                             "feasible trials besides the default; --source trials needs 2")
@@ -184,7 +189,7 @@ def open_check(opts: FidelityOptions) -> tuple[Any, dict[str, Any], bool]:
             if check["plan"]["options"] == key:
                 return storage, _with_runs(engine, opts.study, check["id"]), False
     others = (drawn_settings(default, opts, target) if opts.source == "space"
-              else trial_settings(study, opts))
+              else trial_settings(study, opts, target))
     used = [s for c in earlier for s in c["plan"]["seeds"]]
     used += [s for c in db.read_confirmations(engine, opts.study) for s in c["seeds"]]
     spec = objective.describe()

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from search.fidelity import COLLAPSED_PROXY as COLLAPSED
-from search.objective import EPOCH_PROXIES
+from search.fidelity import proxy_of
 from search.pareto import crowding_distance, pareto_ranks
 
 REDUCTION_FACTOR = 3
@@ -65,7 +65,8 @@ def rank_points(points: Sequence[RungPoint]) -> list[RungPoint]:
     trial number (lowest first)."""
     key: dict[int, tuple] = {}
     for feasible in (True, False):
-        group = [p for p in points if p.feasible == feasible]
+        # in trial-number order, so that the crowding of identical points is canonical
+        group = sorted((p for p in points if p.feasible == feasible), key=lambda p: p.number)
         if not group:
             continue
         values = np.array([p.values for p in group])
@@ -100,7 +101,7 @@ class RungBook:
             raise RungError(f"the reduction factor must exceed 1 (got {self.reduction_factor})")
         if any(r < 1 for r in self.rungs) or list(self.rungs) != sorted(set(self.rungs)):
             raise RungError(f"rungs must be distinct positive epochs (got {list(self.rungs)})")
-        missing = [o for o in self.objectives if o not in EPOCH_PROXIES]
+        missing = [o for o in self.objectives if proxy_of(o) is None]
         if missing:
             raise RungError(f"no per-epoch proxy for {', '.join(missing)}")
         self.points = {r: {} for r in self.rungs}
@@ -109,7 +110,7 @@ class RungBook:
         """A row's point (``None`` where a proxy is missing or not finite)."""
         values = []
         for name, d in zip(self.objectives, self.directions, strict=True):
-            v = row.get(EPOCH_PROXIES[name])
+            v = row.get(proxy_of(name))
             if v is None or not math.isfinite(float(v)):
                 return None
             values.append(float(v) if d == "maximize" else -float(v))
@@ -168,6 +169,13 @@ def choose_rungs(given: Sequence[int] | None, summary: Mapping | None,
             raise RungError(f"--rungs must lie inside the {epochs}-epoch budget (got "
                             f"{', '.join(map(str, bad))})")
         return sorted(set(given))
+    if summary is not None and int(summary["target_epochs"]) != epochs:
+        raise RungError(f"the study's latest fidelity check ({summary['id']}) measured a "
+                        f"{summary['target_epochs']}-epoch target, not this sweep's {epochs} "
+                        "epochs: run 'stagetune fidelity' at this budget, or give --rungs")
+    if summary is not None and not summary["complete"]:
+        raise RungError(f"fidelity check {summary['id']} is incomplete: run the same "
+                        "'stagetune fidelity' command again to finish it, or give --rungs")
     faithful = faithful_rungs(summary, objectives)
     if faithful is None:
         raise RungError("--asha in a Pareto study needs rungs where the per-epoch proxies "

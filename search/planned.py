@@ -20,13 +20,14 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from search.fidelity import COLLAPSED_PROXY
-from search.objective import EPOCH_PROXIES, EPOCH_SCORE
+from search.objective import EPOCH_PROXIES, EPOCH_SCORE, TASK_METRICS
 from search.population import MEMBER
 from search.searcher import DatabaseState, own_metrics
 
 #: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
-HISTORY_KEYS = ("epoch", "stage", "stopped_early", EPOCH_SCORE, COLLAPSED_PROXY,
-                *EPOCH_PROXIES.values())
+HISTORY_KEYS = tuple(dict.fromkeys((
+    "epoch", "stage", "stopped_early", EPOCH_SCORE, COLLAPSED_PROXY, *EPOCH_PROXIES.values(),
+    *(proxy for proxy, _ in TASK_METRICS.values()))))
 LOST = "worker lost: its process or node died on every retry"
 
 Run = Hashable
@@ -123,6 +124,9 @@ class PlanSearcher(DatabaseState, Searcher):
                 continue
             if self.keeps_history and final.get("last_epoch_json"):
                 history.append(history_row(json.loads(final["last_epoch_json"])))
+            # a retried trial reports its epochs again: keep each epoch's latest row
+            history = sorted({int(r["epoch"]): r for r in history if "epoch" in r}.values(),
+                             key=lambda r: r["epoch"])
             metrics = own_metrics(final)
             metrics.pop("final", None)
             self.store(run, state="complete", metrics=metrics, history=history, reason=None)

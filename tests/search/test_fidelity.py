@@ -33,7 +33,7 @@ from trainer import RunConfig, params
 
 
 def test_stages_scale_as_the_defaults_thirds_do():
-    for epochs in (3, 6, 12, 24, 30):
+    for epochs in (3, 5, 6, 12, 20, 24, 30):  # 5 and 20: a third does not scale by rounding
         thirds = {k: v for k, v in params.baseline(60).items() if k.endswith("_epochs")}
         assert scale_stages(thirds, 60, epochs) == {
             k: v for k, v in params.baseline(epochs).items() if k.endswith("_epochs")}
@@ -71,6 +71,18 @@ def test_rank_statistics_on_a_known_pair_of_rankings():
     assert top_k_overlap(np.array([0, 1, 2, 4, 5.0]), np.array([0, 1, 4, 3, 5.0]), 2, 1.0) == 0.5
 
 
+def test_a_rung_inside_stage_1_reads_nothing_and_a_seed_counts_only_where_both_budgets_ran():
+    history = [{"epoch": e, "stage": 1 if e < 3 else 2, "val_acc_y": 0.5} for e in range(5)]
+    assert math.isnan(rung_value(history, 3, "val_acc_y"))  # epoch index 2: stage 1
+    assert rung_value(history, 4, "val_acc_y") == 0.5
+    # setting 0's cheap run on seed 1 failed: its target run on seed 1 is left out too, so
+    # both of its means are of seed 0 (0.0 and 0.0), not 0.0 against (0.0 + 9.0) / 2
+    cheap = np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    target = np.array([[0.0, 9.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    r = compare(cheap, target, "task_accuracy", bootstrap=20)
+    assert r["spearman"] == pytest.approx(1.0) and r["regret"] == 0.0
+
+
 def test_regret_is_what_the_cheap_pick_loses_at_the_target():
     target = np.array([0.5, 0.9, 0.7])
     assert regret(np.array([0.0, 0.1, 0.3]), target, 1.0) == pytest.approx(0.2)  # picks 2
@@ -78,6 +90,8 @@ def test_regret_is_what_the_cheap_pick_loses_at_the_target():
     # minimised (leakage): the cheap budget's lowest is index 0; the target's lowest is 0.5
     leak = np.array([0.6, 0.5, 0.9])
     assert regret(np.array([0.1, 0.2, 0.3]), leak, -1.0) == pytest.approx(0.1)
+    # a tie for the cheap budget's best: each tied setting picked with equal chance
+    assert regret(np.array([0.3, 0.3, 0.0]), target, 1.0) == pytest.approx((0.4 + 0.0) / 2)
 
 
 def test_a_faithful_budget_clears_the_bar_and_noise_does_not():
@@ -141,7 +155,7 @@ def test_seed_noise_widens_the_interval_through_the_within_setting_resample():
 
 
 def test_rungs_read_the_target_runs_proxy_at_their_epoch():
-    history = [{"epoch": e, "stage": 1 + (e >= 2), "val_disentanglement_score": e / 10}
+    history = [{"epoch": e, "stage": 1 + (e >= 1), "val_disentanglement_score": e / 10}
                for e in range(5)]
     assert rung_value(history, 2, "val_disentanglement_score") == pytest.approx(0.1)
     # stopped after epoch index 2 (stage-3 patience): a later rung reads its last row

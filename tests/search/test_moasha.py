@@ -47,8 +47,10 @@ def test_fronts_and_crowding_on_known_points():
 def test_a_dominated_trial_stops_at_a_rung_and_a_front_trial_continues():
     book = _book()
     decisions = [book.on_row(i, _row(*v)) for i, v in enumerate(DOMINATED)]
-    # the first trial has nothing to lose to; each later one keeps ceil(n / 3) places
-    assert decisions[0] == CONTINUE
+    # ceil(n / 3) places: trial 0 is alone; 1 dominates 0 (n 2, keep 1); 2 ties 1 on the
+    # front and loses on number (n 3, keep 1); 3 is the front's interior point, behind the
+    # ends 1 and 2 (n 4, keep 2); 4 is dominated by all (n 5, keep 2)
+    assert decisions == [CONTINUE, CONTINUE, STOP, STOP, STOP]
     assert book.on_row(5, _row(0.9, 0.9)) == CONTINUE  # dominates every point: first
     # 7 points keep 3: trial 5, then the ends of the second front (1 and 2); 6 lies below
     assert book.on_row(6, _row(0.12, 0.12)) == STOP
@@ -98,7 +100,7 @@ def test_rungs_come_from_the_fidelity_checks_faithful_ones_or_are_refused():
     def record(budget, objective, faithful):
         return {"budget": budget, "objective": objective, "faithful": faithful}
 
-    summary = {"id": 2, "records": [
+    summary = {"id": 2, "target_epochs": 60, "complete": True, "records": [
         record("e6", "task_accuracy", True), record("e6", "disentanglement_score", True),
         record("rung20", "task_accuracy", True), record("rung20", "disentanglement_score",
                                                         False),
@@ -109,9 +111,17 @@ def test_rungs_come_from_the_fidelity_checks_faithful_ones_or_are_refused():
     with pytest.raises(RungError, match="run 'stagetune fidelity'"):
         choose_rungs(None, None, OBJECTIVES, 60)
     with pytest.raises(RungError, match="found no rung"):
-        choose_rungs(None, {"id": 3, "records": summary["records"][:4]}, OBJECTIVES, 60)
+        choose_rungs(None, {**summary, "id": 3, "records": summary["records"][:4]},
+                     OBJECTIVES, 60)
     with pytest.raises(RungError, match="inside the 60-epoch budget"):
         choose_rungs([60], None, OBJECTIVES, 60)
+    # a check of another budget, or one not finished, says nothing about this sweep's rungs
+    complete = {**summary, "target_epochs": 60, "complete": True}
+    assert choose_rungs(None, complete, OBJECTIVES, 60) == [50]
+    with pytest.raises(RungError, match="60-epoch target, not this sweep's 30"):
+        choose_rungs(None, complete, OBJECTIVES, 30)
+    with pytest.raises(RungError, match="incomplete"):
+        choose_rungs(None, {**complete, "complete": False}, OBJECTIVES, 60)
 
 
 def test_a_driver_resumed_mid_rung_rebuilds_the_rung_from_the_database(tmp_path):

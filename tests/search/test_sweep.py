@@ -134,6 +134,7 @@ def test_mo_asha_stops_trials_at_its_rungs_never_in_stage_1(tmp_path, local_ray)
     engine = sa.create_engine(url)
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 6 and study.trials[0].state == TrialState.COMPLETE
+    assert any(t.state == TrialState.PRUNED for t in finished)  # it did stop some
     for t in finished:
         epochs = [int(r["epoch"]) for r in read_epochs(engine, t._trial_id)]
         if t.state == TrialState.COMPLETE:
