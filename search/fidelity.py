@@ -301,9 +301,10 @@ def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *,
     bootstraps: each replicate draws the settings with replacement and, within each
     drawn setting, its seeds with replacement, the same seed indices at both budgets (the
     seeds are paired: seed s of a setting is one training run read two ways, or two runs
-    on one split and initial draw). A budget at which every setting gives the same value
-    (a proxy that is constant while zay is gated out, say) ranks nothing: ``constant``,
-    never faithful.
+    on one split and initial draw). The two levels count seed noise twice (each
+    setting's mean already carries it), so the intervals are conservative: wider than
+    ``level``. A budget at which every setting gives the same value (a proxy that is
+    constant while zay is gated out, say) ranks nothing: ``constant``, never faithful.
     """
     sign = 1.0 if direction(objective) == "maximize" else -1.0
     cheap_collapsed = (np.zeros(cheap.shape, bool) if cheap_collapsed is None
