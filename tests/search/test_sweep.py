@@ -122,6 +122,7 @@ def test_asha_never_prunes_before_stage3(tmp_path, local_ray):
             assert t.number not in front
 
 
+@pytest.mark.slow  # a Ray sweep of six trials; RungBook's decisions have fast tests
 def test_mo_asha_stops_trials_at_its_rungs_never_in_stage_1(tmp_path, local_ray):
     """A Pareto sweep with --asha --rungs 1 2 3 (of 4 epochs), one trial at a time: the
     first trial is alone at every rung and completes; a pruned trial was stopped at a
