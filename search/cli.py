@@ -296,13 +296,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     from search.confirm import ConfirmOptions, run_confirm
     from search.confirmation import print_confirmation
 
-    summary = run_confirm(ConfirmOptions(
-        storage=args.storage, study=args.study, top=args.top, seeds=args.seeds,
-        population=args.population, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-        address=args.address, num_cpus=args.num_cpus, retries=args.retries,
-        imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
-        verbose=args.verbose))
+    summary = run_confirm(ConfirmOptions(top=args.top, seeds=args.seeds,
+                                         **ConfirmOptions.from_args(args)))
     if args.json:
         print(json_text(summary))
     elif not args.quiet:
@@ -318,16 +313,12 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from search.fidelity_run import FidelityOptions, run_fidelity
 
     summary = run_fidelity(FidelityOptions(
-        storage=args.storage, study=args.study, settings=args.settings, seeds=args.seeds,
-        epochs=tuple(args.epochs), max_samples=tuple(args.max_samples),
+        settings=args.settings, seeds=args.seeds, epochs=tuple(args.epochs),
+        max_samples=tuple(args.max_samples),
         rungs=None if args.rungs is None else tuple(args.rungs), source=args.source,
         space_file=args.space, fixes=tuple(args.set), ranges=tuple(args.range),
         objectives=tuple(args.extra_objectives), sample_seed=args.sample_seed, new=args.new,
-        population=args.population, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-        address=args.address, num_cpus=args.num_cpus, retries=args.retries,
-        imports=tuple(args.imports), tune_dir=args.tune_dir, quiet=args.quiet,
-        verbose=args.verbose))
+        **FidelityOptions.from_args(args)))
     if args.json:
         print(json_text(summary))
     elif not args.quiet:

@@ -40,7 +40,7 @@ from search import storage as db
 from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
 from search.pareto import non_dominated
-from search.planned import PlanSearcher, run_jobs
+from search.planned import PlanRunOptions, PlanSearcher, run_jobs
 from search.replicates import OPTION, trial_option
 
 
@@ -53,22 +53,9 @@ class ConfirmError(ValueError):
 
 
 @dataclass
-class ConfirmOptions:
-    storage: str = db.DEFAULT_STORAGE
-    study: str = "stagetune"
+class ConfirmOptions(PlanRunOptions):
     top: int = 3
     seeds: int = 5
-    population: bool = False  # one population per seed holding every setting
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    address: str | None = None
-    num_cpus: int | None = None
-    retries: int = 2
-    imports: tuple[str, ...] = ()
-    tune_dir: str = ""
-    quiet: bool = False
-    verbose: bool = False
 
 
 # -- what to confirm ----------------------------------------------------------------------

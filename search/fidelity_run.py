@@ -22,7 +22,7 @@ from the target runs' epoch rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from search import storage as db
@@ -38,16 +38,14 @@ from search.fidelity import (
     score_check,
 )
 from search.objective import EPOCH_PROXIES, LODO_METRIC, Objective
-from search.planned import PlanSearcher, run_jobs
+from search.planned import PlanRunOptions, PlanSearcher, run_jobs
 
 DEFAULT_KEY = "default"
 SOURCES = ("space", "trials")
 
 
 @dataclass
-class FidelityOptions:
-    storage: str = db.DEFAULT_STORAGE
-    study: str = "stagetune"
+class FidelityOptions(PlanRunOptions):
     settings: int = 16
     seeds: int = 3
     epochs: tuple[int, ...] = ()  # cheaper schedules: epoch budgets
@@ -60,18 +58,7 @@ class FidelityOptions:
     objectives: tuple[str, ...] = ()  # beside the study's own
     sample_seed: int = 0
     new: bool = False
-    population: bool = False
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    address: str | None = None
-    num_cpus: int | None = None
-    retries: int = 2
-    imports: tuple[str, ...] = ()
-    tune_dir: str = ""
-    quiet: bool = False
-    verbose: bool = False
-    bootstrap: int = field(default=2000)
+    bootstrap: int = 2000
 
 
 # -- the plan -------------------------------------------------------------------------------

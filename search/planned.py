@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,44 @@ from search.fidelity import COLLAPSED_PROXY
 from search.objective import EPOCH_PROXIES, EPOCH_SCORE, TASK_METRICS
 from search.population import MEMBER
 from search.searcher import DatabaseState, own_metrics
+from search.storage import DEFAULT_STORAGE
 
 #: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
 HISTORY_KEYS = tuple(dict.fromkeys((
     "epoch", "stage", "stopped_early", EPOCH_SCORE, COLLAPSED_PROXY, *EPOCH_PROXIES.values(),
     *(proxy for proxy, _ in TASK_METRICS.values()))))
 LOST = "worker lost: its process or node died on every retry"
+
+#: the command-line options of how a plan's runs are scheduled (``PlanRunOptions``' fields)
+RUN_OPTIONS = ("population", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
+               "address", "num_cpus", "retries", "imports", "tune_dir", "quiet", "verbose")
+
+
+@dataclass
+class PlanRunOptions:
+    """Where a plan's study is, and how its runs are scheduled on Ray (what
+    ``ConfirmOptions`` and ``FidelityOptions`` share)."""
+
+    storage: str = DEFAULT_STORAGE
+    study: str = "stagetune"
+    population: bool = False  # one population per seed (and budget) holding every setting
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    retries: int = 2
+    imports: tuple[str, ...] = ()
+    tune_dir: str = ""
+    quiet: bool = False
+    verbose: bool = False
+
+    @staticmethod
+    def from_args(args) -> dict[str, Any]:
+        """The fields of parsed command-line arguments, as keywords."""
+        return {"storage": args.storage, "study": args.study,
+                **{name: tuple(getattr(args, name)) if name == "imports"
+                   else getattr(args, name) for name in RUN_OPTIONS}}
 
 Run = Hashable
 
