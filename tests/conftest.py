@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 #: folders that tools keep in the working directory on their own: not a test's leftovers
-TOOL_FOLDERS = frozenset({".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"})
+TOOL_FOLDERS = frozenset({".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
+                          ".import_linter_cache"})
 
 
 def pytest_addoption(parser):
