@@ -30,6 +30,7 @@ stores a check, and ``benchmarks/fidelity.py`` measures one on ``digits``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -232,7 +233,8 @@ def setting_means(values: np.ndarray, collapsed: np.ndarray, sign: float) -> np.
     """Each setting's mean over its seeds, a setting whose zay collapsed on any seed
     placed below every other (as a sweep at that budget would never select it: the
     sweep's rule, collapse in any replicate is collapse)."""
-    with np.errstate(invalid="ignore"), _quiet():
+    with warnings.catch_warnings():  # a row whose draws are all NaN: its mean is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(values, 1)
     bad = collapsed.any(1)
     good = ~bad & np.isfinite(means)
@@ -355,20 +357,6 @@ def compare(cheap: np.ndarray, target: np.ndarray, objective: str, *,
     out["constant"] = not math.isfinite(out["spearman"])
     out["faithful"] = bool(not out["constant"] and out["spearman_lo"] >= RHO_BAR)
     return out
-
-
-class _quiet:
-    """Silence numpy's 'mean of empty slice' for rows whose draws are all NaN."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
 
 
 def score_check(runs: Mapping[tuple[str, int, str], Mapping[str, Any]], settings: Sequence[str],
