@@ -76,12 +76,21 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search._progress import default_work_dir
-
     parser = OneLineParser(prog="stagetune", formatter_class=HELP_FORMAT,
                            description="Sweeps of staged training with Ray Tune "
                                        "and Optuna, stored in a SQL study database.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _sweep_parser(sub)
+    _status_parser(sub)
+    _confirm_parser(sub)
+    _fidelity_parser(sub)
+    # the usage line names the commands as 'stagetune --help' lists them, not the alias
+    sub.metavar = "{" + ",".join(name for name in sub.choices if name != RUN_ALIAS) + "}"
+    return parser
+
+
+def _sweep_parser(sub) -> None:
+    """``stagetune sweep`` (alias ``run``): its options in the order ``--help`` lists them."""
     run = sub.add_parser(SWEEP, aliases=[RUN_ALIAS], prog="stagetune sweep",
                          formatter_class=HELP_FORMAT,
                          help="run a sweep, or continue it to --n-trials",
@@ -90,12 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=parameter_help())
     run.set_defaults(command=RUN_ALIAS)  # one name for the command, whichever was typed
     _common(run)
+    _sweep_study_options(run)
+    _sweep_training_options(run.add_argument_group("trainer settings shared by all trials"))
+    _sweep_space_options(run.add_argument_group("search space"))
+    _sweep_objective_options(run.add_argument_group("objective"))
+    scheduling = run.add_argument_group("scheduling")
+    _sweep_sampler_options(scheduling)
+    _sweep_resource_options(scheduling)
+    _sweep_stopping_options(scheduling)
+    _sweep_trial_run_options(scheduling)
+    _sweep_output_options(run)
+
+
+def _sweep_study_options(run: argparse.ArgumentParser) -> None:
+    """How many trials the study holds, and the smoke test's tiny study."""
     run.add_argument("--n-trials", type=int, default=20,
                      help="the study's total: a resumed sweep runs only what is missing "
                           "(--smoke-test alone: 4)")
     run.add_argument("--smoke-test", action="store_true",
                      help="tiny trainer configs and 4 trials (CI runs this)")
-    g = run.add_argument_group("trainer settings shared by all trials")
+
+
+def _sweep_training_options(g: argparse._ArgumentGroup) -> None:
+    """The trainer settings every trial of the sweep shares."""
     g.add_argument("--epochs", type=int, default=None,
                    help="epoch budget of every trial (None: 30, or the smoke test's 6)")
     g.add_argument("--change-budget", action="store_true",
@@ -119,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="domain held out of training as an out-of-domain validation split "
                         "(acc_y_val_domain; --task-metric acc_y_val_domain selects on it)")
     g.add_argument("--base-config", default=None, help="JSON file of a trainer RunConfig")
-    s = run.add_argument_group("search space")
+
+
+def _sweep_space_options(s: argparse._ArgumentGroup) -> None:
+    """Narrowing or fixing the search space's parameters."""
     s.add_argument("--space", default=None, help="YAML or JSON file narrowing or fixing "
                                                  "parameters")
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -128,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--range", action="append", default=[], metavar="NAME=LO:HI",
                    help="narrow a range or list choices, e.g. --range stage1_epochs=5:15 "
                         "--range zay_suppression=gate,kl_weight")
-    o = run.add_argument_group("objective")
+
+
+def _sweep_objective_options(o: argparse._ArgumentGroup) -> None:
+    """What the sweep optimises: the objectives and how the task accuracy is measured."""
     o.add_argument("--objective", choices=["pareto", "scalar"], default="pareto",
                    help="pareto: accuracy and disentanglement as two objectives; scalar: "
                         "one weighted score")
@@ -147,11 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "held-out accuracy, per-domain accuracies are stored")
     o.add_argument("--weight", type=float, default=0.5,
                    help="scalar mode: weight of disentanglement against accuracy")
-    r = run.add_argument_group("scheduling")
+
+
+def _sweep_sampler_options(r: argparse._ArgumentGroup) -> None:
+    """The Optuna sampler that proposes the settings."""
     r.add_argument("--sampler", choices=["tpe", "nsga2", "random", "gp"], default="tpe",
                    help="Optuna sampler that proposes the settings (gp: Gaussian-process "
                         "Bayesian optimisation)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed")
+
+
+def _sweep_resource_options(r: argparse._ArgumentGroup) -> None:
+    """What Ray reserves for each trial, how many run at once, and which Ray."""
     r.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPUs Ray reserves for each trial")
     r.add_argument("--gpus-per-trial", type=float, default=None,
@@ -162,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="join a running Ray cluster (ray://... "
                                                    "or auto)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+
+
+def _sweep_stopping_options(r: argparse._ArgumentGroup) -> None:
+    """Early stopping: (MO-)ASHA and its rungs."""
     r.add_argument("--asha", action="store_true",
                    help="stop trials early: in a pareto study MO-ASHA (non-dominated sorting "
                         "of the objectives' per-epoch proxies at each rung; rungs from the "
@@ -172,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "latest 'stagetune fidelity' check found to rank like the end)")
     r.add_argument("--reduction-factor", type=float, default=3.0,
                    help="MO-ASHA keeps the best 1/this of each rung's trials")
+
+
+def _sweep_trial_run_options(r: argparse._ArgumentGroup) -> None:
+    """How each trial runs: retries, seeds, populations, imports and Ray's files."""
+    from search._progress import default_work_dir
+
     r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
     r.add_argument("--replicates", "--seeds", dest="replicates", type=int, default=1,
                    metavar="R",
@@ -187,9 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--work-dir", "--tune-dir", dest="tune_dir", default=str(default_work_dir()),
                    help="folder for Ray Tune's experiment files (the results live in the "
                         "study database); $XDG_CACHE_HOME is honoured")
+
+
+def _sweep_output_options(run: argparse.ArgumentParser) -> None:
+    """How much the sweep prints."""
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--verbose", action="store_true",
                      help="also show Ray's own warnings (hidden by default)")
+
+
+def _status_parser(sub) -> None:
+    """``stagetune status``."""
     st = sub.add_parser("status", prog="stagetune status", formatter_class=HELP_FORMAT,
                         help="trial counts and the Pareto front of a study",
                         description="Trial counts by state (infeasible and failed with "
@@ -197,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "of a scalar study.")
     _common(st)
     st.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _confirm_parser(sub) -> None:
+    """``stagetune confirm``."""
     cf = sub.add_parser("confirm", prog="stagetune confirm", formatter_class=HELP_FORMAT,
                         help="re-run the front and the default on fresh paired seeds",
                         description="Re-run the best --top settings of a study's front "
@@ -216,10 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--seeds", type=int, default=5, help="fresh seeds, paired across settings")
     _planned_run_options(cf, population="train every setting of one seed as one vectorised "
                                          "population")
-    _fidelity_parser(sub)
-    # the usage line names the commands as 'stagetune --help' lists them, not the alias
-    sub.metavar = "{" + ",".join(name for name in sub.choices if name != RUN_ALIAS) + "}"
-    return parser
 
 
 def _planned_run_options(p: argparse.ArgumentParser, *, population: str) -> None:
