@@ -80,107 +80,153 @@ def heatmap_trial_row(data: StudyData, ranked: pd.DataFrame, number: int) -> pd.
     return hit.iloc[0]
 
 
+@dataclass(frozen=True)
+class _FigureInputs:
+    """What the figure builders draw from: the study, its ranked trials and the scored
+    ones (those with a Pareto rank, with hover texts), and the options of the call."""
+
+    data: StudyData
+    ranked: pd.DataFrame
+    scored: pd.DataFrame
+    curves_top: int
+    heatmap_trial: int | None
+    which: tuple[str, ...]
+
+    @property
+    def n_obj(self) -> int:
+        return len(self.data.objectives)
+
+
+#: a builder's answer: the figure, why it is not drawn, or None (no such figure, silently)
+_Built = go.Figure | str | None
+
+_NO_TRIAL = "no complete feasible trial yet"
+
+
+def _pareto(f: _FigureInputs) -> _Built:
+    data, scored = f.data, f.scored
+    if f.n_obj < 2:
+        return ("a scalar study has no Pareto front: the ranked table "
+                "and the effects show the best trials")
+    if scored.empty:
+        return _NO_TRIAL
+    complete = data.trials[data.trials["state"] == "COMPLETE"]
+    infeasible = complete[~complete["feasible"]]
+    if "feasible" in scored and not scored["feasible"].all():
+        infeasible = infeasible.iloc[:0]  # ranked (--include-infeasible): shown as trials
+    reference = default_reference(data)
+    hv = None
+    if f.n_obj == 2:
+        front = scored[scored["pareto_rank"] == 0]
+        hv = hypervolume_2d(front[data.objectives].to_numpy(np.float64),
+                            data.directions, reference)
+    return pareto_figure(scored, data.objectives, infeasible=infeasible, reference=reference,
+                         hypervolume=hv, title=f"{data.name}: {data.objectives[0]} vs "
+                                               f"{data.objectives[1]}")
+
+
+def _domains(f: _FigureInputs) -> _Built:
+    held = held_out_records(f.data, f.ranked)
+    if held is not None:
+        return held_out_figure(held)
+    if f.which != FIGURES:  # asked for by name; otherwise a study without held-out
+        # domains simply has no such figure
+        return ("the study stored no held-out-domain accuracy "
+                "(no --lodo folds, no --val-domain or --test-domain)")
+    return None
+
+
+def _hypervolume(f: _FigureInputs) -> _Built:
+    if f.n_obj != 2:
+        return ("a scalar study has no front to measure" if f.n_obj == 1 else
+                "the hypervolume history is drawn for two objectives; this study has "
+                f"{f.n_obj}")
+    hv = hypervolume_over_trials(f.data)
+    if hv.empty:
+        return _NO_TRIAL
+    return hypervolume_figure(hv, reference=default_reference(f.data),
+                              objectives=f.data.objectives)
+
+
+def _curves(f: _FigureInputs) -> _Built:
+    top = f.scored.head(f.curves_top)
+    curves = f.data.epochs(top["trial_id"].astype(int).tolist())
+    by_number = {int(n): curves[int(t)] for n, t in zip(top["number"], top["trial_id"],
+                                                        strict=True) if int(t) in curves}
+    if not by_number:
+        return ("the study holds no per-epoch rows for its best trials "
+                "(stagetune_epoch_metrics is empty or missing)")
+    return learning_curves_figure(by_number, metric="val_loss", of=len(f.scored))
+
+
+def _effects(f: _FigureInputs) -> _Built:
+    if f.scored.empty:
+        return _NO_TRIAL
+    return effects_figure(f.scored, f.data.objectives)
+
+
+def _parallel(f: _FigureInputs) -> _Built:
+    if f.scored.empty:
+        return _NO_TRIAL
+    return parallel_coordinates_figure(f.scored, f.data.objectives)
+
+
+def _importance(f: _FigureInputs) -> _Built:
+    from analysis._importance import param_importances
+
+    try:
+        table = param_importances(f.data, f.scored)
+        return importance_figure(table, len(f.scored))
+    except AnalysisError as exc:
+        return str(exc)
+
+
+def _heatmap(f: _FigureInputs) -> _Built:
+    """The latent correlations of --heatmap-trial (an error where it has none) or of the
+    best trial."""
+    from trainer.figures import correlation_heatmap
+
+    if f.heatmap_trial is not None:
+        row = heatmap_trial_row(f.data, f.ranked, f.heatmap_trial)
+    elif f.scored.empty:
+        return _NO_TRIAL
+    else:
+        row = f.scored.iloc[0]
+    corr = f.data.artifact(int(row["trial_id"]), "correlations")
+    if corr:
+        fig = correlation_heatmap(corr)
+        fig.update_layout(title=f"Latent correlations of trial #{int(row['number'])}")
+        return fig
+    if f.heatmap_trial is not None:
+        raise AnalysisError(f"trial {f.heatmap_trial} stored no latent correlations")
+    return f"the best trial #{int(row['number'])} stored no latent correlations"
+
+
+#: each figure's builder, in the order FIGURES lists them (and the report shows them)
+_BUILDERS = {"pareto": _pareto, "domains": _domains, "hypervolume": _hypervolume,
+             "curves": _curves, "effects": _effects, "parallel": _parallel,
+             "importance": _importance, "heatmap": _heatmap}
+assert tuple(_BUILDERS) == FIGURES
+
+
 def build_figures(data: StudyData, ranked: pd.DataFrame, *, curves_top: int = 12,
                   heatmap_trial: int | None = None, which: tuple[str, ...] = FIGURES
                   ) -> FigureSet:
     """Every figure of a study, computed from the ranked trials; what cannot be drawn is
     listed with the reason."""
-    from trainer.figures import correlation_heatmap
-
-    out = FigureSet()
     scored = ranked[ranked["pareto_rank"].notna()]
-    n_obj = len(data.objectives)
     if "hover" not in scored.columns and len(scored):
         scored = scored.assign(hover=hover_text(scored, data.objectives))
-    if "pareto" in which:
-        if n_obj < 2:
-            out.skipped["pareto"] = ("a scalar study has no Pareto front: the ranked table "
-                                     "and the effects show the best trials")
-        elif scored.empty:
-            out.skipped["pareto"] = "no complete feasible trial yet"
-        else:
-            complete = data.trials[data.trials["state"] == "COMPLETE"]
-            infeasible = complete[~complete["feasible"]]
-            if "feasible" in scored and not scored["feasible"].all():
-                infeasible = infeasible.iloc[:0]  # ranked (--include-infeasible): shown as trials
-            reference = default_reference(data)
-            hv = None
-            if n_obj == 2:
-                front = scored[scored["pareto_rank"] == 0]
-                hv = hypervolume_2d(front[data.objectives].to_numpy(np.float64),
-                                    data.directions, reference)
-            out.figures["pareto"] = pareto_figure(
-                scored, data.objectives, infeasible=infeasible, reference=reference,
-                hypervolume=hv, title=f"{data.name}: {data.objectives[0]} vs "
-                                      f"{data.objectives[1]}")
-    if "domains" in which:
-        held = held_out_records(data, ranked)
-        if held is not None:
-            out.figures["domains"] = held_out_figure(held)
-        elif which != FIGURES:  # asked for by name; otherwise a study without held-out
-            # domains simply has no such figure
-            out.skipped["domains"] = ("the study stored no held-out-domain accuracy "
-                                      "(no --lodo folds, no --val-domain or --test-domain)")
-    if "hypervolume" in which:
-        if n_obj != 2:
-            out.skipped["hypervolume"] = (
-                "a scalar study has no front to measure" if n_obj == 1 else
-                f"the hypervolume history is drawn for two objectives; this study has {n_obj}")
-        else:
-            hv = hypervolume_over_trials(data)
-            if hv.empty:
-                out.skipped["hypervolume"] = "no complete feasible trial yet"
-            else:
-                out.figures["hypervolume"] = hypervolume_figure(
-                    hv, reference=default_reference(data), objectives=data.objectives)
-    if "curves" in which:
-        top = scored.head(curves_top)
-        curves = data.epochs(top["trial_id"].astype(int).tolist())
-        by_number = {int(n): curves[int(t)] for n, t in zip(top["number"], top["trial_id"],
-                                                            strict=True) if int(t) in curves}
-        if by_number:
-            out.figures["curves"] = learning_curves_figure(by_number, metric="val_loss",
-                                                           of=len(scored))
-        else:
-            out.skipped["curves"] = ("the study holds no per-epoch rows for its best trials "
-                                     "(stagetune_epoch_metrics is empty or missing)")
-    if "effects" in which:
-        if scored.empty:
-            out.skipped["effects"] = "no complete feasible trial yet"
-        else:
-            out.figures["effects"] = effects_figure(scored, data.objectives)
-    if "parallel" in which:
-        if scored.empty:
-            out.skipped["parallel"] = "no complete feasible trial yet"
-        else:
-            out.figures["parallel"] = parallel_coordinates_figure(scored, data.objectives)
-    if "importance" in which:
-        from analysis._importance import param_importances
-
-        try:
-            table = param_importances(data, scored)
-            out.figures["importance"] = importance_figure(table, len(scored))
-        except AnalysisError as exc:
-            out.skipped["importance"] = str(exc)
-    if "heatmap" in which:
-        if heatmap_trial is not None:
-            row = heatmap_trial_row(data, ranked, heatmap_trial)
-        elif scored.empty:
-            row = None
-            out.skipped["heatmap"] = "no complete feasible trial yet"
-        else:
-            row = scored.iloc[0]
-        if row is not None:
-            corr = data.artifact(int(row["trial_id"]), "correlations")
-            if corr:
-                fig = correlation_heatmap(corr)
-                fig.update_layout(title=f"Latent correlations of trial #{int(row['number'])}")
-                out.figures["heatmap"] = fig
-            elif heatmap_trial is not None:
-                raise AnalysisError(f"trial {heatmap_trial} stored no latent correlations")
-            else:
-                out.skipped["heatmap"] = (f"the best trial #{int(row['number'])} stored no "
-                                          "latent correlations")
+    inputs = _FigureInputs(data, ranked, scored, curves_top, heatmap_trial, which)
+    out = FigureSet()
+    for name, builder in _BUILDERS.items():
+        if name not in which:
+            continue
+        built = builder(inputs)
+        if isinstance(built, str):
+            out.skipped[name] = built
+        elif built is not None:
+            out.figures[name] = built
     sentence = task_sentence(data.objective_spec)
     for name in TASK_FIGURES:
         if name in out.figures:
