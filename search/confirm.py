@@ -33,7 +33,7 @@ interval, paired t test, Holm's correction across settings).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from search import storage as db
@@ -41,7 +41,7 @@ from search.confirmation import DEFAULT, summarize
 from search.objective import LODO_METRIC, Objective
 from search.pareto import non_dominated
 from search.planned import PlanRunOptions, PlanSearcher, run_jobs
-from search.replicates import OPTION, trial_option
+from search.replicates import replication
 
 
 def setting_key(number: int) -> str:
@@ -245,18 +245,13 @@ class ConfirmSearcher(PlanSearcher):
         self.confirmation = confirmation
         self.settings = {s["key"]: s for s in confirmation["settings"]}
 
-    def job_config(self, job: list[tuple[str, int]]) -> dict[str, Any]:
-        members = [{"params": run_params(self.settings[key], seed)} for key, seed in job]
-        config: dict[str, Any] = {"base": self.settings[job[0][0]]["config"]}
+    def job_request(self, job: list[tuple[str, int]]):
+        params = [run_params(self.settings[key], seed) for key, seed in job]
         folds = self.confirmation.get("lodo_domains")
-        if folds:  # a leave-one-domain-out study: each run is all of its folds
-            seed = job[0][1]
-            config[OPTION] = trial_option(seed, seed, 1, folds)
-        if len(job) > 1:
-            config["members"] = members
-        else:
-            config["params"] = members[0]["params"]
-        return config
+        seed = job[0][1]
+        # a leave-one-domain-out study: each run is all of its folds
+        rep = replication(seed, seed, 1, folds) if folds else None
+        return self.settings[job[0][0]]["config"], params, rep
 
     def store(self, run: tuple[str, int], *, state: str, metrics: dict[str, float],
               history: list[dict[str, float]], reason: str | None) -> None:
@@ -334,8 +329,7 @@ def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
                 confirmation, jobs, engine=engine, on_event=on_event,
                 trial_options=trial_options),
             name=f"{opts.study}-confirm", error=ConfirmError,
-            objective={"mode": objective.mode, "disentanglement": objective.disentanglement,
-                       "weight": objective.weight, "task": objective.task},
+            objective=asdict(objective),
             describe=lambda run: f"{run[0]} seed {run[1]}")
         if signum is not None:
             raise SweepInterrupted(signum, [])

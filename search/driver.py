@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +14,21 @@ from search._progress import (
     Progress,
     default_work_dir,
     print_summary,
-    quiet_ray_logs,
     summarize,
 )
+from search.contract import Replication
 from search.fixed import budgets, fixed_fields
+from search.launch import (
+    Launch,
+    PreflightError,
+    SignalStop,
+    check_resources,
+    experiment_name,
+    init_ray,
+    launch,
+)
 from search.objective import EPOCH_SCORE, Objective
-from search.replicates import OPTION, lodo_folds, trial_option
+from search.replicates import lodo_folds, replication
 from search.space import SearchSpace
 from search.storage import DRIVER_BEAT_S, beat, check_sqlite_folder, end_driver, redact
 from search.study import (
@@ -69,10 +76,6 @@ class SweepOptions:
     reduction_factor: float = 3.0
 
 
-class PreflightError(ValueError):
-    """The sweep cannot run as asked; found before anything is stored or launched."""
-
-
 class SweepInterrupted(RuntimeError):
     """SIGINT or SIGTERM stopped the sweep; ``exit_code`` is 128 + the signal number."""
 
@@ -105,7 +108,7 @@ def check_trial_config(opts: SweepOptions) -> None:
 
 
 def replicate_option(base_config: dict[str, Any], replicates: int, *, lodo: bool = False
-                     ) -> dict[str, Any] | None:
+                     ) -> Replication | None:
     """The trials' replicate seeds, pinned split and leave-one-domain-out folds, from the
     base configuration."""
     from trainer import RunConfig
@@ -113,7 +116,7 @@ def replicate_option(base_config: dict[str, Any], replicates: int, *, lodo: bool
     base = RunConfig.from_dict(base_config)
     folds = (lodo_folds(len(base.data.domains), base.data.test_domain, base.data.val_domain)
              if lodo else None)
-    return trial_option(base.seed, base.data_seed, replicates, folds)
+    return replication(base.seed, base.data_seed, replicates, folds)
 
 
 def check_task_metric(opts: SweepOptions) -> None:
@@ -145,55 +148,6 @@ def check_task_metric(opts: SweepOptions) -> None:
         raise PreflightError("--task-metric acc_y_val_domain needs a validation domain: "
                              "--val-domain K (a domain other than --test-domain; "
                              "camelyon17: 1, WILDS' validation hospital)")
-
-
-def check_resources(opts: SweepOptions) -> float:
-    """Refuse a per-trial request no node of the Ray cluster can hold (Tune would wait for
-    it forever); returns the GPUs per trial to ask for."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
-    cpus = sum(n.get("CPU", 0) for n in nodes)
-    gpus_total = sum(n.get("GPU", 0) for n in nodes)
-    gpus = opts.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if gpus_total > 0 else 0.0
-    cluster = (f"the Ray cluster has {cpus:g} CPUs and {gpus_total:g} GPUs on {len(nodes)} "
-               f"node{'s' if len(nodes) != 1 else ''}")
-    if opts.cpus_per_trial <= 0 or gpus < 0:
-        raise PreflightError("--cpus-per-trial must be positive and --gpus-per-trial not "
-                             "negative")
-    if not any(n.get("CPU", 0) >= opts.cpus_per_trial and n.get("GPU", 0) >= gpus
-               for n in nodes):
-        hint = ("; use --gpus-per-trial 0 or join a cluster with GPUs (--address)" if gpus
-                else "; lower --cpus-per-trial")
-        raise PreflightError(f"no node can run a trial with --cpus-per-trial "
-                             f"{opts.cpus_per_trial:g} --gpus-per-trial {gpus:g}: "
-                             f"{cluster}{hint}")
-    return gpus
-
-
-def init_ray(opts: SweepOptions) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # The study database holds every result. Of Tune's own loggers only the JSON one is
-    # kept (Tune reads it back at the end); CSV and TensorBoard would write each result
-    # again per trial, on the driver's critical path.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Tune's newer console output ignores verbose=0; the sweep prints its own progress.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    quiet_ray_logs(opts.verbose)  # e.g. the token-authentication warning: --verbose shows it
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "logging_level": logging.INFO if opts.verbose else logging.ERROR}
-    if opts.address:
-        ray.init(address=opts.address, **kwargs)
-    else:
-        # Without --address the sweep is local: start a Ray of its own rather than attach
-        # to whichever cluster happens to run on this machine.
-        ray.init(address="local", num_cpus=opts.num_cpus, **kwargs)
 
 
 def check_rungs(opts: SweepOptions) -> SweepOptions:
@@ -310,107 +264,40 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     return summary
 
 
-class SignalStop:
-    """SIGINT/SIGTERM: no new trials, Tune stops the running ones, the driver marks them.
-
-    Tune's own SIGINT handler is switched off: it saves the experiment for
-    ``Tuner.restore``, which this project does not use (the study database is the state).
-    """
-
-    def __init__(self, searcher) -> None:
-        self.searcher = searcher
-        self.signum: int | None = None
-        self.event = threading.Event()
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-            self.searcher.request_stop()
-            self.event.set()
-
-    @contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals reach the main thread only
-            return
-        previous = {sig: signal.signal(sig, self._handle)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def stopper(self, experiment: str):
-        """A Tune stopper that ends the experiment once a signal came."""
-        from search.searcher import SignalStopper
-
-        return SignalStopper.register(experiment, self.event)
-
-
 def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict[str, int]:
-    from ray import tune
     from ray.tune.logger import JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
 
     from search.population import searcher_class
-    from search.worker import tune_trainable
 
-    experiment = f"{opts.study}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    experiment = experiment_name(opts.study)
     heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective, study, quiet=opts.quiet)
     searcher = searcher_class(opts.population)(
         study, opts.space, opts.objective,
         base_config=opts.base_config,
-        trial_options={"objective": {"mode": opts.objective.mode,
-                                     "disentanglement": opts.objective.disentanglement,
-                                     "weight": opts.objective.weight,
-                                     "task": opts.objective.task},
+        trial_options={"objective": asdict(opts.objective),
                        "threads": max(1, int(opts.cpus_per_trial)),
-                       "imports": list(opts.imports),
-                       OPTION: replicate_option(opts.base_config, opts.replicates,
-                                                lodo=opts.lodo)},
+                       "imports": tuple(opts.imports),
+                       "replication": replicate_option(opts.base_config, opts.replicates,
+                                                       lodo=opts.lodo)},
         experiment=experiment, engine=engine, on_event=progress,
         total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
     )
     stop = SignalStop(searcher)
-    scheduler = None
-    if opts.asha and opts.objective.mode == "pareto":
-        scheduler = mo_asha_scheduler(opts, study, engine)
-    elif opts.asha:
-        # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
-        scheduler = ASHAScheduler(time_attr="stage3_epoch", metric=EPOCH_SCORE, mode="max",
-                                  max_t=max(1, opts.space.epochs), grace_period=1,
-                                  reduction_factor=3)
-    tuner = tune.Tuner(
-        tune.with_resources(tune_trainable, {"cpu": opts.cpus_per_trial, "gpu": gpus}),
-        tune_config=tune.TuneConfig(
-            # the searcher ends the sweep when the study's total is reached (it counts
-            # the database at every ask); this is only an upper bound
-            search_alg=searcher, scheduler=scheduler, num_samples=max(1, opts.n_trials),
-            # a warm worker per slot: imports (torch, scikit-learn) happen once, not per trial
-            max_concurrent_trials=opts.max_concurrent, reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=experiment, storage_path=str(Path(opts.tune_dir).resolve()), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=opts.retries),
-            callbacks=[JsonLoggerCallback()],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            stop=stop.stopper(experiment),
-        ),
-    )
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def requeue() -> None:
+        if stop.signum is not None:
+            stopped = requeue_stopped(study, engine, experiment)
+            raise SweepInterrupted(stop.signum, stopped)
+
+    how = Launch(experiment=experiment, n_samples=opts.n_trials, cpus=opts.cpus_per_trial,
+                 gpus=gpus, max_concurrent=opts.max_concurrent, retries=opts.retries,
+                 tune_dir=opts.tune_dir, scheduler=_scheduler(opts, study, engine),
+                 callbacks=[JsonLoggerCallback()])
     heartbeat.start()
     try:
-        with stop.installed():
-            tuner.fit()
-            if stop.signum is not None:
-                stopped = requeue_stopped(study, engine, experiment)
-                raise SweepInterrupted(stop.signum, stopped)
+        launch(searcher, how, stop, after=requeue)
     finally:
-        from search.searcher import SignalStopper
-
-        SignalStopper.unregister(experiment)
         progress.close()
         heartbeat.stop()
         try:
@@ -421,13 +308,25 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     return dict(searcher.outcomes)
 
 
+def _scheduler(opts: SweepOptions, study, engine):
+    """The sweep's early stopping: MO-ASHA in a Pareto study, ASHA on the epoch score in
+    a scalar one, none without ``asha``."""
+    if not opts.asha:
+        return None
+    if opts.objective.mode == "pareto":
+        return mo_asha_scheduler(opts, study, engine)
+    from ray.tune.schedulers import ASHAScheduler
+
+    # Rungs count epochs since stage 3 began, so none falls before zay is brought in.
+    return ASHAScheduler(time_attr="stage3_epoch", metric=EPOCH_SCORE, mode="max",
+                         max_t=max(1, opts.space.epochs), grace_period=1, reduction_factor=3)
+
+
 class _Heartbeat:
     """Beats in the study database while a driver runs, so that another driver's resume
     does not take this one's running trials for orphans."""
 
     def __init__(self, engine, experiment: str) -> None:
-        import threading
-
         self.engine, self.experiment = engine, experiment
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stagetune-heartbeat",

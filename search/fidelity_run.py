@@ -241,15 +241,10 @@ class FidelitySearcher(PlanSearcher):
         self.settings = {s["key"]: s for s in check["plan"]["settings"]}
         self.budgets = {b.name: b for b in budgets_of(check)}
 
-    def job_config(self, job: list[tuple[str, int, str]]) -> dict[str, Any]:
-        members = [{"params": run_params(self.settings[key], self.budgets[budget], seed,
-                                         self.target_epochs)} for key, seed, budget in job]
-        config: dict[str, Any] = {"base": self.settings[job[0][0]]["config"]}
-        if len(job) > 1:
-            config["members"] = members
-        else:
-            config["params"] = members[0]["params"]
-        return config
+    def job_request(self, job: list[tuple[str, int, str]]):
+        params = [run_params(self.settings[key], self.budgets[budget], seed, self.target_epochs)
+                  for key, seed, budget in job]
+        return self.settings[job[0][0]]["config"], params, None
 
     def store(self, run: tuple[str, int, str], *, state: str, metrics: dict[str, float],
               history: list[dict[str, float]], reason: str | None) -> None:

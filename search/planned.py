@@ -10,27 +10,22 @@ through ``search.worker`` like a sweep's trials.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray.tune.search import Searcher
 
+from search.contract import LOST, Failure, Replication, Request, Setting, read_epoch, read_final
 from search.fidelity import COLLAPSED_PROXY
 from search.objective import EPOCH_PROXIES, EPOCH_SCORE, TASK_METRICS
-from search.population import MEMBER
-from search.searcher import DatabaseState, own_metrics
+from search.searcher import DatabaseState
 from search.storage import DEFAULT_STORAGE
 
 #: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
 HISTORY_KEYS = tuple(dict.fromkeys((
     "epoch", "stage", "stopped_early", EPOCH_SCORE, COLLAPSED_PROXY, *EPOCH_PROXIES.values(),
     *(proxy for proxy, _ in TASK_METRICS.values()))))
-LOST = "worker lost: its process or node died on every retry"
 
 #: the command-line options of how a plan's runs are scheduled (``PlanRunOptions``' fields)
 RUN_OPTIONS = ("population", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
@@ -75,7 +70,7 @@ def history_row(result: dict[str, Any]) -> dict[str, float]:
 class PlanSearcher(DatabaseState, Searcher):
     """Hands Tune planned jobs and stores each of their runs when the job ends.
 
-    Subclasses say what a job's trial config is (``job_config``) and where a finished
+    Subclasses say what a job trains (``job_request``) and where a finished
     run goes (``store``). With ``keeps_history`` the runs' epoch rows are collected too
     (a population's rows carry their member's index, ``MEMBER``; a run's last row travels
     in its final result).
@@ -98,8 +93,10 @@ class PlanSearcher(DatabaseState, Searcher):
 
     # -- what a subclass says ------------------------------------------------------------
 
-    def job_config(self, job: list[Run]) -> dict[str, Any]:
-        """The Ray trial config of ``job`` (``members`` when it holds several runs)."""
+    def job_request(self, job: list[Run]) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                   Replication | None]:
+        """What ``job`` trains: the base configuration, each run's parameters over it,
+        and the runs' replication (``None``: one plain run each)."""
         raise NotImplementedError
 
     def store(self, run: Run, *, state: str, metrics: dict[str, float],
@@ -122,13 +119,16 @@ class PlanSearcher(DatabaseState, Searcher):
         self.running[trial_id] = job
         self.histories[trial_id] = {}
         self.on_event("start", {"runs": job})
-        return {**self.job_config(job), **self.trial_options}
+        base, params, rep = self.job_request(job)
+        return Request(base=base, settings=tuple(Setting(p) for p in params),
+                       population=len(job) > 1, replication=rep,
+                       **self.trial_options).to_config()
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if not self.keeps_history or trial_id not in self.running or result.get("final"):
             return
-        member = int(result.get(MEMBER, 0))
-        self.histories[trial_id].setdefault(member, []).append(history_row(result))
+        member, row = read_epoch(result)
+        self.histories[trial_id].setdefault(member or 0, []).append(history_row(row))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -139,30 +139,24 @@ class PlanSearcher(DatabaseState, Searcher):
         result = result or {}
         if self.stopping and not result.get("final"):
             return  # cut short by a stop: a resume runs it again
-        if error:
-            finals = [{"trial_failed": 1.0, "failure_json": json.dumps({"reason": LOST})}
-                      ] * len(job)
-        elif "members_json" in result:
-            finals = json.loads(result["members_json"])
-        else:
-            finals = [result]
-        for k, (run, final) in enumerate(zip(job, finals, strict=True)):
-            final = final or {}
+        answers = [Failure({"reason": LOST})] * len(job) if error else read_final(result, len(job))
+        if answers is None:
+            return  # ended without a final result: nothing stored, a resume runs it again
+        for k, (run, answer) in enumerate(zip(job, answers, strict=True)):
             history = list(histories.get(k, []))
-            if final.get("trial_failed"):
-                reason = json.loads(final.get("failure_json", "{}")).get("reason", "failed")
-                self.store(run, state="failed", metrics={}, history=history, reason=reason)
+            if isinstance(answer, Failure):
+                self.store(run, state="failed", metrics={}, history=history,
+                           reason=answer.reason)
                 self.outcomes["fail"] += 1
-                self.on_event("fail", {"run": run, "reason": reason})
+                self.on_event("fail", {"run": run, "reason": answer.reason})
                 continue
-            if self.keeps_history and final.get("last_epoch_json"):
-                history.append(history_row(json.loads(final["last_epoch_json"])))
+            if self.keeps_history and answer.last_epoch:
+                history.append(history_row(answer.last_epoch))
             # a retried trial reports its epochs again: keep each epoch's latest row
             history = sorted({int(r["epoch"]): r for r in history if "epoch" in r}.values(),
                              key=lambda r: r["epoch"])
-            metrics = own_metrics(final)
-            metrics.pop("final", None)
-            self.store(run, state="complete", metrics=metrics, history=history, reason=None)
+            self.store(run, state="complete", metrics=dict(answer.metrics), history=history,
+                       reason=None)
             self.outcomes["complete"] += 1
             self.on_event("complete", {"run": run})
 
@@ -177,37 +171,6 @@ class PlanSearcher(DatabaseState, Searcher):
         self.engine, self.on_event = None, lambda kind, info: None
 
 
-def launch(searcher: PlanSearcher, *, name: str, n_jobs: int, stop, cpus: float, gpus: float,
-           max_concurrent: int | None, retries: int, tune_dir: str) -> None:
-    """Run ``n_jobs`` jobs of ``searcher`` through Ray Tune (Ray already started), in an
-    experiment called ``name``-<time>-<pid>; ``stop`` (``search.driver.SignalStop``) ends
-    it on SIGINT/SIGTERM."""
-    from ray import tune
-
-    from search._progress import default_work_dir
-    from search.searcher import SignalStopper
-    from search.worker import tune_trainable
-
-    experiment = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    tuner = tune.Tuner(
-        tune.with_resources(tune_trainable, {"cpu": cpus, "gpu": gpus}),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_jobs,
-                                    max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=experiment,
-            storage_path=str(Path(tune_dir or default_work_dir()).resolve()),
-            verbose=0, failure_config=tune.FailureConfig(max_failures=retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            stop=stop.stopper(experiment)),
-    )
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
-        with stop.installed():
-            tuner.fit()
-    finally:
-        SignalStopper.unregister(experiment)
-
-
 def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
              error: type[Exception], objective: dict[str, Any], describe) -> int | None:
     """Start Ray (``opts.address`` joins a cluster), check that a node can hold a run,
@@ -215,15 +178,19 @@ def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
     line per finished run (``describe(run)`` names it). Returns the signal that stopped
     it, if one did. ``opts`` is a confirmation's or a fidelity check's options; a
     request no node can hold raises ``error``, before anything runs."""
-    from search.driver import PreflightError, SignalStop, SweepOptions, check_resources, init_ray
+    from search.launch import (
+        Launch,
+        PreflightError,
+        SignalStop,
+        check_resources,
+        experiment_name,
+        init_ray,
+        launch,
+    )
 
-    ray_opts = SweepOptions(storage=opts.storage, study=opts.study,
-                            cpus_per_trial=opts.cpus_per_trial,
-                            gpus_per_trial=opts.gpus_per_trial, address=opts.address,
-                            num_cpus=opts.num_cpus, verbose=opts.verbose, quiet=opts.quiet)
-    init_ray(ray_opts)
+    init_ray(opts)
     try:
-        gpus = check_resources(ray_opts)
+        gpus = check_resources(opts)
     except PreflightError as exc:
         raise error(str(exc)) from None
 
@@ -235,9 +202,10 @@ def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
 
     searcher = make_searcher(jobs, progress, {
         "objective": objective, "threads": max(1, int(opts.cpus_per_trial)),
-        "imports": list(opts.imports)})
+        "imports": tuple(opts.imports)})
     stop = SignalStop(searcher)
-    launch(searcher, name=name, n_jobs=len(jobs), stop=stop, cpus=opts.cpus_per_trial,
-           gpus=gpus, max_concurrent=opts.max_concurrent, retries=opts.retries,
-           tune_dir=opts.tune_dir)
+    launch(searcher, Launch(experiment=experiment_name(name), n_samples=len(jobs),
+                            cpus=opts.cpus_per_trial, gpus=gpus,
+                            max_concurrent=opts.max_concurrent, retries=opts.retries,
+                            tune_dir=opts.tune_dir), stop)
     return stop.signum

@@ -16,18 +16,25 @@ population trial carries K members with K scores.
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.replicates import Replicates, combine, run_config, trial_runs, with_seed
+from search.contract import (
+    Answer,
+    Failure,
+    Request,
+    Setting,
+    epoch_message,
+    read_epoch,
+    read_final,
+)
+from search.replicates import Replicates, combine, run_config
 from search.searcher import StudySearcher
 from search.trainable import failure_result, final_result, trial_setup
-
-MEMBER = "member"  # key of a member's index in its epoch rows
 
 
 def member_key(trial_id: str, k: int) -> str:
@@ -65,32 +72,26 @@ class PopulationSearcher(StudySearcher):
                 break
             trial, params = asked
             trial.set_user_attr("population_member", k)
-            members.append({"params": params, "optuna_number": trial.number})
+            members.append(Setting(params, trial.number))
         if not members:
             return Searcher.FINISHED
         self._sizes[trial_id] = len(members)
-        return {"members": members, "base": self.base_config, **self.trial_options}
+        return Request(base=self.base_config, settings=tuple(members), population=True,
+                       **self.trial_options).to_config()
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if MEMBER not in result:
-            return
-        k = int(result[MEMBER])
-        row = {key: v for key, v in result.items() if key != MEMBER}
-        super().on_trial_result(member_key(trial_id, k), row)
+        k, row = read_epoch(result)
+        if k is not None:
+            super().on_trial_result(member_key(trial_id, k), row)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         size = self._sizes.pop(trial_id, 0)
-        result = result or {}
-        members = json.loads(result["members_json"]) if "members_json" in result else None
+        answers = read_final(result, size)
         for k in range(size):
-            if members is not None:
-                member_result = dict(members[k])
-                if "node_id" in result:
-                    member_result["node_id"] = result["node_id"]
-            else:  # no per-member results: the whole population raised, stopped or died
-                member_result = dict(result)
-            super().on_trial_complete(member_key(trial_id, k), member_result, error)
+            # no answers: the population was stopped or its worker died
+            self._finish(member_key(trial_id, k), answers[k] if answers else None,
+                         result or {}, error)
 
 
 def searcher_class(population: int) -> type[StudySearcher] | partial:
@@ -100,101 +101,114 @@ def searcher_class(population: int) -> type[StudySearcher] | partial:
     return StudySearcher
 
 
-def run_population_config(config: dict[str, Any], report,
-                          where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the members a ``PopulationSearcher`` suggested, each with its replicates.
+def run_population(request: Request, report, where: dict[str, Any] | None = None
+                   ) -> list[Answer]:
+    """Train the settings of ``request``, each with its replicates; one answer each.
 
-    Every member (an Optuna trial's setting) is trained once per replicate seed
-    (``config["replicates"]``; one run with the base seed when absent), all as members of
+    Every setting (an Optuna trial's, or a planned run's) is trained once per run of the
+    request's replication (one run with the base seed without one), all as members of
     one vectorised population: K settings × R seeds are K·R models trained side by side,
     their data split pinned so that they share one data set. ``report`` gets, every
-    epoch, each setting's row averaged over its replicates, with the setting's index
-    (``MEMBER``); the row on which all of a setting's replicates have ended travels in its
-    final result instead (``last_epoch_json``, as in a solo trial). Returns the final
-    result with ``members_json``: per setting, the mean final metrics with standard
-    errors and per-seed values (``search.replicates``), or the failure of a replicate.
+    epoch, each setting's row averaged over its replicates with the setting's index
+    (``search.contract.MEMBER``); the row on which all of a setting's replicates have
+    ended travels in its outcome instead (``last_epoch``, as in a solo trial). Each
+    setting's answer is its ``Outcome`` (mean final metrics with standard errors and
+    per-seed values, ``search.replicates``) or the ``Failure`` of a replicate.
     """
-    from trainer import (
-        DivergenceError,
-        RunConfig,
-        apply_flat,
-        fit_population,
-        group_population,
-    )
+    from trainer import RunConfig, apply_flat
 
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
-    objective = trial_setup(config)
-    settings = [RunConfig.from_dict(apply_flat(config["base"], m["params"])).replace(
-        write_plots=False) for m in config["members"]]
-    plan = trial_runs(config)
-    runs = [(k, run, run_config(cfg, run, config)) for k, cfg in enumerate(settings)
-            for run in plan]
-    owner = [k for k, _, _ in runs]
-    epochs = Replicates(settings, owner, objective)
-    # leave-one-domain-out folds train one population after another: their rows are
-    # averaged once every fold has its own
-    folds = len({fold for _, fold in plan}) > 1
-    buffered: dict[int, dict[int, dict[str, float]]] = {}
-
-    def tell(rows: dict[int, dict[str, float]]) -> None:
-        for k, mean in epochs.add(rows):
-            report({**mean, MEMBER: float(k)})
-
-    # the members' probes run in torch on the trial's device, all in one batch
-    # (trainer.metrics.fit_probes)
-    results: list[dict[str, Any] | None] = [None] * len(settings)
-    outcomes: dict[int, Any] = {}
-    for group in group_population([cfg for _, _, cfg in runs]):
+    objective = trial_setup(request)
+    settings = [RunConfig.from_dict(apply_flat(request.base, s.params)).replace(
+        write_plots=False) for s in request.settings]
+    job = _Job(request, settings, objective, report)
+    answers: dict[int, Answer] = {}
+    for group in job.groups():
         where.update(phase="training", epoch=0)
+        failed = job.train(group, where)
+        if failed is not None:  # this group's settings fail; other groups' results stand
+            answers.update({job.owner[j]: failed for j in group})
+    job.flush()
+    return [answers.get(k) or job.answer(k) for k in range(len(settings))]
 
-        def on_epoch(rows: dict[int, dict[str, float]], group: list[int] = group) -> None:
+
+class _Job:
+    """One population request's runs (setting x replicate run), their epoch rows and
+    their outcomes."""
+
+    def __init__(self, request: Request, settings: list, objective, report) -> None:
+        self.plan = request.runs()
+        self.runs = [(k, run, run_config(cfg, run, request.replication))
+                     for k, cfg in enumerate(settings) for run in self.plan]
+        self.owner = [k for k, _, _ in self.runs]
+        self.settings, self.objective, self.report = settings, objective, report
+        self.epochs = Replicates(settings, self.owner, objective)
+        # leave-one-domain-out folds train one population after another: their rows are
+        # averaged once every fold has its own
+        self.folds = len({fold for _, fold in self.plan}) > 1
+        self.buffered: dict[int, dict[int, dict[str, float]]] = {}
+        self.outcomes: dict[int, tuple[Any, float, float, int]] = {}
+
+    def groups(self) -> list[list[int]]:
+        from trainer import group_population
+
+        return group_population([cfg for _, _, cfg in self.runs])
+
+    def tell(self, rows: dict[int, dict[str, float]]) -> None:
+        for k, mean in self.epochs.add(rows):
+            self.report(epoch_message(mean, k))
+
+    def train(self, group: list[int], where: dict[str, Any]) -> Failure | None:
+        """Train one population (runs ``group``); the failure of all of it, if it raised."""
+        from trainer import fit_population
+
+        def on_epoch(rows: dict[int, dict[str, float]]) -> None:
             row = next(iter(rows.values()))
             where.update(epoch=int(row["epoch"]), stage=int(row["stage"]))
             rows = {group[j]: r for j, r in rows.items()}
-            if folds:
-                buffered.setdefault(int(row["epoch"]), {}).update(rows)
+            if self.folds:
+                self.buffered.setdefault(int(row["epoch"]), {}).update(rows)
             else:
-                tell(rows)
+                self.tell(rows)
 
         t0, started_at = time.perf_counter(), time.time()
         try:
-            got = fit_population([runs[j][2] for j in group], report_epoch=on_epoch)
-        except Exception as exc:  # this group's settings fail; other groups' results stand
-            for j in group:
-                results[owner[j]] = failure_result(exc, dict(where))
-            continue
+            got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch)
+        except Exception as exc:
+            return failure_result(exc, dict(where))
         seconds = time.perf_counter() - t0
         for j, outcome in zip(group, got, strict=True):
-            outcomes[j] = (outcome, seconds, started_at, len(group))
-    for epoch in sorted(buffered):
-        tell(buffered[epoch])
-    for k in range(len(settings)):
-        if results[k] is not None:
-            continue
-        mine = [j for j in range(len(runs)) if owner[j] == k]
-        failed = [(runs[j][1], outcomes[j][0]) for j in mine
-                  if isinstance(outcomes[j][0], DivergenceError)]
-        if failed:
-            (seed, fold), error = failed[0]
-            results[k] = failure_result(error, {"phase": "training"})
-            if len(plan) > 1:
-                results[k]["failure_json"] = with_seed(results[k]["failure_json"], seed, fold)
-            continue
+            self.outcomes[j] = (outcome, seconds, started_at, len(group))
+        return None
+
+    def flush(self) -> None:
+        """Report the folds' buffered rows, epoch by epoch."""
+        for epoch in sorted(self.buffered):
+            self.tell(self.buffered[epoch])
+
+    def answer(self, k: int) -> Answer:
+        """Setting ``k``'s answer from its runs' results."""
+        from trainer import DivergenceError
+
+        mine = [j for j in range(len(self.runs)) if self.owner[j] == k]
+        for j in mine:
+            if isinstance(self.outcomes[j][0], DivergenceError):
+                seed, fold = self.runs[j][1]
+                failure = failure_result(self.outcomes[j][0], {"phase": "training"})
+                return failure.at_run(seed, fold) if len(self.plan) > 1 else failure
         finals = []
         for j in mine:
-            outcome, seconds, started_at, size = outcomes[j]
-            final = dict(outcome.final)
-            final["fit_seconds"] = seconds  # wall time of the whole population's fit
-            final["fit_started_at"] = started_at
-            final["population_size"] = float(size)
-            finals.append(final)
-        first = outcomes[mine[0]][0]
-        final = combine(finals, plan, objective) if len(plan) > 1 else finals[0]
-        history = [epochs.last_raw(k)] if epochs.last_raw(k) else first.history
-        results[k] = final_result(final, runs[mine[0]][2], objective, history, first.analysis)
-        held = epochs.held.get(k)
-        if held is not None:
-            results[k]["last_epoch_json"] = json.dumps(held)
-    return {"final": 1.0, "members_json": json.dumps(results),
-            "population": float(len(runs))}
+            outcome, seconds, started_at, size = self.outcomes[j]
+            finals.append({**outcome.final,
+                           "fit_seconds": seconds,  # wall time of the whole population's fit
+                           "fit_started_at": started_at, "population_size": float(size)})
+        first = self.outcomes[mine[0]][0]
+        attrs: dict[str, Any] = {}
+        final = finals[0]
+        if len(self.plan) > 1:
+            final, attrs = combine(finals, self.plan, self.objective)
+        raw = self.epochs.last_raw(k)
+        out = final_result(final, self.runs[mine[0]][2], self.objective,
+                           [raw] if raw else first.history, first.analysis)
+        return replace(out, last_epoch=self.epochs.held.get(k), **attrs)

@@ -26,12 +26,12 @@ have run.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 
+from search.contract import Replication
 from search.objective import LODO_METRIC, TASK_METRICS, Objective
 from search.trainable import epoch_result
 from trainer.objectives import COLLAPSE_FLAG, DISENTANGLEMENT_OBJECTIVES
@@ -41,8 +41,6 @@ HELD_OUT = "acc_y_val_domain"
 #: the final metrics whose spread over seeds is stored: every selectable objective, and
 #: the test domain's accuracy (reported only, never selected on)
 SPREAD_METRICS = (*TASK_METRICS, *DISENTANGLEMENT_OBJECTIVES, "acc_y_test_domain")
-#: trial options key: ``{"seeds": [...], "split_seed": int}``
-OPTION = "replicates"
 
 
 def seeds_for(base_seed: int, replicates: int) -> list[int]:
@@ -52,33 +50,23 @@ def seeds_for(base_seed: int, replicates: int) -> list[int]:
     return [base_seed + r for r in range(replicates)]
 
 
-def trial_option(base_seed: int, split_seed: int, replicates: int,
-                 folds: list[int] | None = None) -> dict[str, Any] | None:
+def replication(base_seed: int, split_seed: int, replicates: int,
+                folds: list[int] | None = None) -> Replication | None:
     """What a trial needs to train its replicates and leave-one-domain-out folds
     (``None`` for one seed and no folds)."""
     if replicates == 1 and not folds:
         return None
-    return {"seeds": seeds_for(base_seed, replicates), "split_seed": int(split_seed),
-            "folds": [int(k) for k in folds] if folds else None}
+    return Replication(tuple(seeds_for(base_seed, replicates)), int(split_seed),
+                       tuple(int(k) for k in folds) if folds else None)
 
 
-def trial_runs(config: dict[str, Any]) -> list[tuple[int | None, int | None]]:
-    """A trial's runs of its setting as ``(seed, fold)``: every replicate seed × every
-    held-out training domain (``--lodo``); ``[(None, None)]`` for one plain run."""
-    option = config.get(OPTION)
-    if not option:
-        return [(None, None)]
-    folds = option.get("folds") or [None]
-    return [(int(seed), fold) for fold in folds for seed in option["seeds"]]
-
-
-def run_config(cfg, run: tuple[int | None, int | None], config: dict[str, Any]):
+def run_config(cfg, run: tuple[int | None, int | None], rep: Replication | None):
     """The setting ``cfg`` for one of its runs: its seed (on the pinned split) and, for a
     leave-one-domain-out fold, that training domain held out as the validation domain."""
     seed, fold = run
-    if seed is None:
+    if seed is None or rep is None:
         return cfg
-    cfg = cfg.replace(seed=seed, split_seed=int(config[OPTION]["split_seed"]))
+    cfg = cfg.replace(seed=seed, split_seed=rep.split_seed)
     return cfg if fold is None else cfg.replace(val_domain=int(fold))
 
 
@@ -161,7 +149,7 @@ class Replicates:
 
 
 def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | None]],
-            objective: Objective) -> dict[str, Any]:
+            objective: Objective) -> tuple[dict[str, float], dict[str, Any]]:
     """One setting's final result from its runs' (same order as ``runs``).
 
     Leave-one-domain-out folds are averaged first, seed by seed: ``lodo_accuracy`` is the
@@ -170,7 +158,8 @@ def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | N
     the seeds: means of every numeric metric all have; for the objectives (a scalar
     study's ``scalar_score`` seed by seed) and every selectable metric, ``<name>_sd`` and
     ``<name>_se`` (over seeds) and the per-seed values; collapse in any run counts as
-    collapse.
+    collapse. Returns the metrics and the ``Outcome`` fields beside them
+    (``replicate_seeds``, ``replicate_values``, ``lodo_domains``).
     """
     seeds = list(dict.fromkeys(seed for seed, _ in runs))
     folds = list(dict.fromkeys(fold for _, fold in runs if fold is not None))
@@ -202,12 +191,12 @@ def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | N
         if key in finals[0]:
             out[key] = float(finals[0][key])
     out["replicates"] = float(n)
-    out["replicate_seeds_json"] = json.dumps([int(s) for s in seeds if s is not None])
-    out["replicate_values_json"] = json.dumps(values)
+    attrs: dict[str, Any] = {"replicate_seeds": [int(s) for s in seeds if s is not None],
+                             "replicate_values": values}
     if folds:
         out["lodo_folds"] = float(len(folds))
-        out["lodo_domains_json"] = json.dumps(folds)
-    return out
+        attrs["lodo_domains"] = folds
+    return out, attrs
 
 
 def _mean_final(finals: list[dict[str, float]]) -> dict[str, float]:
@@ -215,15 +204,3 @@ def _mean_final(finals: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in finals[0] if all(k in f for f in finals)
             and isinstance(finals[0][k], int | float)]
     return {k: float(np.mean([f[k] for f in finals])) for k in keys}
-
-
-def with_seed(failure_json: str, seed: int | None, fold: int | None = None) -> str:
-    """A failure's details with the replicate seed (and LODO fold) that failed named in
-    its reason."""
-    details = json.loads(failure_json)
-    where = f"replicate seed {seed}" + (f", held-out domain {fold}" if fold is not None else "")
-    details["reason"] = f"{where}: {details.get('reason', 'failed')}"
-    details["seed"] = seed
-    if fold is not None:
-        details["fold"] = fold
-    return json.dumps(details)

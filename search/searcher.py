@@ -18,7 +18,6 @@ What it does differently from the stock ``OptunaSearch``:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -31,6 +30,16 @@ from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
 from search import storage as db
+from search.contract import (
+    LOST,
+    Answer,
+    Failure,
+    Outcome,
+    Request,
+    Setting,
+    own_metrics,
+    read_final,
+)
 from search.objective import EPOCH_SCORE, Objective
 from search.space import SearchSpace
 from search.storage import study_lock
@@ -44,18 +53,6 @@ from search.study import (
 from trainer.objectives import COLLAPSE_FLAG
 
 log = logging.getLogger("stagetune.search")
-
-#: keys of a trial's per-epoch report that are ours (Ray adds its own bookkeeping)
-_RAY_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s",
-             "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-             "iterations_since_restore", "checkpoint_dir_name", "experiment_tag"}
-
-
-def own_metrics(result: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in result.items()
-            if k not in _RAY_KEYS and not k.startswith("config/")
-            and isinstance(v, int | float) and not isinstance(v, bool)}
-
 
 class DatabaseState:
     """For a Tune searcher whose state is the study database: nothing to save beside the
@@ -98,9 +95,11 @@ class StudySearcher(DatabaseState, Searcher):
         sampler: str | None = None,
         seed: int | None = None,
     ) -> None:
-        """Args (beyond the obvious): ``total`` is the study's ``--n-trials`` (``None``:
-        no limit); ``sampler`` and ``seed`` name the sampler made afresh for each trial,
-        seeded by the trial's number (``None``: keep the study's sampler)."""
+        """Args (beyond the obvious): ``trial_options`` are the ``Request`` fields every
+        trial shares (objective, threads, imports, replication); ``total`` is the study's
+        ``--n-trials`` (``None``: no limit); ``sampler`` and ``seed`` name the sampler made
+        afresh for each trial, seeded by the trial's number (``None``: keep the study's
+        sampler)."""
         super().__init__(metric=None, mode=None)
         self.study = study
         self.space = space
@@ -137,8 +136,8 @@ class StudySearcher(DatabaseState, Searcher):
         if asked is None:
             return Searcher.FINISHED
         trial, params = asked
-        return {"params": params, "base": self.base_config, "optuna_number": trial.number,
-                **self.trial_options}
+        return Request(base=self.base_config, settings=(Setting(params, trial.number),),
+                       **self.trial_options).to_config()
 
     def _ask(self, trial_id: str, key: str) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """Ask one Optuna trial for Tune trial ``trial_id``, kept live under ``key``;
@@ -186,47 +185,57 @@ class StudySearcher(DatabaseState, Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
+        answers = read_final(result)
+        self._finish(trial_id, answers[0] if answers else None, result or {}, error)
+
+    def _finish(self, key: str, answer: Answer | None, result: dict[str, Any],
+                error: bool) -> None:
+        """Tell the Optuna trial kept under ``key`` how it ended: ``answer`` is its final
+        answer, ``None`` where the trial was cut short (``result``: the row it was cut
+        on; ``error``: its worker was lost on every retry)."""
         with self._lock:
-            trial = self._live.pop(trial_id, None)
+            trial = self._live.pop(key, None)
         if trial is None:
             return
         frozen = self.study._storage.get_trial(trial._trial_id)
         if frozen.state.is_finished():  # told already (a retried trial ends only once)
             return
-        info: dict[str, Any] = {"number": trial.number}
-        result = result or {}
         if result.get("node_id"):  # the Ray node of the trial's last attempt
             trial.set_user_attr("node_id", str(result["node_id"]))
-        if self.stopping and not result.get("final"):
+        if self.stopping and answer is None:
             # cut short by the driver's stop: the driver fails and re-queues it
             self.left_running.append(trial.number)
-            return
-        if error:
+        elif error:
             # The trainable reports every exception of its own, so an error reaching Tune
             # means the worker process or its node was lost, on every allowed retry.
-            self._fail(trial, "worker lost: its process or node died on every retry",
-                       {"type": "WorkerLost"})
-            return
-        if result.get("trial_failed"):
-            details = json.loads(result.get("failure_json", "{}"))
+            self._fail(trial, LOST, {"type": "WorkerLost"})
+        elif isinstance(answer, Failure):
+            details = dict(answer.details)
             self._fail(trial, details.pop("reason", "the trial raised"), details)
-            return
-        if not result.get("final"):
-            # Stopped by the scheduler before the run finished: its numbers are those of
-            # an undertrained model, so it must not enter the front. Tune hands the
-            # result it stopped on to this call only, so its epoch is recorded here.
-            self._record_epoch(trial, own_metrics(result))
-            trial.set_user_attr("final_stage", float(result.get("stage", 0.0)))
-            trial.set_user_attr("epochs_run", float(result.get("epoch", -1.0)) + 1.0)
-            self.study.tell(trial, state=TrialState.PRUNED)
-            self._told("prune", info)
-            return
-        if "last_epoch_json" in result:
+        elif answer is None:
+            self._prune(trial, own_metrics(result))
+        else:
+            self._complete(trial, answer)
+
+    def _prune(self, trial: optuna.Trial, row: dict[str, float]) -> None:
+        """Stopped by the scheduler before the run finished: its numbers are those of an
+        undertrained model, so it must not enter the front. Tune hands the result it
+        stopped on to ``on_trial_complete`` only, so its epoch is recorded here."""
+        self._record_epoch(trial, row)
+        trial.set_user_attr("final_stage", float(row.get("stage", 0.0)))
+        trial.set_user_attr("epochs_run", float(row.get("epoch", -1.0)) + 1.0)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._told("prune", {"number": trial.number})
+
+    def _complete(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        """Tell a finished run's values, or FAIL where its objective is missing or not
+        finite; its metrics, configuration and replicates' values become user
+        attributes."""
+        if outcome.last_epoch is not None:
             # the last epoch comes with the final result, so that a scheduler whose clock
             # runs out on that epoch cannot cut a fully trained trial short
-            self._record_epoch(trial, json.loads(result["last_epoch_json"]))
-        final = own_metrics(result)
-        final.pop("final", None)
+            self._record_epoch(trial, outcome.last_epoch)
+        final = dict(outcome.metrics)
         try:
             values = self.objective.values(final)
         except KeyError as exc:
@@ -242,23 +251,20 @@ class StudySearcher(DatabaseState, Searcher):
                                              zip(self.objective.names, values, strict=True))})
             return
         feasible = self.objective.feasible(final)
-        config = json.loads(result["config_json"]) if "config_json" in result else None
         for key, value in final.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("feasible", feasible)
         trial.set_constraint(COLLAPSE_FLAG, self.objective.constraint(final))
-        if config is not None:
-            trial.set_user_attr("config", config)
-        # a trial with replicates or leave-one-domain-out folds
-        for key in ("replicate_seeds", "replicate_values", "lodo_domains"):
-            if f"{key}_json" in result:
-                trial.set_user_attr(key, json.loads(result[f"{key}_json"]))
-        if "correlations_json" in result:
+        if outcome.config is not None:
+            trial.set_user_attr("config", outcome.config)
+        for key, value in outcome.attrs().items():  # replicates, leave-one-domain-out folds
+            trial.set_user_attr(key, value)
+        if outcome.correlations is not None:
             db.write_artifact(self._engine, trial._trial_id, "correlations",
-                              json.loads(result["correlations_json"]))
+                              outcome.correlations)
         self.study.tell(trial, values)
-        info.update(values=values, feasible=feasible)
-        self._told("complete", info)
+        self._told("complete", {"number": trial.number, "values": values,
+                                "feasible": feasible})
 
     # Tune pickles its searcher into the experiment folder (tuner.pkl). The study handle,
     # its engine and URL (which may hold a password) must not go there: the database is

@@ -1,9 +1,9 @@
 """The Tune trainable: a plain function that calls ``trainer.fit``.
 
-It runs in a Ray worker, knows nothing of the database, and reports one flat dict per
-epoch, then the final metrics with ``final = 1``. The last epoch's row travels inside
-the final result (``last_epoch_json``): a scheduler that stops a trial on the epoch it
-ends anyway then stops a finished trial, not a pruned one.
+It runs in a Ray worker, knows nothing of the database, and reports one row per epoch,
+then answers with the run's ``search.contract.Outcome``. The last epoch's row travels
+inside the outcome (``last_epoch``): a scheduler that stops a trial on the epoch it ends
+anyway then stops a finished trial, not a pruned one.
 
 An exception in the trial is deterministic (the same settings fail the same way), so it
 is caught here and reported as a failed final result, with its type, message, the last
@@ -17,28 +17,29 @@ import importlib
 import json
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
+from search.contract import Failure, Outcome, Request
 from search.objective import EPOCH_SCORE, Objective
 
 #: lines of a failed trial's traceback kept in the study (the innermost frames)
 TRACEBACK_LINES = 12
 
 
-def run_trial_config(config: dict[str, Any], report,
-                     where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the configuration a searcher suggested, once (replicates train as a
-    population: ``search.worker``); ``report`` gets each epoch's row except the last,
-    which the returned final result carries as ``last_epoch_json``.
-    ``where`` (if given) is kept up to date with the run's phase, epoch and stage."""
+def run_trial(request: Request, report, where: dict[str, Any] | None = None) -> Outcome:
+    """Train the one setting of ``request`` once (replicates train as a population:
+    ``search.population``); ``report`` gets each epoch's row except the last, which the
+    outcome carries (``last_epoch``). ``where`` (if given) is kept up to date with the
+    run's phase, epoch and stage."""
 
     from trainer import RunConfig, apply_flat, fit, stage_of
 
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
 
-    objective = trial_setup(config)
-    base = RunConfig.from_dict(apply_flat(config["base"], config["params"]))
+    objective = trial_setup(request)
+    base = RunConfig.from_dict(apply_flat(request.base, request.settings[0].params))
     cfg = base.replace(write_plots=False)
     last_epoch = cfg.optim.epochs - 1
     held: list[dict[str, float]] = []  # the run's last epoch, sent with the final result
@@ -61,22 +62,18 @@ def run_trial_config(config: dict[str, Any], report,
     final = dict(result.final)
     final["fit_seconds"] = time.perf_counter() - t0  # wall time inside trainer.fit
     final["fit_started_at"] = started_at  # unix time, for the sweep's start-up cost
-    final = final_result(final, cfg, objective, result.history, result.analysis)
-    if held:
-        final["last_epoch_json"] = json.dumps(held[0])
-    return final
+    outcome = final_result(final, cfg, objective, result.history, result.analysis)
+    return replace(outcome, last_epoch=held[0]) if held else outcome
 
 
-def trial_setup(config: dict[str, Any]) -> Objective:
+def trial_setup(request: Request) -> Objective:
     """A trial's ``--import`` modules and thread count; returns its objective."""
     import torch
 
-    for module in config.get("imports", []):
+    for module in request.imports:
         importlib.import_module(module)
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    return Objective(**config["objective"])
+    torch.set_num_threads(max(1, int(request.threads)))
+    return Objective(**request.objective)
 
 
 def epoch_result(row: dict[str, float], cfg, objective: Objective) -> dict[str, float]:
@@ -94,19 +91,19 @@ def epoch_result(row: dict[str, float], cfg, objective: Objective) -> dict[str, 
 
 def final_result(final: dict[str, float], cfg, objective: Objective,
                  history: list[dict[str, float]], analysis: dict[str, Any] | None
-                 ) -> dict[str, Any]:
-    """A finished run's final metrics as a trial reports them (``final = 1``)."""
+                 ) -> Outcome:
+    """A finished run's outcome: its final metrics with the scheduler's clock and score,
+    its configuration and correlations."""
+    final = dict(final)
     final["stage3_epoch"] = float(cfg.optim.epochs - cfg.stage3_start)
     last_score = objective.epoch_score(history[-1]) if history else None
     if last_score is not None:  # a scheduler expects its metric in every result
         final[EPOCH_SCORE] = last_score
-    final["final"] = 1.0
-    final["config_json"] = cfg.to_json()
-    final["correlations_json"] = json.dumps(analysis["correlations"]) if analysis else "{}"
-    return final
+    return Outcome(final, config=json.loads(cfg.to_json()),
+                   correlations=analysis["correlations"] if analysis else {})
 
 
-def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
+def failure_result(exc: BaseException, where: dict[str, Any]) -> Failure:
     """The final result of a trial that raised: why, and where in the run (the trainer's
     note on an exception from its final evaluation says so, solo or population)."""
     from trainer import EVALUATION
@@ -127,4 +124,4 @@ def failure_result(exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
         "traceback": "\n".join(lines[-TRACEBACK_LINES:]),
         "epoch": epoch, "stage": stage, "phase": phase,
     }
-    return {"final": 1.0, "trial_failed": 1.0, "failure_json": json.dumps(details)}
+    return Failure(details)

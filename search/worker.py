@@ -1,35 +1,35 @@
-"""What Ray Tune runs in a worker: one solo trial or one population of trials.
+"""What Ray Tune runs in a worker: any request, through one entry.
 
-Its own module so that the runners stay below it: ``search.trainable`` (one trial
-through ``trainer.fit``), ``search.replicates`` (a setting's seeds) and
-``search.population`` (K trials × R seeds as one vectorised model), which builds on the
-first two; none imports this one.
+``tune_trainable`` decodes the Ray trial's config into a ``search.contract.Request`` and
+``answer`` runs it: one setting once (``search.trainable``, ``trainer.fit``), or, with
+replicates, leave-one-domain-out folds or several settings, as one vectorised population
+(``search.population``, ``trainer.fit_population``). Every answer goes back encoded by the
+contract. Its own module so that the runners stay below it; none imports this one.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from search.replicates import OPTION
-from search.trainable import failure_result, run_trial_config
+from search.contract import Request, population_final, read_epoch
+from search.trainable import failure_result, run_trial
 
 
-def run_config(config: dict[str, Any], report, where: dict[str, Any]) -> dict[str, Any]:
-    """Run a trial's config: a population (``members``), one setting's replicates as a
-    population of one setting, or one run."""
-    from search.population import MEMBER, run_population_config
+def answer(request: Request, report, where: dict[str, Any]) -> dict[str, Any]:
+    """Run ``request``; its final result as the contract encodes it. ``report`` gets the
+    epoch rows (a population's with each setting's index; one setting's replicates as a
+    solo trial's)."""
+    from search.population import run_population
 
-    if "members" in config:  # K Optuna trials in one Ray trial
-        return run_population_config(config, report, where)
-    if config.get(OPTION):  # one setting, R seeds side by side; told as a solo trial
-        members = {**config, "members": [{"params": config["params"]}]}
-        out = run_population_config(
-            members, lambda row: report({k: v for k, v in row.items() if k != MEMBER}),
-            where)
-        return json.loads(out["members_json"])[0]
-    return run_trial_config(config, report, where)
+    if request.population:  # K Optuna trials (or planned runs) in one Ray trial
+        answers = run_population(request, report, where)
+        return population_final(answers, len(request.settings) * len(request.runs()))
+    if request.replication is not None:  # one setting, R seeds side by side
+        # told as a solo trial: its rows without the setting's index
+        (one,) = run_population(request, lambda row: report(read_epoch(row)[1]), where)
+        return one.encode()
+    return run_trial(request, report, where).encode()
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
@@ -47,8 +47,8 @@ def tune_trainable(config: dict[str, Any]) -> None:
 
     where: dict[str, Any] = {}
     try:
-        final = run_config(config, report, where)
+        final = answer(Request.from_config(config), report, where)
     except Exception as exc:  # deterministic: told FAIL at once, never retried
-        report(failure_result(exc, where))
+        report(failure_result(exc, where).encode())
         return
     report(final)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search.cli import main
+from search.contract import Outcome
 from search.objective import Objective
 from search.searcher import StudySearcher
 from search.space import SearchSpace
@@ -29,8 +30,9 @@ from tests.search.conftest import checksum
 from tests.tampered import RunsCode
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
-         "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
+METRICS = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
+           "epoch": 5.0, "stage": 3.0}
+FINAL = Outcome(METRICS, config={}).encode()  # a trial's final result, as a worker sends it
 #: the penalty always on and stage 2 never empty (where the penalty acts), so every trial
 #: samples a continuous lambda: two trials share it only if their samplers shared a
 #: random stream
@@ -136,7 +138,7 @@ def test_a_raised_exception_is_stored_with_type_message_traceback_epoch_stage(se
     try:
         raise FloatingPointError("loss exploded")
     except FloatingPointError as exc:
-        result = failure_result(exc, {"phase": "training", "epoch": 4, "stage": 2})
+        result = failure_result(exc, {"phase": "training", "epoch": 4, "stage": 2}).encode()
     searcher.on_trial_complete("t", result)
     t = searcher.study.get_trials()[0]
     assert t.state == TrialState.FAIL
@@ -185,7 +187,7 @@ def test_a_trial_stopped_on_its_final_result_is_complete_with_every_epoch(search
     searcher.suggest("t")
     searcher.on_trial_result("t", {"epoch": 0.0, "stage": 3.0, "final": 0.0})
     last = {"epoch": 1.0, "stage": 3.0, "val_acc_y": 0.5}
-    searcher.on_trial_complete("t", FINAL | {"last_epoch_json": json.dumps(last)})
+    searcher.on_trial_complete("t", Outcome(METRICS, config={}, last_epoch=last).encode())
     t = searcher.study.get_trials()[0]
     assert t.state == TrialState.COMPLETE
     assert [r["epoch"] for r in read_epochs(searcher._engine, t._trial_id)] == [0.0, 1.0]

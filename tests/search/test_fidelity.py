@@ -268,10 +268,11 @@ def test_a_bad_request_is_refused_before_anything_is_stored(tmp_path):
 
 
 def test_the_searcher_stores_each_runs_final_metrics_and_epoch_rows(tmp_path):
-    """A real worker result (``search.worker.run_config``, no Ray): every epoch row but the
+    """A real worker result (``search.worker.answer``, no Ray): every epoch row but the
     last reaches ``on_trial_result``; the last travels in the final result."""
+    from search.contract import Request
     from search.fidelity_run import FidelityOptions, FidelitySearcher, jobs_for, open_check
-    from search.worker import run_config
+    from search.worker import answer
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     _study_with_default(url)
@@ -282,7 +283,8 @@ def test_the_searcher_stores_each_runs_final_metrics_and_epoch_rows(tmp_path):
                                 trial_options={"objective": check["plan"]["objective"]})
     config = searcher.suggest("t0")
     assert len(config["members"]) == 3
-    final = run_config(config, lambda row: searcher.on_trial_result("t0", row), {})
+    final = answer(Request.from_config(config),
+                   lambda row: searcher.on_trial_result("t0", row), {})
     searcher.on_trial_complete("t0", final)
     runs = db.read_fidelity_checks(storage.engine, "f")[0]["runs"]
     assert len(runs) == 3 and {r["state"] for r in runs} == {"complete"}

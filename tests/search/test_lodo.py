@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
+from search.contract import Outcome, Request, Setting, read_final
 from search.driver import PreflightError, run_sweep
 from search.objective import Objective
-from search.population import run_population_config
-from search.replicates import combine, lodo_folds, trial_option, trial_runs
+from search.replicates import combine, lodo_folds, replication
+from search.worker import answer
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig
 
@@ -24,8 +24,7 @@ def test_the_folds_are_every_domain_but_the_test_domain():
         lodo_folds(6, None, 1)
     with pytest.raises(ValueError, match="at least two training domains"):
         lodo_folds(2, 0, None)
-    option = trial_option(0, 0, 2, [1, 3])
-    assert trial_runs({"replicates": option}) == [(0, 1), (1, 1), (0, 3), (1, 3)]
+    assert replication(0, 0, 2, [1, 3]).runs() == [(0, 1), (1, 1), (0, 3), (1, 3)]
 
 
 def test_folds_average_per_seed_and_each_domain_over_seeds():
@@ -34,9 +33,9 @@ def test_folds_average_per_seed_and_each_domain_over_seeds():
     finals = [{"acc_y_val_domain": 0.5 + 0.1 * fold + 0.02 * seed, "disentanglement_score":
                0.3 + 0.01 * fold, "task_accuracy": 0.9, "zay_collapsed": 0.0}
               for seed, fold in runs]
-    out = combine(finals, runs, LODO)
+    out, attrs = combine(finals, runs, LODO)
     # per seed: mean over folds 0.6 + 0.02·seed -> 0.60, 0.62; their mean 0.61
-    assert json.loads(out["replicate_values_json"])["lodo_accuracy"] == pytest.approx(
+    assert attrs["replicate_values"]["lodo_accuracy"] == pytest.approx(
         [0.60, 0.62])
     assert out["lodo_accuracy"] == pytest.approx(0.61)
     # two seeds: se = |0.60 - 0.62| / 2
@@ -44,7 +43,7 @@ def test_folds_average_per_seed_and_each_domain_over_seeds():
     for fold in (0, 1, 2):  # per domain, mean over the seeds
         assert out[f"lodo_acc_domain_{fold}"] == pytest.approx(0.51 + 0.1 * fold)
     assert out["disentanglement_score"] == pytest.approx(0.31)
-    assert json.loads(out["lodo_domains_json"]) == [0, 1, 2] and out["lodo_folds"] == 3.0
+    assert attrs["lodo_domains"] == [0, 1, 2] and out["lodo_folds"] == 3.0
     assert LODO.values(out) == [out["lodo_accuracy"], out["disentanglement_score"]]
 
 
@@ -77,16 +76,16 @@ def test_lodo_on_camelyon17_is_refused(tmp_path):
 def test_a_lodo_trial_holds_each_training_domain_out_in_turn():
     base = RunConfig().replace(**{**TINY_TRIAL, "domains": (0.0, 30.0, 60.0),
                                   "test_domain": 2}).to_dict()
-    config = {"base": base, "members": [{"params": {"stage1_epochs": 1, "stage2_epochs": 1}}],
-              "objective": {"mode": "pareto", "disentanglement": "disentanglement_score",
-                            "weight": 0.5, "task": "lodo_accuracy"},
-              "threads": 1, "imports": [], "replicates": trial_option(0, 0, 1, [0, 1])}
+    request = Request(base=base, settings=(Setting({"stage1_epochs": 1, "stage2_epochs": 1}),),
+                      objective={"mode": "pareto", "disentanglement": "disentanglement_score",
+                                 "weight": 0.5, "task": "lodo_accuracy"},
+                      replication=replication(0, 0, 1, [0, 1]), population=True)
     rows = []
-    out = run_population_config(config, rows.append)
-    (final,) = json.loads(out["members_json"])
-    assert "trial_failed" not in final, final
+    (outcome,) = read_final(answer(request, rows.append, {}))
+    assert isinstance(outcome, Outcome), outcome
+    final = outcome.metrics
     # two folds (domains 0 and 1; domain 2 is the test domain, in no fold)
-    assert json.loads(final["lodo_domains_json"]) == [0, 1]
+    assert outcome.lodo_domains == [0, 1]
     held = [final["lodo_acc_domain_0"], final["lodo_acc_domain_1"]]
     assert final["lodo_accuracy"] == pytest.approx(sum(held) / 2)
     assert all(0.0 <= h <= 1.0 for h in held)
@@ -116,5 +115,6 @@ def test_a_confirmation_of_a_lodo_study_runs_every_fold_on_each_fresh_seed():
                                trial_options={})
     suggested = searcher.suggest("t1")
     assert len(suggested["members"]) == 2
-    assert trial_runs(suggested) == [(7, 0), (7, 1), (7, 3)]  # seed 7, its own split
-    assert suggested["replicates"]["split_seed"] == 7
+    request = Request.from_config(suggested)
+    assert request.runs() == [(7, 0), (7, 1), (7, 3)]  # seed 7, its own split
+    assert request.replication.split_seed == 7

@@ -69,12 +69,11 @@ def _population_searcher(tmp_path, size: int, total: int | None = None):
 
 
 FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
-         "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
+         "epoch": 5.0, "stage": 3.0}
 
 
 def test_each_member_is_told_on_its_own(tmp_path):
-    import json
-
+    from search.contract import Outcome, population_final
     from search.trainable import failure_result
     from trainer import DivergenceError
 
@@ -84,11 +83,11 @@ def test_each_member_is_told_on_its_own(tmp_path):
     for k in range(3):  # member k's rows go to member k's trial only
         s.on_trial_result("ray1", {"epoch": 0.0, "stage": 1.0, "member": float(k),
                                    "val_acc_y": 0.1 * k, "final": 0.0})
-    members = [FINAL | {"task_accuracy": 0.5},
+    members = [Outcome(FINAL | {"task_accuracy": 0.5}, config={}),
                failure_result(DivergenceError("training diverged: 3/3 batches"),
                               {"phase": "training"}),
-               FINAL]
-    s.on_trial_complete("ray1", {"final": 1.0, "members_json": json.dumps(members)})
+               Outcome(FINAL, config={})]
+    s.on_trial_complete("ray1", population_final(members, 3))
     t = s.study.get_trials()
     assert [x.state for x in t] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert t[0].values == [0.5, 0.95] and t[2].values == [0.9, 0.95]
@@ -129,9 +128,8 @@ def one_thread():
 def test_a_failing_group_fails_only_its_own_members():
     """Settings that cannot share a model train as separate groups, one after another; a
     group that raises fails its own members and leaves the others' results intact."""
-    import json
-
-    from search.population import run_population_config
+    from search.contract import Failure, Request
+    from search.population import run_population
     from tests.search.conftest import TINY_TRIAL
     from trainer import RunConfig
 
@@ -141,10 +139,9 @@ def test_a_failing_group_fails_only_its_own_members():
                {"params": {"stage1_epochs": 0, "stage2_epochs": 0}}]
     config = {"base": base, "members": members,
               "objective": {"mode": "pareto", "disentanglement": "zay_independence_score"}}
-    out = run_population_config(config, lambda row: None)
-    results = json.loads(out["members_json"])
-    assert [bool(r.get("trial_failed")) for r in results] == [False, True, False]
-    failure = json.loads(results[1]["failure_json"])
+    results = run_population(Request.from_config(config), lambda row: None)
+    assert [isinstance(r, Failure) for r in results] == [False, True, False]
+    failure = results[1].details
     assert failure["type"] == "ConfigError" and "unknown dataset 'nosuch'" in failure["reason"]
     # intact: members 0 and 2 get what their own population, trained without member 1,
     # gives them, bit for bit (same configs, same seed, same process)
@@ -154,18 +151,17 @@ def test_a_failing_group_fails_only_its_own_members():
     alone = fit_population([RunConfig.from_dict(apply_flat(base, members[k]["params"]))
                             .replace(write_plots=False) for k in (0, 2)])
     for k, own in zip((0, 2), alone, strict=True):
-        assert {key: results[k][key] for key in own.final} == own.final, k
-        assert results[k]["task_accuracy"] == own.final["acc_y_val"]
-        assert results[k]["population_size"] == 2.0
+        assert {key: results[k].metrics[key] for key in own.final} == own.final, k
+        assert results[k].metrics["task_accuracy"] == own.final["acc_y_val"]
+        assert results[k].metrics["population_size"] == 2.0
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_failure_in_the_population_evaluation_is_reported_as_the_evaluation(monkeypatch):
     """As a solo trial says: a population whose final evaluation raises fails each member
     with "evaluation after epoch N", not with the last training epoch and stage."""
-    import json
-
-    from search.population import run_population_config
+    from search.contract import Request
+    from search.population import run_population
     from tests.search.conftest import TINY_TRIAL
     from trainer import RunConfig
 
@@ -178,9 +174,8 @@ def test_a_failure_in_the_population_evaluation_is_reported_as_the_evaluation(mo
                {"params": {"stage1_epochs": 0, "stage2_epochs": 0}}]
     config = {"base": base, "members": members,
               "objective": {"mode": "pareto", "disentanglement": "zay_independence_score"}}
-    results = json.loads(run_population_config(config, lambda row: None)["members_json"])
-    for result in results:
-        failure = json.loads(result["failure_json"])
+    for result in run_population(Request.from_config(config), lambda row: None):
+        failure = result.details
         assert failure["reason"] == ("RuntimeError: probe solver failed "
                                      "(evaluation after epoch 1)")
         assert failure["phase"] == "evaluation"

@@ -3,7 +3,6 @@ means with their spread."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -13,13 +12,14 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search.cli import SMOKE
+from search.contract import Request, Setting, read_final
 from search.driver import run_sweep
 from search.objective import Objective
-from search.population import run_population_config
-from search.replicates import Replicates, combine, mean_rows, trial_option
+from search.replicates import Replicates, combine, mean_rows, replication
 from search.space import SearchSpace
 from search.storage import read_epochs
 from search.study import StudyError
+from search.worker import answer
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig
 
@@ -33,7 +33,7 @@ def test_combine_gives_the_mean_the_spread_and_every_seed():
                "other": 3.0},
               {"task_accuracy": 0.6, "disentanglement_score": 0.9, "zay_collapsed": 0.0,
                "other": 5.0}]
-    out = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
+    out, attrs = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
     assert out["task_accuracy"] == pytest.approx(0.6)
     assert out["other"] == pytest.approx(3.0)
     # sd with n - 1: accuracy deviations ±0.1, 0 -> sqrt(0.02 / 2) = 0.1
@@ -42,20 +42,20 @@ def test_combine_gives_the_mean_the_spread_and_every_seed():
     # 0.2, 0.4, 0.9: mean 0.5, squared deviations 0.09 + 0.01 + 0.16 = 0.26
     assert out["disentanglement_score_sd"] == pytest.approx(math.sqrt(0.13))
     assert out["zay_collapsed"] == 1.0  # collapsed in any seed is collapsed
-    assert json.loads(out["replicate_seeds_json"]) == [3, 4, 5]
-    assert json.loads(out["replicate_values_json"])["disentanglement_score"] == [0.2, 0.4, 0.9]
+    assert attrs["replicate_seeds"] == [3, 4, 5]
+    assert attrs["replicate_values"]["disentanglement_score"] == [0.2, 0.4, 0.9]
     assert out["replicates"] == 3.0
     assert "acc_y_test_domain_se" not in out  # no test domain, no spread of it
     for f, held in zip(finals, (0.2, 0.3, 0.1), strict=True):
         f["acc_y_test_domain"] = held
-    out = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
+    out, _ = combine(finals, [(3, None), (4, None), (5, None)], OBJECTIVE)
     # the test domain is reported with its spread (deviations 0, ±0.1: sd 0.1)
     assert out["acc_y_test_domain"] == pytest.approx(0.2)
     assert out["acc_y_test_domain_se"] == pytest.approx(0.1 / math.sqrt(3))
     # a scalar study's score, seed by seed (0.8 acc + 0.2 dis): 0.44, 0.64, 0.66
     scalar = Objective(mode="scalar", weight=0.2, disentanglement="disentanglement_score")
-    out = combine(finals, [(3, None), (4, None), (5, None)], scalar)
-    assert json.loads(out["replicate_values_json"])["scalar_score"] == pytest.approx(
+    out, attrs = combine(finals, [(3, None), (4, None), (5, None)], scalar)
+    assert attrs["replicate_values"]["scalar_score"] == pytest.approx(
         [0.44, 0.64, 0.66])
     assert out["scalar_score"] == pytest.approx(scalar.values(out)[0])  # linear: the same
     assert out["scalar_score_se"] == pytest.approx(np.std([0.44, 0.64, 0.66], ddof=1)
@@ -98,19 +98,20 @@ def test_every_setting_gets_the_same_seeds_so_identical_settings_agree_seed_by_s
     base = RunConfig().replace(**TINY_TRIAL).to_dict()
     same = {"stage1_epochs": 1, "stage2_epochs": 1, "use_independence_penalty": True,
             "independence_penalty": 10.0}
-    config = {"base": base, "members": [{"params": same}, {"params": dict(same)},
-                                        {"params": {**same, "use_independence_penalty": False}}],
-              "objective": {"mode": "pareto", "disentanglement": "disentanglement_score",
-                            "weight": 0.5},
-              "threads": 1, "imports": [], "replicates": trial_option(7, 7, 2)}
+    request = Request(
+        base=base, population=True,
+        settings=(Setting(same), Setting(dict(same)),
+                  Setting({**same, "use_independence_penalty": False})),
+        objective={"mode": "pareto", "disentanglement": "disentanglement_score", "weight": 0.5},
+        replication=replication(7, 7, 2))
     rows = []
-    out = run_population_config(config, rows.append)
+    out = answer(request, rows.append, {})
     assert out["population"] == 6.0  # 3 settings x 2 seeds, one vectorised model
-    finals = json.loads(out["members_json"])
-    a, b, off = (json.loads(f["replicate_values_json"]) for f in finals)
+    finals = read_final(out, 3)
+    a, b, off = (f.replicate_values for f in finals)
     for f in finals:
-        assert json.loads(f["replicate_seeds_json"]) == [7, 8]
-        assert json.loads(f["config_json"])["data"]["split_seed"] == 7
+        assert f.replicate_seeds == [7, 8]
+        assert f.config["data"]["split_seed"] == 7
     # the same setting on the same seed is the same model: paired differences are 0
     assert a == b
     # the seeds differ, so do their results; the penalty differs from the penalty on
@@ -118,11 +119,11 @@ def test_every_setting_gets_the_same_seeds_so_identical_settings_agree_seed_by_s
         a["disentanglement_score"][0] != a["disentanglement_score"][1]
     assert a != off
     for name in ("task_accuracy", "disentanglement_score"):
-        assert finals[0][name] == pytest.approx(sum(a[name]) / 2)
+        assert finals[0].metrics[name] == pytest.approx(sum(a[name]) / 2)
     # every epoch row is an average of two replicates, and each setting's is reported
     assert {r["replicates"] for r in rows} == {2.0}
     assert sorted({int(r["member"]) for r in rows}) == [0, 1, 2]
-    assert all("last_epoch_json" in f for f in finals)
+    assert all(f.last_epoch is not None for f in finals)
 
 
 @pytest.mark.slow  # a Ray sweep of one population of 12 members (~45 s)

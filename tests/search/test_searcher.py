@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.contract import Outcome
 from search.objective import Objective
 from search.searcher import StudySearcher
 from search.space import SearchSpace
@@ -15,8 +16,9 @@ from search.storage import read_epochs
 from search.study import count_finished, open_study, recover_orphans
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
-         "epoch": 5.0, "stage": 3.0, "final": 1.0, "config_json": "{}"}
+METRICS = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
+           "epoch": 5.0, "stage": 3.0}
+FINAL = Outcome(METRICS, config={}).encode()  # a trial's final result, as a worker sends it
 
 
 @pytest.fixture

@@ -26,11 +26,9 @@ def test_non_finite_weights_fail_their_own_run_and_no_other(one_thread):
     assert isinstance(both[0], DivergenceError)
     assert "non-finite latents" in str(both[0])
     # a sweep stores where it failed: in the evaluation, not in training
-    import json
-
     from search.trainable import failure_result
 
-    reason = json.loads(failure_result(both[0], {"phase": "training"})["failure_json"])
+    reason = failure_result(both[0], {"phase": "training"}).details
     assert reason["reason"].endswith("(the final evaluation)"), reason
     # the finite run's evaluation is what it would be alone
     assert both[1]["metrics"]["task_accuracy"] == alone[0]["metrics"]["task_accuracy"]
