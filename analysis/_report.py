@@ -479,8 +479,6 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     (``stagetune confirm``): the comparisons of the confirmation that ran last, or the
     command to run.
     """
-    from analysis._load import redact
-
     ranked = rank_trials(data, include_pruned=include_pruned,
                          include_infeasible=include_infeasible)
     ranked["hover"] = hover_text(ranked, data.objectives)
@@ -488,15 +486,39 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
     write_tables(data, ranked, out)
     confirmation = latest_confirmation(data)
     fidelity = latest_fidelity(data)
+    parts = [
+        *_head_html(data, ranked, confirmation, include_pruned=include_pruned,
+                    include_infeasible=include_infeasible),
+        *_skipped_html(built.skipped),
+        *_ranked_section(data, ranked, table_rows),
+        section_html(data, confirmation, confirmable(data, ranked, confirmation)),
+        fidelity_section(data, fidelity, report_resolution(data)),
+        *_figure_sections({**built.figures, **fidelity_figures(fidelity)}),
+        _SORT_SCRIPT,
+        "</body></html>",
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    if png:
+        from trainer.figures import export_png
+
+        export_png({k: v for k, v in built.figures.items() if k in MAIN_FIGURES}, out,
+                   scale=scale)
+    return path
+
+
+def _head_html(data: StudyData, ranked: pd.DataFrame, confirmation: dict | None, *,
+               include_pruned: bool, include_infeasible: bool) -> list[str]:
+    """The document's head and the study's summary: where it is stored, its objectives,
+    its trial counts and notes, its best trials, what was ranked and the confirmation."""
+    from analysis._load import redact
+
     objectives = ", ".join(f"{o} ({d})" for o, d in zip(data.objectives, data.directions,
                                                           strict=True))
-    table = ranked_records(data, ranked).head(table_rows)
     ranked_note = (f"{len(ranked)} trials ranked ({'with' if include_infeasible else 'without'}"
                    f" infeasible, {'with' if include_pruned else 'without'} pruned)")
-    order = ("Pareto rank, then crowding distance, largest first, where a front's end "
-             f"points read {FRONT_END}: theirs is infinite by definition" if not data.scalar
-             else f"{data.objectives[0]}")
-    parts = [
+    return [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>stagetune report: {html.escape(data.name)}</title>", _STYLE,
         "</head><body>",
@@ -512,36 +534,41 @@ def write_report(data: StudyData, out: Path, *, include_pruned: bool = False,
         f"<p>{html.escape(header_sentence(data, confirmation))}</p>",
         "</div>",
     ]
-    if built.skipped:
-        parts.append("<div class='skipped'><p>Figures not drawn:</p><ul>")
-        parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
-                  for k, v in built.skipped.items()]
-        parts.append("</ul></div>")
+
+
+def _skipped_html(skipped: dict[str, str]) -> list[str]:
+    """The figures not drawn, each with why (nothing where every figure was drawn)."""
+    if not skipped:
+        return []
+    return ["<div class='skipped'><p>Figures not drawn:</p><ul>",
+            *(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in skipped.items()),
+            "</ul></div>"]
+
+
+def _ranked_section(data: StudyData, ranked: pd.DataFrame, table_rows: int) -> list[str]:
+    """The sortable table of the best ``table_rows`` ranked trials, with its order said."""
+    table = ranked_records(data, ranked).head(table_rows)
     shown = (f"all {len(table)}" if len(table) == len(ranked)
              else f"top {len(table)} of {len(ranked)}; all of them in ranked.csv")
+    order = ("Pareto rank, then crowding distance, largest first, where a front's end "
+             f"points read {FRONT_END}: theirs is infinite by definition" if not data.scalar
+             else f"{data.objectives[0]}")
     seeds = replicates_note(data)
-    parts += [
+    return [
         f"<section id='ranked'><h2>Ranked trials ({shown})</h2>",
         f"<p class='meta'>Ordered by {order}; click a column to sort"
         + ("; front rows shaded" if not data.scalar else "") + "."
         + (f" {html.escape(seeds)}" if seeds else "") + "</p>",
         table_html(data, table), "</section>",
-        section_html(data, confirmation, confirmable(data, ranked, confirmation)),
-        fidelity_section(data, fidelity, report_resolution(data)),
     ]
-    for i, (name, fig) in enumerate({**built.figures, **fidelity_figures(fidelity)}.items()):
+
+
+def _figure_sections(figures: dict[str, go.Figure]) -> list[str]:
+    """One section per figure, in order; plotly's script embedded in the first only."""
+    parts = []
+    for i, (name, fig) in enumerate(figures.items()):
         parts.append(f"<section id='figure-{name}'>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0),
                                  div_id=f"fig-{name}"))
         parts.append("</section>")
-    parts.append(_SORT_SCRIPT)
-    parts.append("</body></html>")
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    if png:
-        from trainer.figures import export_png
-
-        export_png({k: v for k, v in built.figures.items() if k in MAIN_FIGURES}, out,
-                   scale=scale)
-    return path
+    return parts
