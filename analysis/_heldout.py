@@ -114,65 +114,24 @@ def held_out_records(data: StudyData, ranked: pd.DataFrame, *,
     scored = ranked[ranked["pareto_rank"].notna()]
     if scored.empty:
         return None
-    if data.scalar:
-        top = scored.head(most)
-        shown = f"the top {len(top)} of {len(scored)} ranked trials"
-    else:
-        front = scored[scored["pareto_rank"] == 0]
-        top = front.head(most)
-        shown = (f"the {len(top)} front trials" if len(top) == len(front)
-                 else f"{len(top)} of the {len(front)} front trials")
-    is_base = scored["baseline"].astype(bool) if "baseline" in scored else pd.Series(
-        False, index=scored.index)
-    base = scored[is_base].head(1)
-    diva_configs = data.configs(containing=DIVA_VARIANT)
-    diva_ids = {tid for tid, cfg in diva_configs.items()
-                if (cfg.get("model") or {}).get("variant") == DIVA_VARIANT}
-    if "variant" in scored.columns:  # an enqueued trial's fixed setting
-        diva_ids |= set(scored.loc[scored["variant"] == DIVA_VARIANT, "trial_id"].astype(int))
-    is_diva = scored["trial_id"].astype(int).isin(diva_ids)
-    diva = scored[is_diva & ~is_base].head(1)
+    top, shown = _shown_settings(data, scored, most)
+    base, diva, diva_note = _default_and_diva(data, scored)
     rows = pd.concat([base.assign(role="default"), diva.assign(role="diva"),
                       top.assign(role="front")])
     rows = rows.drop_duplicates("number", keep="first")
-    if len(base) and bool(is_diva[base.index].any()):
-        diva_note = "the method default here is the DIVA variant (no zay)"
-    elif len(diva):
-        diva_note = (f"the DIVA variant (no zay): trial #{int(diva.iloc[0]['number'])}, "
-                     "its best-ranked trial")
-    else:
-        diva_note = "the DIVA variant (no zay) is not in this study"
     source = base if len(base) else rows
     config = next(iter(data.configs(source["trial_id"].astype(int).head(1).tolist())
                        .values()), None)
     task = task_sentence(data.objective_spec)
     what = shown + (" and the method default" if len(base) else "")
     if lodo:
-        measures = [c for _, c in lodo]
-        labels = [domain_label(config, k) for k, _ in lodo]
-        test = None
-        if TEST_DOMAIN in rows.columns and rows[TEST_DOMAIN].notna().any():
-            where = domain_label(config, _int(((config or {}).get("data") or {})
-                                              .get("test_domain")))
-            test = (TEST_DOMAIN, f"test domain {where} ({NOT_SELECTED})")
+        measures, labels, test = _lodo_measures(lodo, rows, config)
         kind = "lodo"
     else:
         splits = [c for c in splits if c in rows.columns and rows[c].notna().any()]
         if not splits:  # only trials that are not shown stored a held-out accuracy
             return None
-        data_cfg = (config or {}).get("data") or {}
-        measures, labels = [], []
-        if TASK_OBJECTIVE in rows.columns and rows[TASK_OBJECTIVE].notna().any():
-            measures.append(TASK_OBJECTIVE)
-            labels.append(f"in-domain validation ({TASK_OBJECTIVE})")
-        if VAL_DOMAIN in splits:
-            where = domain_label(config, _int(data_cfg.get("val_domain")))
-            measures.append(VAL_DOMAIN)
-            labels.append(f"held-out validation domain {where} ({VAL_DOMAIN})")
-        if TEST_DOMAIN in splits:
-            where = domain_label(config, _int(data_cfg.get("test_domain")))
-            measures.append(TEST_DOMAIN)
-            labels.append(f"test domain {where} ({TEST_DOMAIN}): {NOT_SELECTED}")
+        measures, labels = _split_measures(splits, rows, config)
         test = None
         kind = "splits"
     drawn = [*measures, *([test[0]] if test else [])]
@@ -183,3 +142,81 @@ def held_out_records(data: StudyData, ranked: pd.DataFrame, *,
                                             if c in rows.columns]]
     return HeldOut(kind, rows[keep].reset_index(drop=True), measures, labels, task,
                    f"{what}; {diva_note}", test)
+
+
+def _shown_settings(data: StudyData, scored: pd.DataFrame,
+                    most: int) -> tuple[pd.DataFrame, str]:
+    """The front's first ``most`` settings (a scalar study: the top ``most``) and which
+    they are, in words."""
+    if data.scalar:
+        top = scored.head(most)
+        return top, f"the top {len(top)} of {len(scored)} ranked trials"
+    front = scored[scored["pareto_rank"] == 0]
+    top = front.head(most)
+    return top, (f"the {len(top)} front trials" if len(top) == len(front)
+                 else f"{len(top)} of the {len(front)} front trials")
+
+
+def _default_and_diva(data: StudyData,
+                      scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The method's default (at most one row), the best-ranked DIVA-variant trial that
+    is not the default (at most one row), and a note saying which the DIVA variant is."""
+    is_base = scored["baseline"].astype(bool) if "baseline" in scored else pd.Series(
+        False, index=scored.index)
+    base = scored[is_base].head(1)
+    is_diva = _is_diva(data, scored)
+    diva = scored[is_diva & ~is_base].head(1)
+    if len(base) and bool(is_diva[base.index].any()):
+        diva_note = "the method default here is the DIVA variant (no zay)"
+    elif len(diva):
+        diva_note = (f"the DIVA variant (no zay): trial #{int(diva.iloc[0]['number'])}, "
+                     "its best-ranked trial")
+    else:
+        diva_note = "the DIVA variant (no zay) is not in this study"
+    return base, diva, diva_note
+
+
+def _is_diva(data: StudyData, scored: pd.DataFrame) -> pd.Series:
+    """Which scored trials are of the DIVA variant: by their stored configuration, or by
+    an enqueued trial's fixed ``variant`` setting."""
+    diva_configs = data.configs(containing=DIVA_VARIANT)
+    diva_ids = {tid for tid, cfg in diva_configs.items()
+                if (cfg.get("model") or {}).get("variant") == DIVA_VARIANT}
+    if "variant" in scored.columns:  # an enqueued trial's fixed setting
+        diva_ids |= set(scored.loc[scored["variant"] == DIVA_VARIANT, "trial_id"].astype(int))
+    return scored["trial_id"].astype(int).isin(diva_ids)
+
+
+def _lodo_measures(lodo: list[tuple[int, str]], rows: pd.DataFrame,
+                   config: dict[str, Any] | None
+                   ) -> tuple[list[str], list[str], tuple[str, str] | None]:
+    """A LODO study's measures (one per held-out domain) and their labels, and the test
+    domain's column and label where the shown settings have it."""
+    measures = [c for _, c in lodo]
+    labels = [domain_label(config, k) for k, _ in lodo]
+    test = None
+    if TEST_DOMAIN in rows.columns and rows[TEST_DOMAIN].notna().any():
+        where = domain_label(config, _int(((config or {}).get("data") or {})
+                                          .get("test_domain")))
+        test = (TEST_DOMAIN, f"test domain {where} ({NOT_SELECTED})")
+    return measures, labels, test
+
+
+def _split_measures(splits: list[str], rows: pd.DataFrame,
+                    config: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """The in-domain validation accuracy (where shown) beside the held-out ``splits``
+    (validation and test domain), and their labels."""
+    data_cfg = (config or {}).get("data") or {}
+    measures, labels = [], []
+    if TASK_OBJECTIVE in rows.columns and rows[TASK_OBJECTIVE].notna().any():
+        measures.append(TASK_OBJECTIVE)
+        labels.append(f"in-domain validation ({TASK_OBJECTIVE})")
+    if VAL_DOMAIN in splits:
+        where = domain_label(config, _int(data_cfg.get("val_domain")))
+        measures.append(VAL_DOMAIN)
+        labels.append(f"held-out validation domain {where} ({VAL_DOMAIN})")
+    if TEST_DOMAIN in splits:
+        where = domain_label(config, _int(data_cfg.get("test_domain")))
+        measures.append(TEST_DOMAIN)
+        labels.append(f"test domain {where} ({TEST_DOMAIN}): {NOT_SELECTED}")
+    return measures, labels
