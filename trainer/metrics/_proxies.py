@@ -92,51 +92,82 @@ def epoch_proxies(
     if "zay" not in latents:
         return {}
     zay = latents["zay"].double()
-    out: dict[str, torch.Tensor] = {}
-    fit, score = half, ~half
-    draws = PROXY_DRAWS if std is not None else 1
+    # one generator for every draw below, in this order: the dependence proxies' draw,
+    # then each group's probe draws when a readout first needs them
     gen = torch.Generator(device=zay.device).manual_seed(PROXY_SEED) if std else None
+    out = _dependence_proxies(latents, std, gen)
+    readout = _Readouts(latents, factors, half, std, gen)
+    out["val_zay_label_leakage"] = torch.maximum(readout("zay", "y"), readout("zay", "a"))
+    score_value = _mean_exclusivity(readout, latents, factors, factor_groups)
+    alive = _zay_alive(zay, std)
+    out["val_disentanglement_score"] = torch.where(alive, score_value,
+                                                   torch.zeros_like(score_value))
+    # for a scheduler's feasibility at a rung, as zay_collapsed is the final one's
+    out["val_zay_collapsed"] = (~alive).to(score_value.dtype)
+    return out
 
-    # dependence on one posterior draw per input: what the decoder receives
+
+def _dependence_proxies(latents: dict[str, torch.Tensor], std: dict[str, torch.Tensor] | None,
+                        gen: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """1 - the mean linear CKA and RBF HSIC of zay with zy and with za, on one posterior
+    draw per input: what the decoder receives."""
+    device = latents["zay"].device
     zy, za, zay_z = (latents[g].double() if std is None else
                      latents[g].double() + std[g].double() * torch.randn(
-                         latents[g].shape, generator=gen, device=zay.device,
+                         latents[g].shape, generator=gen, device=device,
                          dtype=torch.float64)
                      for g in ("zy", "za", "zay"))
-    out["val_zay_independence"] = 1.0 - (
-        linear_cka(zy, zay_z).clamp(0, 1) + linear_cka(za, zay_z).clamp(0, 1)) / 2
-    n = zay.shape[0]
-    keep = torch.linspace(0, n - 1, min(n, PROXY_HSIC_SAMPLES), device=zay.device).long()
+    out = {"val_zay_independence": 1.0 - (
+        linear_cka(zy, zay_z).clamp(0, 1) + linear_cka(za, zay_z).clamp(0, 1)) / 2}
+    n = zay_z.shape[0]
+    keep = torch.linspace(0, n - 1, min(n, PROXY_HSIC_SAMPLES), device=device).long()
     out["val_zay_nonlinear_independence"] = 1.0 - (
         hsic(zy[keep], zay_z[keep]).clamp(0, 1) + hsic(za[keep], zay_z[keep]).clamp(0, 1)) / 2
+    return out
 
-    cache: dict[tuple[str, str], torch.Tensor] = {}
 
-    def received(group: str) -> tuple[torch.Tensor, torch.Tensor]:
+class _Readouts:
+    """``readout(group, factor)``: how well a ridge probe fit on the ``half`` reads
+    ``factor`` from ``group`` on the other half, computed once per pair. A group's
+    posterior draws are made once, when a readout first needs them."""
+
+    def __init__(self, latents: dict[str, torch.Tensor],
+                 factors: dict[str, tuple[torch.Tensor, int | None]], half: torch.Tensor,
+                 std: dict[str, torch.Tensor] | None, gen: torch.Generator | None) -> None:
+        self.latents, self.factors, self.std, self.gen = latents, factors, std, gen
+        self.fit, self.score = half, ~half
+        self.draws = PROXY_DRAWS if std is not None else 1
+        self._samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def _received(self, group: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One posterior draw of the fit half; ``draws`` stacked draws of the score half."""
-        mu = latents[group].double()
-        if std is None:
-            return mu[fit], mu[score]
-        sd = std[group].double()
-        eps = torch.randn((1 + draws, *mu.shape), generator=gen, device=mu.device,
+        mu = self.latents[group].double()
+        if self.std is None:
+            return mu[self.fit], mu[self.score]
+        sd = self.std[group].double()
+        eps = torch.randn((1 + self.draws, *mu.shape), generator=self.gen, device=mu.device,
                           dtype=mu.dtype)
         z = mu + sd * eps
-        return z[0][fit], z[1:][:, score].reshape(-1, mu.shape[1])
+        return z[0][self.fit], z[1:][:, self.score].reshape(-1, mu.shape[1])
 
-    samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __call__(self, group: str, factor: str) -> torch.Tensor:
+        if (group, factor) not in self._cache:
+            if group not in self._samples:
+                self._samples[group] = self._received(group)
+            z_fit, z_score = self._samples[group]
+            values, n_classes = self.factors[factor]
+            self._cache[group, factor] = ridge_readout(z_fit, values[self.fit], z_score,
+                                                       values[self.score].repeat(self.draws),
+                                                       n_classes=n_classes)
+        return self._cache[group, factor]
 
-    def readout(group: str, factor: str) -> torch.Tensor:
-        if (group, factor) not in cache:
-            if group not in samples:
-                samples[group] = received(group)
-            z_fit, z_score = samples[group]
-            values, n_classes = factors[factor]
-            cache[group, factor] = ridge_readout(z_fit, values[fit], z_score,
-                                                 values[score].repeat(draws),
-                                                 n_classes=n_classes)
-        return cache[group, factor]
 
-    out["val_zay_label_leakage"] = torch.maximum(readout("zay", "y"), readout("zay", "a"))
+def _mean_exclusivity(readout: _Readouts, latents: dict[str, torch.Tensor],
+                      factors: dict[str, tuple[torch.Tensor, int | None]],
+                      factor_groups: dict[str, str]) -> torch.Tensor:
+    """The mean over factors of how much better the factor's own group reads it than the
+    best other group does (0 where another reads it as well)."""
     groups = list(latents)
     fg = {f: g for f, g in (factor_groups or {"y": "zy", "a": "za"}).items()
           if f in factors and g in latents}
@@ -144,15 +175,14 @@ def epoch_proxies(
     for f, own in fg.items():
         others = torch.stack([readout(g, f) for g in groups if g != own])
         exclusivity.append((readout(own, f) - others.max()).clamp_min(0.0))
-    score_value = torch.stack(exclusivity).mean()
+    return torch.stack(exclusivity).mean()
+
+
+def _zay_alive(zay: torch.Tensor, std: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Whether zay transmits anything: its information rate reaches the collapse
+    threshold, or (deterministic latents) at least one dimension varies."""
     if std is not None:
         rate = information_rate(zay, std["zay"]).sum()
-        alive = rate >= COLLAPSE_RATE_PER_DIM * zay.shape[1]
-    else:  # deterministic latents: collapsed only when no dimension varies
-        var, scale = zay.var(0), (zay * zay).mean(0)
-        alive = ((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
-    out["val_disentanglement_score"] = torch.where(alive, score_value,
-                                                   torch.zeros_like(score_value))
-    # for a scheduler's feasibility at a rung, as zay_collapsed is the final one's
-    out["val_zay_collapsed"] = (~alive).to(score_value.dtype)
-    return out
+        return rate >= COLLAPSE_RATE_PER_DIM * zay.shape[1]
+    var, scale = zay.var(0), (zay * zay).mean(0)
+    return ((var > ACTIVE_RELATIVE_VARIANCE * scale) & (var > 0)).any()
