@@ -29,6 +29,9 @@ so ``factor_groups`` is empty (the label-only score applies).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -106,6 +109,36 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
     from trainer._bundle import require_root
 
     root = require_root(cfg)
+    _check_official_domains(cfg)
+    ds = _open_camelyon17(root)
+    with_val_domain = cfg.val_domain is not None
+    ours = _our_split(ds, with_val_domain=with_val_domain)
+    pick = _pick(ours, cfg.max_samples, seed)
+    hospital_col = ds.metadata_fields.index("hospital")
+    n_hospitals = int(ds.metadata_array[:, hospital_col].max()) + 1
+    x, y, a = _read_patches(ds, pick, hospital_col, side=cfg.image_size or 96)
+    slide = np.asarray(ds.metadata_array)[pick, ds.metadata_fields.index("slide")]
+    splits = _split_indices(ours[pick], slide, a.numpy(), seed, with_val_domain=with_val_domain)
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    if empty:
+        raise ConfigError(
+            f"camelyon17: no samples left in split(s) {', '.join(empty)} "
+            f"({len(pick)} patches drawn); raise --max_samples"
+        )
+    return DataBundle(
+        x=x,
+        y=y,
+        a=a,
+        n_classes=2,
+        n_domains=n_hospitals,
+        splits={k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()},
+        # a slide's patches are one source: the probes are fit and scored on other slides
+        source=torch.from_numpy(slide.astype(np.int64)),
+    )
+
+
+def _check_official_domains(cfg: DataConfig) -> None:
+    """Refuse a test or validation domain other than the official split's hospitals."""
     if cfg.test_domain not in (None, WILDS_TEST_HOSPITAL):
         raise ConfigError(
             f"camelyon17 uses WILDS' official split, whose test hospital is "
@@ -117,28 +150,41 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
             f"hospital is {WILDS_VAL_HOSPITAL}; give --val_domain {WILDS_VAL_HOSPITAL} or "
             f"leave it unset (got {cfg.val_domain})"
         )
+
+
+def _open_camelyon17(root: Path) -> Any:
+    """``wilds``' Camelyon17 dataset under ``root`` (official split scheme, no download);
+    a ConfigError naming the expected layout where it cannot be read."""
     dataset_class = camelyon17_class()
     try:
-        ds = dataset_class(root_dir=str(root), download=False, split_scheme="official")
+        return dataset_class(root_dir=str(root), download=False, split_scheme="official")
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise ConfigError(
             f"cannot read Camelyon17 under {root}: {exc}; expected "
             f"{root}/camelyon17_v1.0/metadata.csv and its patches/ (WILDS' layout)"
         ) from exc
+
+
+def _our_split(ds: Any, *, with_val_domain: bool) -> np.ndarray:
+    """Our split of every sample from WILDS' ``split_array``: 0 train, 1 val or test
+    (id_val), 2 test_domain, 3 val_domain (WILDS' OOD val, only when asked for), -1
+    unused."""
     wilds_split = np.asarray(ds.split_array)
     codes = ds.split_dict  # {'train': 0, 'id_val': 1, 'test': 2, 'val': 3}
-    # our split per sample: 0 train, 1 val or test (id_val), 2 test_domain, 3 val_domain
-    # (WILDS' OOD val, only when asked for), -1 unused
     ours = np.full(len(wilds_split), -1)
     ours[wilds_split == codes["train"]] = 0
     ours[wilds_split == codes["id_val"]] = 1
     ours[wilds_split == codes["test"]] = 2
-    if cfg.val_domain is not None:
+    if with_val_domain:
         ours[wilds_split == codes["val"]] = 3
-    pick = _pick(ours, cfg.max_samples, seed)
-    hospital_col = ds.metadata_fields.index("hospital")
-    n_hospitals = int(ds.metadata_array[:, hospital_col].max()) + 1
-    side = cfg.image_size or 96
+    return ours
+
+
+def _read_patches(ds: Any, pick: np.ndarray, hospital_col: int, *,
+                  side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The picked patches as ``(n, 3, side, side)`` floats in [0, 1] (resized where
+    needed), their labels and hospitals, read in chunks through ``wilds``' own
+    ``__getitem__``."""
     x = torch.empty((len(pick), 3, side, side), dtype=torch.float32)
     y = torch.empty(len(pick), dtype=torch.int64)
     a = torch.empty(len(pick), dtype=torch.int64)
@@ -158,31 +204,21 @@ def load_camelyon17(cfg: DataConfig, seed: int) -> DataBundle:
         x[start : start + len(rows)] = batch
         y[start : start + len(rows)] = torch.tensor(labels)
         a[start : start + len(rows)] = torch.tensor(hospitals)
-    role = ours[pick]
-    slide = np.asarray(ds.metadata_array)[pick, ds.metadata_fields.index("slide")]
+    return x, y, a
+
+
+def _split_indices(role: np.ndarray, slide: np.ndarray, hospital: np.ndarray, seed: int, *,
+                   with_val_domain: bool) -> dict[str, np.ndarray]:
+    """Each split's positions among the picked patches (``role``: their ``_our_split``);
+    the in-distribution ones go to val or test by whole slides."""
     in_dist = np.flatnonzero(role == 1)
-    val_mask = _half_of_the_slides(slide[in_dist], a.numpy()[in_dist], seed)
+    val_mask = _half_of_the_slides(slide[in_dist], hospital[in_dist], seed)
     splits = {
         "train": np.flatnonzero(role == 0),
         "val": np.sort(in_dist[val_mask]),
         "test": np.sort(in_dist[~val_mask]),
         "test_domain": np.flatnonzero(role == 2),
     }
-    if cfg.val_domain is not None:
+    if with_val_domain:
         splits["val_domain"] = np.flatnonzero(role == 3)
-    empty = [k for k, v in splits.items() if len(v) == 0]
-    if empty:
-        raise ConfigError(
-            f"camelyon17: no samples left in split(s) {', '.join(empty)} "
-            f"({len(pick)} patches drawn); raise --max_samples"
-        )
-    return DataBundle(
-        x=x,
-        y=y,
-        a=a,
-        n_classes=2,
-        n_domains=n_hospitals,
-        splits={k: torch.from_numpy(v.astype(np.int64)) for k, v in splits.items()},
-        # a slide's patches are one source: the probes are fit and scored on other slides
-        source=torch.from_numpy(slide.astype(np.int64)),
-    )
+    return splits
