@@ -1,8 +1,8 @@
 """The confirmation of a study's front (``stagetune confirm``) in the report.
 
 ``stagetune confirm`` re-trains the front's best settings and the method's default on
-fresh seeds, paired by seed, and stores the runs beside the study (``search.storage``).
-``search.confirmation.summarize`` turns them into paired comparisons (mean difference, 95%
+fresh seeds, paired by seed, and stores the runs beside the study (``search.db.storage``).
+``search.checks.confirm_summary.summarize`` turns them into paired comparisons (mean difference, 95%
 interval, paired t test, Holm's correction across the settings); this module only reads
 that summary and says it: a sentence for the report's header and a section with each
 confirmed setting's sentences and a compact table.
@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis._format import params_text
 from analysis._load import StudyData
-from search.confirmation import (
+from search.checks.confirm_summary import (
     caveat_phrase,
     caveat_text,
     holm_family_text,
@@ -28,7 +28,7 @@ from search.confirmation import (
     reported_sentence,
     untested_note,
 )
-from search.paired import (
+from search.checks.paired import (
     BEATS,
     CONSTANT,
     IDENTICAL,
@@ -40,11 +40,11 @@ from search.paired import (
     format_p,
     untested_text,
 )
-from search.storage import redact
+from search.db.storage import redact
 
 
 def latest_confirmation(data: StudyData) -> dict[str, Any] | None:
-    """The study's confirmation that ran last, as ``search.confirmation.summarize``
+    """The study's confirmation that ran last, as ``search.checks.confirm_summary.summarize``
     gives it; ``None`` when it has none."""
     return latest_summary(data.engine, data.name)
 
@@ -62,7 +62,7 @@ def confirm_command(data: StudyData, summary: dict[str, Any] | None = None) -> s
 
 def verdict(comparison: dict[str, Any] | None, direction: str, alpha: float) -> str | None:
     """``BEATS``, ``WORSE`` or ``NOT_SHOWN`` for one objective of one setting (the rule of
-    ``search.paired.verdict``: a difference counts when its Holm-adjusted p is below
+    ``search.checks.paired.verdict``: a difference counts when its Holm-adjusted p is below
     ``alpha``); ``ONE_SEED``, ``IDENTICAL`` or ``CONSTANT`` for one without a test;
     ``None`` when no seed paired."""
     if comparison is None:

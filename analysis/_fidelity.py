@@ -1,8 +1,8 @@
 """The report's answer to "can a cheaper budget be trusted?", and whether the objectives
 separate the trials at all.
 
-Computed first (``search.fidelity``'s stored summary of the latest check,
-``search.resolution`` on the study's trial table), drawn second: one figure per
+Computed first (``search.checks.fidelity``'s stored summary of the latest check,
+``search.checks.resolution`` on the study's trial table), drawn second: one figure per
 objective, a panel per cheaper budget with every setting's mean ± SE at that budget
 against its mean ± SE at the target, and a table of the rank statistics with their
 bootstrap intervals.
@@ -16,18 +16,18 @@ import shlex
 from typing import Any
 
 from analysis._load import StudyData
-from search.fidelity import RHO_BAR, interval_text, latest_summary
-from search.resolution import resolution_warnings, study_resolution
-from search.storage import redact
+from search.checks.fidelity import RHO_BAR, interval_text
+from search.checks.resolution import resolution_warnings, study_resolution
+from search.db.storage import latest_fidelity_summary, redact
 
 
 def latest_fidelity(data: StudyData) -> dict[str, Any] | None:
     """The scored result of the study's latest fidelity check, or ``None``."""
-    return latest_summary(data.engine, data.name)
+    return latest_fidelity_summary(data.engine, data.name)
 
 
 def report_resolution(data: StudyData) -> dict[str, Any]:
-    """``search.resolution.study_resolution`` over the report's complete trials."""
+    """``search.checks.resolution.study_resolution`` over the report's complete trials."""
     trials = data.trials[data.trials["state"] == "COMPLETE"]
     names = list(data.objectives)
     spec = data.objective_spec or {}

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from search import fixed as fixed_config  # plain Python: no optuna, torch or ray
+from search.db import fixed as fixed_config  # plain Python: no optuna, torch or ray
+from search.db.storage import redact  # sqlalchemy only: no torch, no ray
 from search.settings import representatives, setting_key
-from search.storage import redact  # sqlalchemy only: no torch, no ray
 from trainer import params as registry  # plain Python: no torch
 from trainer.objectives import COLLAPSE_FLAG
 
@@ -24,7 +24,7 @@ OPTUNA_TABLES = {"studies", "study_directions", "trials", "trial_values", "trial
                  "trial_user_attributes", "study_user_attributes"}
 OBJECTIVE_ATTR = "stagetune_objective"
 #: the seeds per setting of a study swept with ``--replicates R`` (R > 1), as
-#: ``search.study`` stores it
+#: ``search.db.study`` stores it
 REPLICATES_ATTR = "stagetune_replicates"
 #: the registry's searched parameters, in its order
 SEARCHED_PARAMS = registry.searched_names()
@@ -36,7 +36,7 @@ class AnalysisError(RuntimeError):
 
 def open_read_only(url: str) -> sa.Engine:
     """A read-only engine on a reachable study database."""
-    from search.storage import StorageError, make_engine, ping
+    from search.db.storage import StorageError, make_engine, ping
 
     try:
         engine = make_engine(url, read_only=True)
@@ -77,7 +77,7 @@ class StudyData:
     #: seeds per setting (``--replicates``): objectives are means over this many paired
     #: seeds, with ``<name>_se`` columns beside them when it is above 1
     replicates: int = 1
-    #: the budgets the study ran at, oldest first (``search.fixed``; empty for a study
+    #: the budgets the study ran at, oldest first (``search.db.fixed``; empty for a study
     #: that never moved to another), with an ``epochs`` column of each trial's then
     budgets: list[dict[str, int]] = field(default_factory=list)
 

@@ -43,8 +43,8 @@ from analysis._rank import (
     study_notes,
     table_columns,
 )
+from search.db.study import FAIL_REASON_ATTR, ORPHAN_ATTR
 from search.pareto import hypervolume_2d
-from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR
 
 log = logging.getLogger("stagetune.analysis")
 FIGURES = ("pareto", "domains", "hypervolume", "curves", "effects", "parallel", "importance",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.storage import DEFAULT_STORAGE  # sqlalchemy only: no torch, no ray
+from search.db.storage import DEFAULT_STORAGE  # sqlalchemy only: no torch, no ray
 
 HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
 

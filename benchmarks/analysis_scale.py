@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import create_trial
 
+from search.db.storage import create_tables, epoch_metrics
+from search.db.study import OBJECTIVE_ATTR
 from search.objective import Objective
-from search.storage import create_tables, epoch_metrics
-from search.study import OBJECTIVE_ATTR
 
 THIRD = "disentanglement_score"
 

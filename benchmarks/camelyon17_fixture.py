@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from search.paired import mean_sd_text, paired_by_seed
+    from search.checks.paired import mean_sd_text, paired_by_seed
     from search.space import baseline_params
     from tests.trainer.wilds_layout import write_camelyon17
     from trainer import (

@@ -27,7 +27,7 @@ The report prints, per setting, mean +- sd over seeds of the task accuracy, the 
 where s (the interaction factor) is read from (``factor_s_from_<group>``, posterior
 samples), what zay holds besides it and what each group transmits; and each setting
 against ``default``: the mean paired difference and a paired t test's p-value
-(``search.paired``), "**yes**" where p < 0.05.
+(``search.checks.paired``), "**yes**" where p < 0.05.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from search.paired import format_p, mean_sd_text, paired_by_seed  # noqa: E402 (from ROOT)
+from search.checks.paired import format_p, mean_sd_text, paired_by_seed  # noqa: E402 (from ROOT)
 from search.space import reference_settings  # noqa: E402
 
 SETTINGS = reference_settings("default", "unsuppressed", "kl_weight")

@@ -10,7 +10,7 @@ default's thirds scale), and the search-quality benchmark's scaled size (6 epoch
 sources, hidden 64, 8-dimensional latents, learning rate 5e-3). The prefix rungs (epochs
 10 to 50 of the target runs: 20 ends the default's stage 1, 40 its stage 2, 50 is midway
 through stage 3) are read from the target runs' epoch rows, by each objective's
-per-epoch proxy. ``search.fidelity`` scores them: Spearman's rho and Kendall's tau against
+per-epoch proxy. ``search.checks.fidelity`` scores them: Spearman's rho and Kendall's tau against
 the target with bootstrap intervals over settings (seeds resampled within settings),
 the overlap of the top 4 and the regret.
 
@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from search.fidelity import (  # noqa: E402
+from search.checks.fidelity import (  # noqa: E402
     RHO_BAR,
     Budget,
     budget_params,
@@ -48,8 +48,8 @@ from search.fidelity import (  # noqa: E402
     plan_budgets,
     score_check,
 )
+from search.checks.resolution import metric_resolution  # noqa: E402
 from search.objective import EPOCH_PROXIES  # noqa: E402
-from search.resolution import metric_resolution  # noqa: E402
 
 TARGET_EPOCHS = 60
 SEEDS = (0, 1, 2)
@@ -180,7 +180,7 @@ def report(out: Path) -> None:
     for budget in ("target", "e6", "scaled"):
         print(f"\nbest_6_epoch - default at {budget} (paired by seed):")
         print("\n".join(winner_against_default(runs, budget)))
-    print("\nResolution at each schedule (search.resolution: sd between the settings' "
+    print("\nResolution at each schedule (search.checks.resolution: sd between the settings' "
           "means / median SE within a setting; feasible settings only; >= 2 resolves):")
     for budget in [b for b in budgets() if not b.is_rung]:
         cells = []
@@ -193,7 +193,7 @@ def report(out: Path) -> None:
 
 def winner_against_default(runs, budget: str) -> list[str]:
     """The 6-epoch search's best setting against the default, paired by seed."""
-    from search.paired import paired_difference
+    from search.checks.paired import paired_difference
 
     lines = []
     for metric in (*OBJECTIVES, "zay_rate", "factor_s_from_zx"):

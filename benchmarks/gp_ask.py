@@ -12,7 +12,7 @@ levers ranged (``build_space(6, ranges=RANGES)``). A study's history is N trials
 the random sampler (seed 0) and told made-up objective values that depend smoothly on
 the parameters, every fifth one infeasible (the collapse constraint): the time of an ask
 depends on N and on the space, not on what the values mean. Then ``--asks`` GP asks are
-timed (the sampler made as a sweep makes it, ``search.study.make_sampler``), each told
+timed (the sampler made as a sweep makes it, ``search.db.study.make_sampler``), each told
 its made-up value.
 
 Each history size runs in two child processes, one where ``greenlet`` imports and one
@@ -62,8 +62,8 @@ def child(n_history: int, asks: int, block: bool) -> dict:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
 
+    from search.db.study import make_sampler
     from search.space import build_space
-    from search.study import make_sampler
     from trainer.objectives import COLLAPSE_FLAG
 
     space = build_space(EPOCHS, ranges=list(RANGES))

@@ -10,7 +10,7 @@ What it measures: DIVA's rotated-digit protocol (Ilse et al. 2020) on the built-
 domain k (a *fold*) and each seed, a model is trained with ``val_domain=k``: domain k is
 left out of training, and its accuracy there (q(y|zy) on the ``val_domain`` split, the
 final metric ``acc_y_val_domain``) is the fold's score. The LODO mean of a seed is the
-mean of its six folds' held-out accuracies (``search.replicates.combine``'s
+mean of its six folds' held-out accuracies (``search.worker.replicates.combine``'s
 ``lodo_accuracy``); the in-domain validation accuracy (``task_accuracy``, q(y|zy) on the
 training domains' validation split) is reported beside it for contrast.
 
@@ -37,7 +37,7 @@ thread (the machine this was written on has two shared cores).
 The report prints, for every setting, the held-out accuracy of each domain (mean +- sd
 over seeds), the LODO mean (per seed over folds, then mean +- sd over seeds), the
 in-domain validation accuracy, and each setting against ``default`` on the LODO mean: a
-paired t test over seeds (``search.paired.paired_difference``).
+paired t test over seeds (``search.checks.paired.paired_difference``).
 
 ``--colour-check FOLD ...`` asks how much of a fold's held-out error comes from the data's
 colour rule (s = class parity XOR domain parity flips between neighbouring domains): see
@@ -227,7 +227,7 @@ def colour_check(folds: list[int], epochs: int, max_samples: int | None, seed: i
 def report(out: Path, settings: list[str]) -> str:
     """Markdown tables: held-out accuracy per domain and LODO mean, in-domain validation
     accuracy, and each setting against ``default`` (paired over seeds)."""
-    from search.paired import format_p, mean_sd_text, paired_by_seed
+    from search.checks.paired import format_p, mean_sd_text, paired_by_seed
     from trainer import DataConfig
 
     domains = DataConfig().domains

@@ -224,7 +224,7 @@ def open_study(storage: str, sampler: str, seed: int, total: int | None = None):
     import optuna
     from optuna.trial import TrialState
 
-    from search.study import make_sampler
+    from search.db.study import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=f"{sampler}-seed{seed}",
@@ -248,7 +248,7 @@ def tell(study, trial, params: dict[str, Any], outcome: Outcome, replicates: int
     and the collapse constraint (the worst replicate's) as user attributes."""
     from optuna.trial import TrialState
 
-    from search.study import FAIL_REASON_ATTR
+    from search.db.study import FAIL_REASON_ATTR
     from trainer.objectives import COLLAPSE_FLAG
 
     trial.set_user_attr("setting", setting_key(params))
@@ -274,8 +274,8 @@ def run(storage: str, samplers: list[str], seeds: list[int], budgets: list[int],
         population: int, replicates: int, deadline: float | None) -> dict[str, Any]:
     """Bring every study to each budget in turn, in lockstep rounds; stop starting rounds
     after ``deadline`` (``time.time()``). Returns the run's cost."""
+    from search.db.study import make_sampler, trial_seed
     from search.space import build_space
-    from search.study import make_sampler, trial_seed
 
     total = max(budgets)
     space = build_space(SIZES["epochs"], ranges=list(RANGES))

@@ -129,7 +129,7 @@ def check(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, Any
 
 def check_report(out: Path) -> str:
     """Per setting, mean ± sd over seeds; each setting against the default (paired)."""
-    from search.paired import mean_sd_text, paired_by_seed
+    from search.checks.paired import mean_sd_text, paired_by_seed
 
     runs = [r for r in json.loads(out.read_text())["runs"] if "final" in r]
     settings = list(dict.fromkeys(r["setting"] for r in runs))
@@ -203,10 +203,10 @@ def sweep_report() -> str:
 
     import optuna
 
-    from search import storage as db
-    from search.confirmation import print_confirmation, summarize
-    from search.paired import paired_difference
-    from search.study import open_storage_read_only
+    from search.checks.confirm_summary import print_confirmation, summarize
+    from search.checks.paired import paired_difference
+    from search.db import storage as db
+    from search.db.study import open_storage_read_only
 
     study = optuna.load_study(study_name=STUDY, storage=open_storage_read_only(STORAGE))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]

@@ -43,7 +43,7 @@ def main() -> None:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - t0
 
-    from search.driver import SweepOptions, run_sweep
+    from search.driver.sweep import SweepOptions, run_sweep
     from search.space import build_space
     from trainer import RunConfig
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search.db.storage import DEFAULT_STORAGE, StorageError, check_url, redact
 from search.objective import Objective, ObjectiveError
 from search.space import SpaceError, build_space, parameter_help
-from search.storage import DEFAULT_STORAGE, StorageError, check_url, redact
 from trainer.objectives import DEFAULT_DISENTANGLEMENT_OBJECTIVE, DISENTANGLEMENT_OBJECTIVES
 
 # small enough for seconds per trial on one CPU, big enough that zy learns the class
@@ -219,7 +219,7 @@ def _sweep_stopping_options(r: argparse._ArgumentGroup) -> None:
 
 def _sweep_trial_run_options(r: argparse._ArgumentGroup) -> None:
     """How each trial runs: retries, seeds, populations, imports and Ray's files."""
-    from search._progress import default_work_dir
+    from search.driver.progress import default_work_dir
 
     r.add_argument("--retries", type=int, default=2, help="retries after a worker failure")
     r.add_argument("--replicates", "--seeds", dest="replicates", type=int, default=1,
@@ -281,7 +281,7 @@ def _confirm_parser(sub) -> None:
 
 def _planned_run_options(p: argparse.ArgumentParser, *, population: str) -> None:
     """How the runs of a plan (a confirmation, a fidelity check) are scheduled on Ray."""
-    from search._progress import default_work_dir
+    from search.driver.progress import default_work_dir
 
     p.add_argument("--population", action="store_true", help=population)
     p.add_argument("--cpus-per-trial", type=float, default=1.0,
@@ -350,8 +350,8 @@ def _fidelity_parser(sub) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from search.confirm import ConfirmOptions, run_confirm
-    from search.confirmation import print_confirmation
+    from search.checks.confirm import ConfirmOptions, run_confirm
+    from search.checks.confirm_summary import print_confirmation
 
     summary = run_confirm(ConfirmOptions(top=args.top, seeds=args.seeds,
                                          **ConfirmOptions.from_args(args)))
@@ -366,8 +366,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from search.fidelity import summary_lines
-    from search.fidelity_run import FidelityOptions, run_fidelity
+    from search.checks.fidelity import summary_lines
+    from search.checks.fidelity_run import FidelityOptions, run_fidelity
 
     summary = run_fidelity(FidelityOptions(
         settings=args.settings, seeds=args.seeds, epochs=tuple(args.epochs),
@@ -403,7 +403,7 @@ def _base_config(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.driver import SweepOptions, run_sweep
+    from search.driver.sweep import SweepOptions, run_sweep
     from trainer import RunConfig
 
     if args.n_trials < 1:  # before anything is created: 0 would leave a study of nothing
@@ -456,20 +456,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from optuna.trial import TrialState
 
-    from search.driver import print_summary, summarize
-    from search.study import load_named_study, open_storage_read_only, summary_objective
+    from search.db.study import load_named_study, open_storage_read_only, summary_objective
+    from search.driver.sweep import print_summary, summarize
 
     # read only: status never creates, migrates or writes a database
     storage = open_storage_read_only(args.storage)
     study = load_named_study(storage, args.storage, args.study)
     objective = summary_objective(study)  # refuses a study it cannot summarise
     summary = summarize(study, objective)
-    from search.confirmation import latest_summary
+    from search.checks.confirm_summary import latest_summary
 
     summary["confirmation"] = latest_summary(storage.engine, args.study)
-    from search.fidelity import latest_summary as latest_fidelity
-    from search.resolution import resolution_warnings, study_resolution
-    from search.study import study_replicates
+    from search.checks.resolution import resolution_warnings, study_resolution
+    from search.db.storage import latest_fidelity_summary as latest_fidelity
+    from search.db.study import study_replicates
 
     summary["fidelity"] = latest_fidelity(storage.engine, args.study)
     summary["resolution"] = study_resolution(
@@ -487,7 +487,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("not confirmed: 'stagetune confirm' re-runs the front against the "
                   "default on fresh seeds", file=text)
         else:
-            from search.confirmation import print_confirmation
+            from search.checks.confirm_summary import print_confirmation
 
             print_confirmation(summary["confirmation"], file=text)
         for line in resolution_warnings(summary["resolution"]):
@@ -496,7 +496,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("no fidelity check: 'stagetune fidelity' measures whether a cheaper "
                   "budget ranks settings as this study's budget does", file=text)
         else:
-            from search.fidelity import summary_lines
+            from search.checks.fidelity import summary_lines
 
             print("\n".join(summary_lines(summary["fidelity"])), file=text)
     sys.stdout.write(text.getvalue())
@@ -515,10 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.confirm import ConfirmError
-    from search.driver import SweepInterrupted
-    from search.fidelity import FidelityError
-    from search.study import StudyError
+    from search.checks.confirm import ConfirmError
+    from search.checks.fidelity import FidelityError
+    from search.db.study import StudyError
+    from search.driver.sweep import SweepInterrupted
     from trainer import ConfigError
 
     try:

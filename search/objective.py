@@ -45,6 +45,15 @@ TASK_METRICS = {
 }
 #: the task metric of a leave-one-domain-out sweep
 LODO_METRIC = "lodo_accuracy"
+#: the per-epoch stand-in of ``zay_collapsed`` (trainer.metrics._proxies)
+COLLAPSED_PROXY = "val_zay_collapsed"
+
+
+def proxy_of(objective: str) -> str | None:
+    """The per-epoch proxy a rung reads for an objective (a task metric's too), if any."""
+    if objective in EPOCH_PROXIES:
+        return EPOCH_PROXIES[objective]
+    return TASK_METRICS[objective][0] if objective in TASK_METRICS else None
 
 
 class ObjectiveError(ValueError):

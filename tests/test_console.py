@@ -12,8 +12,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from search._progress import Progress, default_work_dir, print_summary, quiet_ray_logs, summarize
 from search.console import COMMANDS, main
+from search.driver.progress import (
+    Progress,
+    default_work_dir,
+    print_summary,
+    quiet_ray_logs,
+    summarize,
+)
 from search.objective import Objective
 from tests.analysis.conftest import make_study
 

@@ -12,9 +12,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from search.db.storage import create_tables, write_artifact, write_epoch
+from search.db.study import OBJECTIVE_ATTR
 from search.objective import Objective
-from search.storage import create_tables, write_artifact, write_epoch
-from search.study import OBJECTIVE_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

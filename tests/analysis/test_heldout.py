@@ -16,8 +16,8 @@ from analysis._load import load_study
 from analysis._rank import rank_trials
 from analysis._report import build_figures, write_report
 from analysis.cli import main
+from search.db.study import OBJECTIVE_ATTR
 from search.objective import TASK_METRICS, Objective
-from search.study import OBJECTIVE_ATTR
 from tests.analysis.conftest import DISTS, new_study, subtitle
 
 ANGLES = [0.0, 15.0, 30.0, 45.0, 60.0, 75.0]

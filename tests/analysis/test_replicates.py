@@ -20,8 +20,8 @@ from analysis._load import load_study, open_read_only
 from analysis._rank import rank_trials
 from analysis._report import build_figures, write_report
 from analysis.cli import main
+from search.db.storage import add_confirmation, create_tables, write_confirmation_run
 from search.objective import Objective
-from search.storage import add_confirmation, create_tables, write_confirmation_run
 from tests.analysis.conftest import (
     DISTS,
     assert_report_imports_no_torch_or_ray,

@@ -24,8 +24,8 @@ from analysis._format import FRONT_END
 from analysis._load import load_study
 from analysis._rank import rank_trials
 from analysis._report import _STYLE, build_figures, header_html, table_cells, write_report
+from search.db.storage import create_tables, write_epoch
 from search.objective import Objective
-from search.storage import create_tables, write_epoch
 from tests.analysis.conftest import DISTS, new_study
 
 OBJECTIVES = ["task_accuracy", "zay_independence_score"]

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search.storage import read_epochs
+from search.db.storage import read_epochs
 from tests.cluster._loopback import RAY, LoopbackCluster
 from tests.cluster.conftest import ROOT, run_stagetune, sweep_args
 from tests.test_docker import healthcheck_argv

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from search.driver import SweepOptions
+from search.driver.sweep import SweepOptions
 from search.space import SearchSpace
 from trainer import RunConfig
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from search.cli import main
+from search.db.study import open_study
 from search.objective import Objective
-from search.study import open_study
 from tests.search.conftest import checksum
 
 

@@ -15,9 +15,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from search import storage as db
-from search.cli import SMOKE
-from search.confirm import (
+from search.checks.confirm import (
     ConfirmError,
     ConfirmOptions,
     fresh_seeds,
@@ -25,8 +23,10 @@ from search.confirm import (
     jobs_for,
     run_confirm,
 )
-from search.confirmation import DEFAULT, summarize
-from search.driver import run_sweep
+from search.checks.confirm_summary import DEFAULT, summarize
+from search.cli import SMOKE
+from search.db import storage as db
+from search.driver.sweep import run_sweep
 from search.space import SearchSpace
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig
@@ -58,9 +58,9 @@ def test_a_new_confirmation_draws_seeds_no_earlier_one_used(tmp_path):
     """Confirming again (here with more seeds, after a first look) is an independent
     sample: its seeds lie above the first confirmation's too, not only the study's. The
     same plan again resumes the first."""
-    from search.confirm import open_confirmation
+    from search.checks.confirm import open_confirmation
+    from search.db.study import open_study
     from search.objective import Objective
-    from search.study import open_study
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     study = open_study(url, "c", Objective(), sampler="random", seed=0).study
@@ -97,7 +97,7 @@ def test_the_front_is_ordered_by_what_each_point_adds_alone():
 
 
 def test_a_scalar_study_confirms_its_top_trials_best_first(tmp_path):
-    from search.confirm import select_settings
+    from search.checks.confirm import select_settings
     from search.objective import Objective
 
     study = optuna.create_study(direction="maximize")
@@ -230,7 +230,7 @@ def test_a_setting_that_failed_on_a_seed_wins_nothing_on_the_seeds_that_survived
 
 
 def test_a_confirmation_whose_default_failed_everywhere_says_so_without_a_family(capsys):
-    from search.confirmation import print_confirmation
+    from search.checks.confirm_summary import print_confirmation
 
     conf = _confirmation({DEFAULT: [None, None], "trial_1": [0.8, 0.7]}, [10, 11])
     summary = summarize(conf)
@@ -243,7 +243,7 @@ def test_a_confirmation_whose_default_failed_everywhere_says_so_without_a_family
 
 
 def test_holm_states_its_family_when_a_setting_lacks_an_objective():
-    from search.confirmation import holm_family_text
+    from search.checks.confirm_summary import holm_family_text
 
     conf = _confirmation({DEFAULT: [0.70, 0.72, 0.68], "trial_1": [0.75, 0.74, 0.73],
                           "trial_2": [0.71, 0.73, 0.69]}, [10, 11, 12])
@@ -275,7 +275,7 @@ def test_the_test_domain_is_compared_beside_the_objectives_but_reported_only(cap
     objective, unadjusted (nothing is selected on it), printed and shown in the report's
     table marked "reported only"; a study without one shows no such line."""
     from analysis._confirm import comparison_rows
-    from search.confirmation import print_confirmation
+    from search.checks.confirm_summary import print_confirmation
 
     c = _confirmation({DEFAULT: [0.7, 0.7, 0.7], "trial_2": [0.7, 0.7, 0.7]}, seeds=[4, 5, 6])
     held = {DEFAULT: [0.20, 0.25, 0.30], "trial_2": [0.23, 0.27, 0.34]}  # +0.03, +0.02, +0.04
@@ -307,8 +307,8 @@ def test_comparisons_without_a_test_say_what_they_are(capsys):
     it is, in the lines, the report's table and its header; in Holm's family each counts
     as p = 1, and the line says so."""
     from analysis._confirm import _setting_phrase, comparison_rows
-    from search.confirmation import print_confirmation
-    from search.paired import holm, paired_difference
+    from search.checks.confirm_summary import print_confirmation
+    from search.checks.paired import holm, paired_difference
 
     default = [0.667, 0.34, 0.136]
     tested = [0.70, 0.36, 0.18]  # +0.033, +0.02, +0.044: a spread, so a t test
@@ -359,7 +359,7 @@ def test_failed_runs_leave_their_seed_out_of_the_pairs():
 
 
 def test_the_same_settings_in_another_order_are_the_same_plan():
-    from search.confirm import _same_plan
+    from search.checks.confirm import _same_plan
     from search.objective import Objective
 
     pareto = Objective()
@@ -382,7 +382,7 @@ def test_the_same_settings_in_another_order_are_the_same_plan():
 
 
 def test_status_shows_the_confirmation_that_ran_last(tmp_path):
-    from search.confirmation import latest_summary
+    from search.checks.confirm_summary import latest_summary
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
     db.create_tables(engine)
@@ -414,7 +414,7 @@ def test_a_default_outside_the_space_is_the_methods_whole_default():
     confirmation's default is then the method's value of every searched parameter on a
     front trial's configuration, the choices that trial made (pairs, suppression, KL
     weights) undone."""
-    from search.confirm import select_settings
+    from search.checks.confirm import select_settings
     from search.objective import Objective
 
     searched = {"stage1_epochs": 1, "stage2_epochs": 5, "use_independence_penalty": False,

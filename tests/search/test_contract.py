@@ -146,9 +146,10 @@ def test_the_runs_of_a_replication_go_fold_by_fold():
     assert Request({}, (Setting({}),), replication=Replication((5,), 5)).runs() == [(5, None)]
 
 
-@pytest.mark.parametrize("module", ["search.searcher", "search.population", "search.planned",
-                                    "search.trainable", "search.replicates", "search.worker",
-                                    "search.confirm", "search.fidelity_run", "search.driver"])
+@pytest.mark.parametrize("module", [
+    "search.driver.searcher", "search.driver.population", "search.driver.planned",
+    "search.driver.sweep", "search.worker", "search.worker.solo", "search.worker.population",
+    "search.worker.replicates", "search.checks.confirm", "search.checks.fidelity_run"])
 def test_no_module_builds_or_parses_a_json_result_key_by_hand(module):
     import importlib
     import inspect
@@ -156,3 +157,23 @@ def test_no_module_builds_or_parses_a_json_result_key_by_hand(module):
 
     source = inspect.getsource(importlib.import_module(module))
     assert not re.findall(r"""["'][a-z_]+_json["']""", source), module
+
+
+def test_the_packages_public_names_resolve_without_loading_ray_at_import():
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import importlib, sys",
+        "import search",
+        "assert 'ray' not in sys.modules and 'optuna' not in sys.modules",
+        "for name in search.__all__:",
+        "    getattr(search, name)",
+        "for package in ('search.db', 'search.driver', 'search.checks'):",  # modules
+        "    for name in importlib.import_module(package).__all__:",
+        "        importlib.import_module(package + '.' + name)",
+        "from search.worker import answer, tune_trainable",
+    ])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

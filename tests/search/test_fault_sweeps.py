@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.driver import run_sweep
+from search.db.storage import drivers, read_epochs
+from search.driver.sweep import run_sweep
 from search.objective import Objective
 from search.space import SearchSpace
-from search.storage import drivers, read_epochs
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig, stage_of
 

@@ -20,12 +20,12 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.contract import Outcome
+from search.db.storage import beat, drivers, read_epochs, redact, study_lock
+from search.db.study import StudyError, open_study, recover_orphans, trial_seed
+from search.driver.searcher import StudySearcher
 from search.objective import Objective
-from search.searcher import StudySearcher
 from search.space import SearchSpace
-from search.storage import beat, drivers, read_epochs, redact, study_lock
-from search.study import StudyError, open_study, recover_orphans, trial_seed
-from search.trainable import failure_result
+from search.worker.solo import failure_result
 from tests.search.conftest import checksum
 from tests.tampered import RunsCode
 

@@ -10,8 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search import storage as db
-from search.fidelity import (
+from search.checks.fidelity import (
     TARGET,
     Budget,
     FidelityError,
@@ -27,7 +26,8 @@ from search.fidelity import (
     summary_lines,
     top_k_overlap,
 )
-from search.resolution import metric_resolution, resolution_warnings, study_resolution
+from search.checks.resolution import metric_resolution, resolution_warnings, study_resolution
+from search.db import storage as db
 from tests.search.conftest import TINY_TRIAL
 from trainer import RunConfig, params
 
@@ -207,7 +207,7 @@ def test_status_names_the_alternatives_when_the_objective_cannot_rank():
 
 
 def _study_with_default(url: str, name: str = "f"):
-    from search.study import open_storage
+    from search.db.study import open_storage
 
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage,
@@ -221,7 +221,7 @@ def _study_with_default(url: str, name: str = "f"):
 
 
 def test_a_check_is_planned_once_and_resumed_by_the_same_command(tmp_path):
-    from search.fidelity_run import FidelityOptions, jobs_for, open_check, run_params
+    from search.checks.fidelity_run import FidelityOptions, jobs_for, open_check, run_params
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     _study_with_default(url)
@@ -252,7 +252,7 @@ def test_a_check_is_planned_once_and_resumed_by_the_same_command(tmp_path):
 
 
 def test_a_bad_request_is_refused_before_anything_is_stored(tmp_path):
-    from search.fidelity_run import FidelityOptions, open_check
+    from search.checks.fidelity_run import FidelityOptions, open_check
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     storage, _ = _study_with_default(url)
@@ -270,8 +270,8 @@ def test_a_bad_request_is_refused_before_anything_is_stored(tmp_path):
 def test_the_searcher_stores_each_runs_final_metrics_and_epoch_rows(tmp_path):
     """A real worker result (``search.worker.answer``, no Ray): every epoch row but the
     last reaches ``on_trial_result``; the last travels in the final result."""
+    from search.checks.fidelity_run import FidelityOptions, FidelitySearcher, jobs_for, open_check
     from search.contract import Request
-    from search.fidelity_run import FidelityOptions, FidelitySearcher, jobs_for, open_check
     from search.worker import answer
 
     url = f"sqlite:///{tmp_path / 'f.db'}"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from search.checks.confirm import select_settings
 from search.cli import _base_config, build_parser, main
-from search.confirm import select_settings
-from search.fixed import (
+from search.db.fixed import (
     BUDGETS_ATTR,
     FIXED_CONFIG_ATTR,
     budget_line,
@@ -22,8 +22,8 @@ from search.fixed import (
     fixed_from_trial,
     number_ranges,
 )
+from search.db.study import open_study, record_fixed
 from search.objective import Objective
-from search.study import open_study, record_fixed
 from tests.search.conftest import checksum
 from tests.search.twin_study import add_trial, base_config, make_twin_study
 from trainer import RunConfig
@@ -239,9 +239,9 @@ def test_the_sweep_stores_what_cli_builds_from_base_config(tmp_path):
 def test_a_sweep_refuses_another_budget_and_moves_with_change_budget(tmp_path, local_ray):
     from dataclasses import replace
 
-    from search.driver import run_sweep
+    from search.db.study import StudyError
+    from search.driver.sweep import run_sweep
     from search.space import SearchSpace
-    from search.study import StudyError
     from tests.search.conftest import TINY_TRIAL, tiny_options
 
     db = tmp_path / "s.db"

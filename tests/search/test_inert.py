@@ -14,8 +14,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from search.db.study import make_sampler
 from search.space import SearchSpace, build_space
-from search.study import make_sampler
 from trainer import RunConfig, params
 from trainer.params import effective_config, setting_key, stage_lengths
 

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from search.contract import Outcome, Request, Setting, read_final
-from search.driver import PreflightError, run_sweep
+from search.driver.sweep import PreflightError, run_sweep
 from search.objective import Objective
-from search.replicates import combine, lodo_folds, replication
 from search.worker import answer
+from search.worker.replicates import combine, lodo_folds, replication
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig
 
@@ -99,7 +99,7 @@ def test_a_lodo_trial_holds_each_training_domain_out_in_turn():
 def test_a_confirmation_of_a_lodo_study_runs_every_fold_on_each_fresh_seed():
     import optuna
 
-    from search.confirm import ConfirmSearcher, lodo_domains
+    from search.checks.confirm import ConfirmSearcher, lodo_domains
 
     study = optuna.create_study(directions=["maximize", "maximize"])
     trial = study.ask()

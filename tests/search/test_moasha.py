@@ -8,8 +8,8 @@ import math
 import optuna
 import pytest
 
-from search import storage as db
-from search.moasha import (
+from search.db import storage as db
+from search.driver.moasha import (
     CONTINUE,
     STOP,
     RungBook,
@@ -128,10 +128,10 @@ def test_a_driver_resumed_mid_rung_rebuilds_the_rung_from_the_database(tmp_path)
     """Trials 0-5 reached rung 4 before the driver was killed (their rows are stored; the
     dominated ones were pruned there). The resumed driver's book, built from the database
     alone, decides trial 6 as the uninterrupted book does."""
-    from search.driver import SweepOptions, mo_asha_scheduler
+    from search.db.study import open_storage
+    from search.driver.sweep import SweepOptions, mo_asha_scheduler
     from search.objective import Objective
     from search.space import SearchSpace
-    from search.study import open_storage
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     storage = open_storage(url)
@@ -162,7 +162,7 @@ def test_a_driver_resumed_mid_rung_rebuilds_the_rung_from_the_database(tmp_path)
 
 def test_a_pareto_sweep_with_asha_and_no_fidelity_check_is_refused_before_anything_is_stored(
         tmp_path):
-    from search.driver import PreflightError, run_sweep
+    from search.driver.sweep import PreflightError, run_sweep
     from search.objective import Objective
     from tests.search.conftest import tiny_options
 

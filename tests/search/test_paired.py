@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from search.paired import (
+from search.checks.paired import (
     CONSTANT,
     IDENTICAL,
     NOT_SHOWN,
@@ -147,7 +147,7 @@ def test_sentences_say_better_worse_or_no_different():
 
 
 def test_paired_by_seed_pairs_only_the_shared_seeds():
-    from search.paired import paired_by_seed
+    from search.checks.paired import paired_by_seed
 
     setting = {0: 0.6, 1: 0.7, 2: 0.9, 5: 0.1}  # seed 5 has no partner
     default = {0: 0.5, 1: 0.5, 2: 0.6, 3: 0.9}  # nor has seed 3
@@ -157,7 +157,7 @@ def test_paired_by_seed_pairs_only_the_shared_seeds():
 
 
 def test_mean_sd_text():
-    from search.paired import mean_sd_text
+    from search.checks.paired import mean_sd_text
 
     assert mean_sd_text([0.2, 0.4]) == f"0.300 ± {math.sqrt(0.02):.3f}"  # sd with n - 1
     assert mean_sd_text([0.25]) == "0.250" and mean_sd_text([]) == "–"

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search.driver import run_sweep
-from search.storage import read_epochs
+from search.db.storage import read_epochs
+from search.driver.sweep import run_sweep
 from tests.search.conftest import tiny_options
 
 
@@ -55,10 +55,10 @@ def test_asha_with_population_is_refused_before_anything_is_stored(tmp_path):
 
 
 def _population_searcher(tmp_path, size: int, total: int | None = None):
+    from search.db.study import open_study
+    from search.driver.population import PopulationSearcher
     from search.objective import Objective
-    from search.population import PopulationSearcher
     from search.space import SearchSpace
-    from search.study import open_study
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     opened = open_study(url, "s", Objective(), sampler="random", seed=0)
@@ -74,7 +74,7 @@ FINAL = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 
 
 def test_each_member_is_told_on_its_own(tmp_path):
     from search.contract import Outcome, population_final
-    from search.trainable import failure_result
+    from search.worker.solo import failure_result
     from trainer import DivergenceError
 
     s = _population_searcher(tmp_path, size=3, total=5)
@@ -129,7 +129,7 @@ def test_a_failing_group_fails_only_its_own_members():
     """Settings that cannot share a model train as separate groups, one after another; a
     group that raises fails its own members and leaves the others' results intact."""
     from search.contract import Failure, Request
-    from search.population import run_population
+    from search.worker.population import run_population
     from tests.search.conftest import TINY_TRIAL
     from trainer import RunConfig
 
@@ -161,7 +161,7 @@ def test_a_failure_in_the_population_evaluation_is_reported_as_the_evaluation(mo
     """As a solo trial says: a population whose final evaluation raises fails each member
     with "evaluation after epoch N", not with the last training epoch and stage."""
     from search.contract import Request
-    from search.population import run_population
+    from search.worker.population import run_population
     from tests.search.conftest import TINY_TRIAL
     from trainer import RunConfig
 

@@ -13,13 +13,13 @@ from optuna.trial import TrialState
 
 from search.cli import SMOKE
 from search.contract import Request, Setting, read_final
-from search.driver import run_sweep
+from search.db.storage import read_epochs
+from search.db.study import StudyError
+from search.driver.sweep import run_sweep
 from search.objective import Objective
-from search.replicates import Replicates, combine, mean_rows, replication
 from search.space import SearchSpace
-from search.storage import read_epochs
-from search.study import StudyError
 from search.worker import answer
+from search.worker.replicates import Replicates, combine, mean_rows, replication
 from tests.search.conftest import TINY_TRIAL, tiny_options
 from trainer import RunConfig
 

@@ -9,11 +9,11 @@ import pytest
 from optuna.trial import TrialState
 
 from search.contract import Outcome
+from search.db.storage import read_epochs
+from search.db.study import count_finished, open_study, recover_orphans
+from search.driver.searcher import StudySearcher
 from search.objective import Objective
-from search.searcher import StudySearcher
 from search.space import SearchSpace
-from search.storage import read_epochs
-from search.study import count_finished, open_study, recover_orphans
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 METRICS = {"task_accuracy": 0.9, "zay_independence_score": 0.95, "zay_collapsed": 0.0,
@@ -111,7 +111,7 @@ def test_orphans_are_failed_and_requeued(searcher):
 def test_running_trials_of_a_live_driver_are_not_orphans(searcher):
     import time
 
-    from search.storage import beat, drivers
+    from search.db.storage import beat, drivers
 
     searcher.suggest("live")  # experiment "e", whose driver is still beating
     beat(searcher._engine, "e")
@@ -127,7 +127,7 @@ def test_a_crashed_driver_on_this_host_is_seen_at_once(searcher):
     import subprocess
     import sys
 
-    from search.storage import beat
+    from search.db.storage import beat
 
     searcher.suggest("t")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -153,7 +153,7 @@ def test_nsga2_evolves_within_a_sweep_shorter_than_its_default_generation(tmp_pa
     Optuna's default generation (50 trials) is drawn at random, so a shorter sweep would be
     random search; sized from the study's total, 16 trials make generations of 4.
     """
-    from search.study import nsga2_population_size
+    from search.db.study import nsga2_population_size
 
     assert nsga2_population_size(16) == 4 and nsga2_population_size(400) == 50
     url = f"sqlite:///{tmp_path / 'n.db'}"
@@ -204,7 +204,7 @@ def _gp_sweep(url: str, n: int, *, seed: int = 0, sampler: str = "gp", start: in
 
 def test_the_gp_sampler_is_optunas_seeded_and_listed():
     from search.cli import build_parser
-    from search.study import GP_STARTUP_TRIALS, SAMPLERS, make_sampler
+    from search.db.study import GP_STARTUP_TRIALS, SAMPLERS, make_sampler
 
     sampler = make_sampler("gp", 7)
     assert isinstance(sampler, optuna.samplers.GPSampler)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from search.db.study import make_sampler
 from search.space import SearchSpace, SpaceError, baseline_params, build_space
-from search.study import make_sampler
 from trainer import params
 from trainer.params import Choices, Param, Range
 

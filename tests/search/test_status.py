@@ -8,9 +8,9 @@ import io
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from search._progress import format_value, format_values, print_summary, summarize
+from search.db.study import FAIL_REASON_ATTR, ORPHAN_ATTR
+from search.driver.progress import format_value, format_values, print_summary, summarize
 from search.objective import Objective
-from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR
 
 FEASIBLE = {"constraints": [-0.5]}
 
@@ -81,7 +81,7 @@ def test_status_json_is_strict_json_with_null_for_no_number(tmp_path, capsys):
     import json
 
     from search.cli import json_text, main
-    from search.study import open_study
+    from search.db.study import open_study
 
     assert json.loads(json_text({"p": float("nan"), "x": [float("inf"), 1.0]})) == {
         "p": None, "x": [None, 1.0]}

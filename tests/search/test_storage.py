@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from search.objective import Objective, ObjectiveError
-from search.storage import (
+from search.db.storage import (
     StorageError,
     check_url,
     create_tables,
@@ -17,6 +16,7 @@ from search.storage import (
     sqlite_file,
     write_epoch,
 )
+from search.objective import Objective, ObjectiveError
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_objective_directions_and_scalar():
 
 
 def _open(url: str) -> str:
-    from search.study import open_storage
+    from search.db.study import open_storage
 
     open_storage(url)
     return "ok"
@@ -88,7 +88,7 @@ def test_create_tables_survives_a_table_created_between_its_check_and_its_create
     creates a table after this one checked that it is missing and before it creates it."""
     import sqlalchemy as sa
 
-    from search.storage import confirmation_runs
+    from search.db.storage import confirmation_runs
 
     url = f"sqlite:///{tmp_path / 'raced.db'}"
     engine, rival = make_engine(url), make_engine(url)
@@ -164,24 +164,24 @@ def _imported_modules(tree: ast.AST, package: str) -> set[str]:
 
 
 def _imports_study(names: set[str]) -> bool:
-    return any(n == "search.study" or n.startswith("search.study.") for n in names)
+    return any(n == "search.db.study" or n.startswith("search.db.study.") for n in names)
 
 
 def test_the_database_layer_never_imports_the_study_layer():
-    import search.storage
+    import search.db.storage
 
-    tree = ast.parse(Path(search.storage.__file__).read_text(), search.storage.__file__)
-    assert not _imports_study(_imported_modules(tree, "search")), (
-        "search/storage.py imports search.study: the database layer must only be called "
+    tree = ast.parse(Path(search.db.storage.__file__).read_text(), search.db.storage.__file__)
+    assert not _imports_study(_imported_modules(tree, "search.db")), (
+        "search/db/storage.py imports search.db.study: the database layer must only be called "
         "by the study layer, never call it")
     # the check sees imports at any depth, in every spelling
-    for source in ("import search.study",
-                   "from search.study import open_study",
-                   "from search import study",
-                   "def f():\n    if True:\n        from search.study import requeue\n",
+    for source in ("import search.db.study",
+                   "from search.db.study import open_study",
+                   "from search.db import study",
+                   "def f():\n    if True:\n        from search.db.study import requeue\n",
                    "class C:\n    def m(self):\n        from .study import requeue\n",
                    "from . import study",
-                   "import importlib\nimportlib.import_module('search.study')"):
-        assert _imports_study(_imported_modules(ast.parse(source), "search")), source
-    study_tree = ast.parse(Path(search.storage.__file__).with_name("study.py").read_text())
-    assert "search.storage" in _imported_modules(study_tree, "search")  # and it calls down
+                   "import importlib\nimportlib.import_module('search.db.study')"):
+        assert _imports_study(_imported_modules(ast.parse(source), "search.db")), source
+    study_tree = ast.parse(Path(search.db.storage.__file__).with_name("study.py").read_text())
+    assert "search.db.storage" in _imported_modules(study_tree, "search.db")  # and it calls down

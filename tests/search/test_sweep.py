@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search._progress import front_trials
-from search.driver import run_sweep
+from search.db.storage import read_epochs
+from search.driver.progress import front_trials
+from search.driver.sweep import run_sweep
 from search.objective import Objective
-from search.storage import read_epochs
 from tests.search.conftest import tiny_options
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +154,7 @@ def test_killed_driver_resumes_to_the_exact_total(tmp_path, local_ray):
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from pathlib import Path\n"
         "from tests.search.conftest import tiny_options\n"
-        "from search.driver import run_sweep\n"
+        "from search.driver.sweep import run_sweep\n"
         f"opts = tiny_options({url!r}, 'k', 8, Path({str(tmp_path)!r}), max_concurrent=2)\n"
         "opts.base_config['optim']['epochs'] = 8\n"
         "opts.base_config['data']['max_samples'] = 300\n"  # trials of a few seconds

@@ -7,9 +7,9 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import create_trial
 
-from search.fixed import fixed_fields
+from search.db.fixed import fixed_fields
+from search.db.study import open_study
 from search.objective import Objective
-from search.study import open_study
 from trainer import RunConfig
 
 DISTRIBUTIONS = {
@@ -30,7 +30,7 @@ def base_config(**flat) -> dict:
 def add_trial(study: optuna.Study, params: dict, values: list[float], *, baseline: bool = False,
               **flat) -> None:
     """A complete, feasible trial of ``params`` whose stored configuration is the base's
-    with them (and ``flat``) applied, as ``search.trainable`` stores it."""
+    with them (and ``flat``) applied, as ``search.worker.solo`` stores it."""
     config = RunConfig.from_dict(base_config(**flat)).replace(**params).to_dict()
     study.add_trial(create_trial(
         values=values, params=params,

@@ -26,7 +26,7 @@ def test_non_finite_weights_fail_their_own_run_and_no_other(one_thread):
     assert isinstance(both[0], DivergenceError)
     assert "non-finite latents" in str(both[0])
     # a sweep stores where it failed: in the evaluation, not in training
-    from search.trainable import failure_result
+    from search.worker.solo import failure_result
 
     reason = failure_result(both[0], {"phase": "training"}).details
     assert reason["reason"].endswith("(the final evaluation)"), reason

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search._progress import default_work_dir, quiet_ray_logs
+from search.driver.progress import default_work_dir, quiet_ray_logs
 
 __all__ = ["Launch", "PreflightError", "RayOptions", "SignalStop", "check_resources",
            "experiment_name", "init_ray", "launch"]
@@ -124,7 +124,7 @@ class SignalStop:
 
     def stopper(self, experiment: str):
         """A Tune stopper that ends the experiment once a signal came."""
-        from search.searcher import SignalStopper
+        from search.driver.searcher import SignalStopper
 
         return SignalStopper.register(experiment, self.event)
 
@@ -156,7 +156,7 @@ def launch(searcher, how: Launch, stop: SignalStop,
     with the signal handlers still in place."""
     from ray import tune
 
-    from search.searcher import SignalStopper
+    from search.driver.searcher import SignalStopper
     from search.worker import tune_trainable
 
     tuner = tune.Tuner(

@@ -29,7 +29,6 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
-from search import storage as db
 from search.contract import (
     LOST,
     Answer,
@@ -40,16 +39,17 @@ from search.contract import (
     own_metrics,
     read_final,
 )
-from search.objective import EPOCH_SCORE, Objective
-from search.space import SearchSpace
-from search.storage import study_lock
-from search.study import (
+from search.db import storage as db
+from search.db.storage import study_lock
+from search.db.study import (
     FAIL_REASON_ATTR,
     count_toward_total,
     make_sampler,
     study_engine,
     trial_seed,
 )
+from search.objective import EPOCH_SCORE, Objective
+from search.space import SearchSpace
 from trainer.objectives import COLLAPSE_FLAG
 
 log = logging.getLogger("stagetune.search")

@@ -17,10 +17,9 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from search.contract import LOST, Failure, Replication, Request, Setting, read_epoch, read_final
-from search.fidelity import COLLAPSED_PROXY
-from search.objective import EPOCH_PROXIES, EPOCH_SCORE, TASK_METRICS
-from search.searcher import DatabaseState
-from search.storage import DEFAULT_STORAGE
+from search.db.storage import DEFAULT_STORAGE
+from search.driver.searcher import DatabaseState
+from search.objective import COLLAPSED_PROXY, EPOCH_PROXIES, EPOCH_SCORE, TASK_METRICS
 
 #: what a stored epoch row keeps: the schedule and the per-epoch proxies a rung reads
 HISTORY_KEYS = tuple(dict.fromkeys((
@@ -178,7 +177,7 @@ def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
     line per finished run (``describe(run)`` names it). Returns the signal that stopped
     it, if one did. ``opts`` is a confirmation's or a fidelity check's options; a
     request no node can hold raises ``error``, before anything runs."""
-    from search.launch import (
+    from search.driver.launch import (
         Launch,
         PreflightError,
         SignalStop,

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from search.fidelity import COLLAPSED_PROXY as COLLAPSED
-from search.fidelity import proxy_of
+from search.objective import COLLAPSED_PROXY as COLLAPSED
+from search.objective import proxy_of
 from search.pareto import crowding_distance, pareto_ranks
 
 REDUCTION_FACTOR = 3

@@ -1,10 +1,11 @@
-"""What Ray Tune runs in a worker: any request, through one entry.
+"""The worker's side: what Ray Tune runs in a worker, any request through one entry.
 
 ``tune_trainable`` decodes the Ray trial's config into a ``search.contract.Request`` and
-``answer`` runs it: one setting once (``search.trainable``, ``trainer.fit``), or, with
-replicates, leave-one-domain-out folds or several settings, as one vectorised population
-(``search.population``, ``trainer.fit_population``). Every answer goes back encoded by the
-contract. Its own module so that the runners stay below it; none imports this one.
+``answer`` runs it: one setting once (``solo``, ``trainer.fit``), or, with replicates,
+leave-one-domain-out folds or several settings, as one vectorised population
+(``population``, ``trainer.fit_population``; ``replicates`` averages a setting's runs).
+Every answer goes back encoded by the contract. A worker knows nothing of the driver or
+the study database (an import-linter contract).
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import os
 from typing import Any
 
 from search.contract import Request, population_final, read_epoch
-from search.trainable import failure_result, run_trial
+from search.worker.solo import failure_result, run_trial
+
+__all__ = ["answer", "tune_trainable"]
 
 
 def answer(request: Request, report, where: dict[str, Any]) -> dict[str, Any]:
     """Run ``request``; its final result as the contract encodes it. ``report`` gets the
     epoch rows (a population's with each setting's index; one setting's replicates as a
     solo trial's)."""
-    from search.population import run_population
+    from search.worker.population import run_population
 
     if request.population:  # K Optuna trials (or planned runs) in one Ray trial
         answers = run_population(request, report, where)

@@ -1,6 +1,6 @@
 """Opening, checking and repairing the Optuna study that a sweep writes to.
 
-The study layer, above :mod:`search.storage`: Optuna's storage and study, the objective
+The study layer, above :mod:`search.db.storage`: Optuna's storage and study, the objective
 a study was made for, orphaned trials and their re-queueing. It calls the database layer
 for URLs, engines, the study lock and drivers' heartbeats; that layer never calls back.
 """
@@ -17,9 +17,8 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from search import fixed as fixed_config
-from search.objective import Objective
-from search.storage import (
+from search.db import fixed as fixed_config
+from search.db.storage import (
     DRIVER_STALE_S,
     SCHEMA_ATTEMPTS,
     StorageError,
@@ -35,6 +34,7 @@ from search.storage import (
     sqlite_file,
     study_lock,
 )
+from search.objective import Objective
 from trainer.objectives import TASK_OBJECTIVE
 
 log = logging.getLogger("stagetune.search")
@@ -328,7 +328,7 @@ def record_fixed(study: optuna.Study, engine, fixed: dict[str, Any], *,
 
 
 def budget_summary(study: optuna.Study) -> dict[str, Any]:
-    """The budgets a study ran at (``search.fixed``: oldest first, empty for a study that
+    """The budgets a study ran at (``search.db.fixed``: oldest first, empty for a study that
     never moved), each trial's (those that ran: not waiting, not re-queued) and the line
     ``status`` prints (``None`` for one budget)."""
     from trainer.params import flat_config
@@ -408,6 +408,60 @@ def open_study(url: str, name: str, objective: Objective, *, sampler: str, seed:
     if fixed is not None:
         study.set_user_attr(fixed_config.FIXED_CONFIG_ATTR, fixed)
     return OpenedStudy(study, storage, created=True)
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """What a sweep asks of its study: where it is, its objective and sampler, and what a
+    resumed study must match (replicates, fixed fields; another budget only with
+    ``change_budget``). ``baseline`` is the method's default setting, queued as the first
+    trial of a new study or a new budget (``None``: it lies outside the space)."""
+
+    url: str
+    name: str
+    objective: Objective
+    sampler: str
+    seed: int | None
+    replicates: int
+    fixed: dict[str, Any]
+    change_budget: bool = False
+    baseline: dict[str, Any] | None = None
+
+    def check(self) -> int | None:
+        """Read-only, before anything starts: ``None`` for a study not there yet, else
+        its finished trials; refuses a study this request does not match."""
+        return peek_study(self.url, self.name, self.objective, replicates=self.replicates,
+                          fixed=self.fixed, change_budget=self.change_budget)
+
+
+@dataclass
+class SweepStudy:
+    """A study opened for a sweep, what opening it did, and what it holds now."""
+
+    opened: OpenedStudy
+    requeued: list[int]  # trials a stopped driver left running, failed and queued again
+    done: int  # finished trials counted toward the total
+    baseline_skipped: bool  # a new study or budget whose default lies outside the space
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.opened.study
+
+
+def open_sweep_study(request: StudyRequest) -> SweepStudy:
+    """Open (or create) a sweep's study, in one call: refuse a study it does not match,
+    re-queue the trials a dead driver left running, queue the default as the reference of
+    a new study or budget, and count what is done."""
+    opened = open_study(request.url, request.name, request.objective,
+                        sampler=request.sampler, seed=request.seed,
+                        replicates=request.replicates, fixed=request.fixed,
+                        change_budget=request.change_budget)
+    requeued = recover_orphans(opened.study, opened.storage.engine)
+    fresh = opened.created or opened.moved  # a new budget gets the default as its reference
+    if fresh and request.baseline is not None:
+        opened.study.enqueue_trial(request.baseline, user_attrs={"baseline": True})
+    return SweepStudy(opened, requeued, count_finished(opened.study)["done"],
+                      baseline_skipped=fresh and request.baseline is None)
 
 
 def study_engine(study: optuna.Study):

@@ -23,7 +23,7 @@ Two kinds of cheap budget:
 - a **rung**: the target run read at an earlier epoch, by the per-epoch proxy of each
   objective (``search.objective.EPOCH_PROXIES``), what a scheduler's rung compares.
 
-This module plans and scores (plain Python and numpy); ``search.fidelity_run`` trains and
+This module plans and scores (plain Python and numpy); ``search.checks.fidelity_run`` trains and
 stores a check, and ``benchmarks/fidelity.py`` measures one on ``digits``.
 """
 
@@ -37,11 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from search.objective import EPOCH_PROXIES, TASK_METRICS
+from search.objective import COLLAPSED_PROXY, proxy_of
 from trainer.objectives import COLLAPSE_FLAG, direction
-
-#: the per-epoch stand-in of ``zay_collapsed`` (trainer.metrics._proxies)
-COLLAPSED_PROXY = "val_zay_collapsed"
 
 #: bootstrap replicates of the rank statistics' intervals
 BOOTSTRAP = 2000
@@ -168,13 +165,6 @@ def rung_value(history: Sequence[Mapping[str, float]], rung: int, proxy: str) ->
     if not rows or int(rows[-1].get("stage", 3)) <= 1:
         return float("nan")
     return float(rows[-1].get(proxy, float("nan")))
-
-
-def proxy_of(objective: str) -> str | None:
-    """The per-epoch proxy a rung reads for an objective (a task metric's too), if any."""
-    if objective in EPOCH_PROXIES:
-        return EPOCH_PROXIES[objective]
-    return TASK_METRICS[objective][0] if objective in TASK_METRICS else None
 
 
 def run_value(run: Mapping[str, Any], budget: Budget, objective: str) -> float:
@@ -442,14 +432,3 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         b for b in faithful if all(r.get("faithful") for r in summary["records"]
                                    if r["budget"] == b)) or "none"))
     return lines
-
-
-def latest_summary(engine, study_name: str) -> dict[str, Any] | None:
-    """The scored result of the study's latest fidelity check that has one (``status``,
-    the report)."""
-    from search.storage import read_fidelity_checks
-
-    for check in reversed(read_fidelity_checks(engine, study_name, runs=False)):
-        if check["summary"] is not None:
-            return check["summary"]
-    return None

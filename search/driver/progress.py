@@ -221,8 +221,8 @@ def summarize(study, objective: Objective) -> dict[str, Any]:
     """Counts by state (with infeasible trials and failure reasons) and the front."""
     from optuna.trial import TrialState
 
+    from search.db.study import FAIL_REASON_ATTR, ORPHAN_ATTR, budget_summary, count_finished
     from search.settings import one_per_setting
-    from search.study import FAIL_REASON_ATTR, ORPHAN_ATTR, budget_summary, count_finished
 
     counts = dict(count_finished(study))
     budget = budget_summary(study)

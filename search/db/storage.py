@@ -1,8 +1,8 @@
 """The study database: an ordinary Optuna RDB database, plus our own tables.
 
-This is the database layer, below :mod:`search.study`: URLs, SQLAlchemy engines,
+This is the database layer, below :mod:`search.db.study`: URLs, SQLAlchemy engines,
 reachability, the study lock, drivers' heartbeats and the project's own tables. It calls
-nothing above it (``search.study`` imports from here, never the reverse; a test checks).
+nothing above it (``search.db.study`` imports from here, never the reverse; a test checks).
 
 Optuna's schema cannot hold per-epoch curves of a multi-objective trial or a run's
 artifacts, so those live in ``stagetune_epoch_metrics`` and ``stagetune_artifacts`` in the
@@ -68,7 +68,7 @@ confirmations = sa.Table(
     sa.Column("top", sa.Integer, nullable=False),
     sa.Column("seeds", sa.Text, nullable=False),  # JSON list of ints
     sa.Column("objectives", sa.Text, nullable=False),  # JSON: Objective.describe()
-    sa.Column("settings", sa.Text, nullable=False),  # JSON list of settings (search.confirm)
+    sa.Column("settings", sa.Text, nullable=False),  # JSON list of settings (search.checks.confirm)
 )
 #: one row per (confirmation, setting, seed) run that finished, complete or failed
 confirmation_runs = sa.Table(
@@ -90,8 +90,8 @@ fidelity_checks = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("study_name", sa.String(512), nullable=False, index=True),
     sa.Column("created_at", sa.Float, nullable=False),  # unix time
-    sa.Column("plan", sa.Text, nullable=False),  # JSON: search.fidelity_run's plan
-    sa.Column("summary", sa.Text, nullable=True),  # JSON: search.fidelity.score_check
+    sa.Column("plan", sa.Text, nullable=False),  # JSON: search.checks.fidelity_run's plan
+    sa.Column("summary", sa.Text, nullable=True),  # JSON: search.checks.fidelity.score_check
 )
 #: one row per (check, setting, seed, schedule) run that finished, complete or failed;
 #: ``history`` holds the epoch rows' proxies, which the check's rungs read
@@ -537,3 +537,12 @@ def study_lock(engine: sa.Engine, study_name: str) -> Iterator[None]:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def latest_fidelity_summary(engine, study_name: str) -> dict[str, Any] | None:
+    """The scored result of the study's latest fidelity check that has one (``status``,
+    the report, MO-ASHA's default rungs)."""
+    for check in reversed(read_fidelity_checks(engine, study_name, runs=False)):
+        if check["summary"] is not None:
+            return check["summary"]
+    return None

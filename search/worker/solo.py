@@ -29,7 +29,7 @@ TRACEBACK_LINES = 12
 
 def run_trial(request: Request, report, where: dict[str, Any] | None = None) -> Outcome:
     """Train the one setting of ``request`` once (replicates train as a population:
-    ``search.population``); ``report`` gets each epoch's row except the last, which the
+    ``search.worker.population``); ``report`` gets each epoch's row except the last, which the
     outcome carries (``last_epoch``). ``where`` (if given) is kept up to date with the
     run's phase, epoch and stage."""
 

@@ -5,7 +5,7 @@ configuration, so that a difference between two settings is not a difference bet
 their seeds (paired). The data split is pinned to the base configuration's
 (``split_seed``): replicates vary the model's initialisation, batch order and posterior
 noise, share one data set, and so train side by side as members of one vectorised
-population (K settings × R seeds as K·R members, ``search.population``). Whether a
+population (K settings × R seeds as K·R members, ``search.worker.population``). Whether a
 setting's advantage survives other splits is what ``stagetune confirm`` asks, on fresh
 seeds that draw fresh splits.
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from search.contract import Replication
 from search.objective import LODO_METRIC, TASK_METRICS, Objective
-from search.trainable import epoch_result
+from search.worker.solo import epoch_result
 from trainer.objectives import COLLAPSE_FLAG, DISENTANGLEMENT_OBJECTIVES
 
 #: a run's accuracy on its held-out validation domain (a LODO fold's held-out accuracy)

@@ -10,15 +10,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search._progress import (
-    Progress,
-    default_work_dir,
-    print_summary,
-    summarize,
-)
 from search.contract import Replication
-from search.fixed import budgets, fixed_fields
-from search.launch import (
+from search.db.fixed import budgets, fixed_fields
+from search.db.storage import DRIVER_BEAT_S, beat, check_sqlite_folder, end_driver, redact
+from search.db.study import StudyRequest, SweepStudy, open_sweep_study, requeue_stopped
+from search.driver.launch import (
     Launch,
     PreflightError,
     SignalStop,
@@ -27,17 +23,15 @@ from search.launch import (
     init_ray,
     launch,
 )
-from search.objective import EPOCH_SCORE, Objective
-from search.replicates import lodo_folds, replication
-from search.space import SearchSpace
-from search.storage import DRIVER_BEAT_S, beat, check_sqlite_folder, end_driver, redact
-from search.study import (
-    count_finished,
-    open_study,
-    peek_study,
-    recover_orphans,
-    requeue_stopped,
+from search.driver.progress import (
+    Progress,
+    default_work_dir,
+    print_summary,
+    summarize,
 )
+from search.objective import EPOCH_SCORE, Objective
+from search.space import SearchSpace
+from search.worker.replicates import lodo_folds, replication
 
 log = logging.getLogger("stagetune.search")
 
@@ -71,7 +65,7 @@ class SweepOptions:
     #: ran at which budget); without it another budget is refused
     change_budget: bool = False
     #: MO-ASHA's rungs (epochs completed) in a Pareto study with ``asha``; None: the
-    #: faithful rungs of the study's latest fidelity check (``search.moasha``)
+    #: faithful rungs of the study's latest fidelity check (``search.driver.moasha``)
     rungs: tuple[int, ...] | None = None
     reduction_factor: float = 3.0
 
@@ -156,16 +150,15 @@ def check_rungs(opts: SweepOptions) -> SweepOptions:
     where neither exists)."""
     if not opts.asha or opts.objective.mode != "pareto":
         return opts
-    from search.fidelity import latest_summary
-    from search.moasha import RungBook, RungError, choose_rungs
-    from search.storage import existing_database, has_study_tables
+    from search.db.storage import existing_database, has_study_tables, latest_fidelity_summary
+    from search.driver.moasha import RungBook, RungError, choose_rungs
 
     summary = None
     engine = existing_database(opts.storage)
     if engine is not None:
         try:
             if has_study_tables(engine, opts.storage):
-                summary = latest_summary(engine, opts.study)
+                summary = latest_fidelity_summary(engine, opts.study)
         finally:
             engine.dispose()
     try:
@@ -184,8 +177,8 @@ def mo_asha_scheduler(opts: SweepOptions, study, engine):
     of every finished trial (a resumed driver decides as the stopped one would have)."""
     from optuna.trial import TrialState
 
-    from search.moasha import RungBook, scheduler_class
-    from search.storage import read_epochs
+    from search.db.storage import read_epochs
+    from search.driver.moasha import RungBook, scheduler_class
 
     book = RungBook(tuple(opts.rungs or ()), tuple(opts.objective.names),
                     tuple(opts.objective.directions), opts.reduction_factor)
@@ -198,65 +191,28 @@ def mo_asha_scheduler(opts: SweepOptions, study, engine):
 def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     """Run (or continue) a sweep until the study holds ``n_trials`` finished trials.
 
-    Everything that would make every trial fail, or wait forever, is checked before the
-    study is created or a trial launched (:class:`PreflightError`); a resumed study with
-    another objective, other replicates or other fixed fields (``search.fixed``: another
-    budget only with ``change_budget``) is refused. SIGINT/SIGTERM stop it gracefully
-    (:class:`SweepInterrupted`).
+    In order: check everything that would make every trial fail, or wait forever, before
+    the study is created or a trial launched (:class:`PreflightError`; a resumed study
+    with another objective, other replicates or other fixed fields, ``search.db.fixed``:
+    another budget only with ``change_budget``, is refused); start the workers (Ray);
+    open the study (``search.db.study.open_sweep_study``); run the trials.
+    SIGINT/SIGTERM stop it gracefully (:class:`SweepInterrupted`).
     """
-    if opts.n_trials < 1:  # 0 would create a study and queue its default, to run nothing
-        raise ValueError(f"--n-trials must be at least 1 (got {opts.n_trials}): it is the "
-                         "study's total of finished trials")
-    check_sqlite_folder(opts.storage)  # before Ray starts: nothing to start for a typo
-    check_trial_config(opts)
-    from search.population import check_population
-
-    check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
-    check_task_metric(opts)
-    opts = check_rungs(opts)
-    # where a parameter acts depends on what every trial keeps fixed (penalty_in_stage3, ..)
-    opts = replace(opts, space=opts.space.with_base(opts.base_config))
-    fixed = fixed_fields(opts.base_config)
-    done_before = peek_study(opts.storage, opts.study, opts.objective,
-                             replicates=opts.replicates, fixed=fixed,
-                             change_budget=opts.change_budget)
-    gpus = 0.0
-    if done_before is None or done_before < opts.n_trials:
-        init_ray(opts)
-        gpus = check_resources(opts)
-    opened = open_study(opts.storage, opts.study, opts.objective, sampler=opts.sampler,
-                        seed=opts.seed, replicates=opts.replicates, fixed=fixed,
-                        change_budget=opts.change_budget)
-    study = opened.study
-    requeued = recover_orphans(study, opened.storage.engine)
-    if opened.moved and not opts.quiet:
-        first = budgets(study.user_attrs)[-1]["first_trial"]
-        print(f"study {opts.study!r} moved to epochs={opts.space.epochs} from trial {first} "
-              "on (--change-budget; recorded: status and the report show the budgets)")
-    if opened.created or opened.moved:  # a new budget gets the default as its reference
-        base = opts.space.baseline()
-        if opts.space.admits(base):
-            study.enqueue_trial(base, user_attrs={"baseline": True})
-        elif not opts.quiet:
-            print("the method's default setting lies outside the space; not enqueued")
-    counts = count_finished(study)
-    remaining = opts.n_trials - counts["done"]
+    opts, request = preflight(opts)
+    done_before = request.check()
+    gpus = start_workers(opts) if done_before is None or done_before < opts.n_trials else None
+    sweep = open_sweep_study(request)
+    remaining = opts.n_trials - sweep.done
     if not opts.quiet:
-        print(f"study {opts.study!r} in {redact(opts.storage)}: "
-              f"{'created' if opened.created else 'resumed'}, {counts['done']} of "
-              f"{opts.n_trials} trials done"
-              + (f", re-queued {len(requeued)} left running by a stopped driver"
-                 if requeued else "")
-              + f"; {max(0, remaining)} to run", flush=True)
+        print_opened(opts, sweep, remaining)
     t_start = time.perf_counter()
     outcomes: dict[str, int] = {}
     if remaining > 0:
-        if done_before is not None and done_before >= opts.n_trials:  # a re-queue since
-            init_ray(opts)
-            gpus = check_resources(opts)
-        outcomes = _run_tune(opts, study, gpus, counts["done"], opened.storage.engine)
-    summary = summarize(study, opts.objective)
-    summary["requeued"] = requeued
+        if gpus is None:  # trials re-queued since the check
+            gpus = start_workers(opts)
+        outcomes = _run_tune(opts, sweep.study, gpus, sweep.done, sweep.opened.storage.engine)
+    summary = summarize(sweep.study, opts.objective)
+    summary["requeued"] = sweep.requeued
     summary["this_run"] = outcomes
     summary["wall_s"] = time.perf_counter() - t_start
     if not opts.quiet:
@@ -264,10 +220,57 @@ def run_sweep(opts: SweepOptions) -> dict[str, Any]:
     return summary
 
 
+def preflight(opts: SweepOptions) -> tuple[SweepOptions, StudyRequest]:
+    """Every check a sweep makes before it starts or stores anything; the options as the
+    sweep runs them (its rungs chosen, its space read against the base configuration) and
+    what it asks of its study."""
+    if opts.n_trials < 1:  # 0 would create a study and queue its default, to run nothing
+        raise ValueError(f"--n-trials must be at least 1 (got {opts.n_trials}): it is the "
+                         "study's total of finished trials")
+    check_sqlite_folder(opts.storage)  # before Ray starts: nothing to start for a typo
+    check_trial_config(opts)
+    from search.driver.population import check_population
+
+    check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
+    check_task_metric(opts)
+    opts = check_rungs(opts)
+    # where a parameter acts depends on what every trial keeps fixed (penalty_in_stage3, ..)
+    opts = replace(opts, space=opts.space.with_base(opts.base_config))
+    base = opts.space.baseline()
+    return opts, StudyRequest(
+        opts.storage, opts.study, opts.objective, sampler=opts.sampler, seed=opts.seed,
+        replicates=opts.replicates, fixed=fixed_fields(opts.base_config),
+        change_budget=opts.change_budget,
+        baseline=base if opts.space.admits(base) else None)
+
+
+def start_workers(opts: SweepOptions) -> float:
+    """Start Ray (or join ``--address``) and check that a node can hold a trial; the GPUs
+    per trial."""
+    init_ray(opts)
+    return check_resources(opts)
+
+
+def print_opened(opts: SweepOptions, sweep: SweepStudy, remaining: int) -> None:
+    """What opening the study did, in a line or three."""
+    if sweep.opened.moved:
+        first = budgets(sweep.study.user_attrs)[-1]["first_trial"]
+        print(f"study {opts.study!r} moved to epochs={opts.space.epochs} from trial {first} "
+              "on (--change-budget; recorded: status and the report show the budgets)")
+    if sweep.baseline_skipped:
+        print("the method's default setting lies outside the space; not enqueued")
+    print(f"study {opts.study!r} in {redact(opts.storage)}: "
+          f"{'created' if sweep.opened.created else 'resumed'}, {sweep.done} of "
+          f"{opts.n_trials} trials done"
+          + (f", re-queued {len(sweep.requeued)} left running by a stopped driver"
+             if sweep.requeued else "")
+          + f"; {max(0, remaining)} to run", flush=True)
+
+
 def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict[str, int]:
     from ray.tune.logger import JsonLoggerCallback
 
-    from search.population import searcher_class
+    from search.driver.population import searcher_class
 
     experiment = experiment_name(opts.study)
     heartbeat = _Heartbeat(engine, experiment)

@@ -1,6 +1,6 @@
 """What a confirmation found: its runs as paired comparisons against the default.
 
-Apart from ``search.confirm`` (which runs confirmations through Ray Tune) so that
+Apart from ``search.checks.confirm`` (which runs confirmations through Ray Tune) so that
 ``status`` and the report read a confirmation without importing Ray.
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from search import storage as db
-from search.objective import Objective
-from search.paired import (
+from search.checks.paired import (
     ALPHA,
     Paired,
     describe,
@@ -20,6 +18,8 @@ from search.paired import (
     paired_difference,
     untested_text,
 )
+from search.db import storage as db
+from search.objective import Objective
 from trainer.objectives import COLLAPSE_FLAG
 
 #: the key of the method's default among a confirmation's settings
@@ -34,7 +34,7 @@ def summarize(confirmation: dict[str, Any], *, alpha: float = ALPHA) -> dict[str
 
     For each setting and objective: the setting's and the default's mean ± SE over the
     seeds where both completed with a finite value, the paired difference
-    (``search.paired.Paired``) and its p-value after Holm's correction across the
+    (``search.checks.paired.Paired``) and its p-value after Holm's correction across the
     settings compared on that objective; and a sentence. An objective's value in a run
     is what the sweep would have told the study (``Objective.values``: the weighted
     ``scalar_score`` of a scalar study is computed from the run's metrics).

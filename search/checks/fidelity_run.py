@@ -1,6 +1,6 @@
 """``stagetune fidelity``: train a study's fidelity check and store it beside the study.
 
-The plan (``search.fidelity`` scores it): the method's default and ``--settings`` - 1
+The plan (``search.checks.fidelity`` scores it): the method's default and ``--settings`` - 1
 other settings, drawn at random from the space (``--source space``: the sweep's
 ``--set``/``--range``/``--space`` options at the study's epochs) or taken from the
 study's complete feasible trials (``--source trials``); ``--seeds`` fresh seeds (above
@@ -10,7 +10,7 @@ budget (the study's own trial configuration) and each cheaper schedule; the rung
 from the target runs' epoch rows.
 
 - **The same driver.** Runs go through Ray Tune and ``search.worker`` like a sweep's
-  trials (``search.planned``): solo, or with ``--population`` one vectorised population
+  trials (``search.driver.planned``): solo, or with ``--population`` one vectorised population
   per (seed, schedule) holding every setting.
 - **Stored beside, not inside, the study** (``stagetune_fidelity_checks``,
   ``stagetune_fidelity_runs``): the sampler never reads a check's runs as trials.
@@ -25,20 +25,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from search import storage as db
-from search.confirm import flat_fields, fresh_seeds
-from search.fidelity import (
+from search.checks.confirm import flat_fields, fresh_seeds
+from search.checks.fidelity import (
     TARGET,
     Budget,
     FidelityError,
     budget_params,
     default_rungs,
     plan_budgets,
-    proxy_of,
     score_check,
 )
-from search.objective import EPOCH_PROXIES, LODO_METRIC, Objective
-from search.planned import PlanRunOptions, PlanSearcher, run_jobs
+from search.db import storage as db
+from search.driver.planned import PlanRunOptions, PlanSearcher, run_jobs
+from search.objective import EPOCH_PROXIES, LODO_METRIC, Objective, proxy_of
 
 DEFAULT_KEY = "default"
 SOURCES = ("space", "trials")
@@ -50,7 +49,7 @@ class FidelityOptions(PlanRunOptions):
     seeds: int = 3
     epochs: tuple[int, ...] = ()  # cheaper schedules: epoch budgets
     max_samples: tuple[int, ...] = ()  # cheaper schedules: fewer sources, target epochs
-    rungs: tuple[int, ...] | None = None  # None: search.fidelity.default_rungs
+    rungs: tuple[int, ...] | None = None  # None: search.checks.fidelity.default_rungs
     source: str = "space"
     space_file: str | None = None
     fixes: tuple[str, ...] = ()
@@ -147,7 +146,7 @@ def _options_key(opts: FidelityOptions, budgets: list[Budget], objectives: list[
 def open_check(opts: FidelityOptions) -> tuple[Any, dict[str, Any], bool]:
     """The storage and the check to run (the latest with these options, else a new one);
     the last item says whether it was made now. Nothing is stored when it refuses."""
-    from search.study import load_named_study, open_storage, summary_objective
+    from search.db.study import load_named_study, open_storage, summary_objective
 
     if opts.settings < 3:
         raise FidelityError(f"--settings must be at least 3 for a rank correlation "
@@ -270,7 +269,7 @@ def score(check: dict[str, Any], *, bootstrap: int = 2000) -> dict[str, Any]:
 
 def run_fidelity(opts: FidelityOptions) -> dict[str, Any]:
     """Run (or resume) a fidelity check; returns its scored summary (also stored)."""
-    from search.driver import SweepInterrupted
+    from search.driver.sweep import SweepInterrupted
 
     storage, check, created = open_check(opts)
     engine = storage.engine

@@ -3,7 +3,7 @@
 The search ranks settings by a few seeds each, so a setting at the top of the front may
 be lucky. A confirmation re-runs the front's best ``--top`` settings and the method's
 default on ``--seeds`` fresh seeds, paired (seed s trains every setting), and compares
-each setting with the default seed by seed (``search.paired``: mean difference, 95%
+each setting with the default seed by seed (``search.checks.paired``: mean difference, 95%
 interval, paired t test, Holm's correction across settings).
 
 - **Fresh seeds.** The seeds are the next integers above every seed the study's trials
@@ -17,7 +17,7 @@ interval, paired t test, Holm's correction across settings).
   a confirmation run added there would be read by TPE or the GP as a new observation
   of a setting it already has, and counted toward ``--n-trials``. The runs go to
   ``stagetune_confirmations`` and ``stagetune_confirmation_runs`` in the same database
-  (``search.storage``), keyed by setting and seed, which is what the paired analysis
+  (``search.db.storage``), keyed by setting and seed, which is what the paired analysis
   needs and what a resume checks.
 - **The study's protocol.** In a leave-one-domain-out study each confirmation run is a
   run of every fold (the study's held-out domains), so it measures ``lodo_accuracy``.
@@ -36,12 +36,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from search import storage as db
-from search.confirmation import DEFAULT, summarize
+from search.checks.confirm_summary import DEFAULT, summarize
+from search.db import storage as db
+from search.driver.planned import PlanRunOptions, PlanSearcher, run_jobs
 from search.objective import LODO_METRIC, Objective
 from search.pareto import non_dominated
-from search.planned import PlanRunOptions, PlanSearcher, run_jobs
-from search.replicates import replication
+from search.worker.replicates import replication
 
 
 def setting_key(number: int) -> str:
@@ -162,7 +162,7 @@ def select_settings(study, objective: Objective, top: int) -> list[dict[str, Any
 def _at_current_budget(study, trials: list) -> list:
     """The trials that ran at the study's current budget, where it was moved to another
     (``--change-budget``): a setting and the default are compared at one budget."""
-    from search.fixed import BUDGET_FIELD, budgets
+    from search.db.fixed import BUDGET_FIELD, budgets
     from trainer.params import flat_config
 
     history = budgets(study.user_attrs)
@@ -278,7 +278,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
     """The study, its storage, its objective and the confirmation to run (resumed when
     one with this plan exists, else created); the last item says whether it was made now."""
 
-    from search.study import load_named_study, open_storage, summary_objective
+    from search.db.study import load_named_study, open_storage, summary_objective
 
     if opts.top < 1:
         raise ConfirmError(f"--top must be at least 1 (got {opts.top})")
@@ -308,7 +308,7 @@ def open_confirmation(opts: ConfirmOptions) -> tuple[Any, Any, Objective, dict[s
 
 def run_confirm(opts: ConfirmOptions) -> dict[str, Any]:
     """Run (or resume) a confirmation; returns its summary (``summarize``)."""
-    from search.driver import SweepInterrupted
+    from search.driver.sweep import SweepInterrupted
 
     study, storage, objective, confirmation, created = open_confirmation(opts)
     engine = storage.engine

@@ -1,0 +1,16 @@
+"""The sweep's driver: what runs in the process that owns the study.
+
+- ``sweep``: ``run_sweep`` and its options; a sweep's start-up (check, open the study,
+  start Ray) and its run.
+- ``searcher``: the Ray Tune searcher over Optuna's ask/tell, with the database as its
+  state; ``population``: its K-trials-per-Ray-trial form.
+- ``moasha``: multi-objective successive halving at stage-aware rungs.
+- ``planned``: runs known in advance (a confirmation's, a fidelity check's) handed to
+  Tune.
+- ``launch``: starting Ray, the resource check, the signal stop and the one Tune launcher.
+- ``progress``: the lines a driver prints and the summary it ends with.
+
+Workers are asked and answered through ``search.contract`` only.
+"""
+
+__all__ = ["launch", "moasha", "planned", "population", "progress", "searcher", "sweep"]
