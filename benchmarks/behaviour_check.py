@@ -2,6 +2,7 @@
 
     python benchmarks/behaviour_check.py run OUT_DIR        # five scenarios -> OUT_DIR/*.json
     python benchmarks/behaviour_check.py compare A_DIR B_DIR
+    python benchmarks/behaviour_check.py redump DIR          # DIR/*.db -> DIR/*.json again
 
 A refactor of the search (the driver <-> worker contract, the worker entry, the Tune
 launcher) must leave what lands in the database unchanged. ``run`` drives the command
@@ -38,8 +39,9 @@ SCENARIOS = {
 }
 COMMON = ["--smoke-test", "--sampler", "random", "--seed", "0", "--num-cpus", "2", "--quiet"]
 #: keys and columns that depend on the clock, the process or Ray's bookkeeping
-VOLATILE = re.compile(r"(seconds|_time_s|samples_per_s|started_at|datetime|heartbeat|"
-                      r"tune_trial_id|tune_experiment|node_id|^id$|created|updated|host|pid)")
+VOLATILE = re.compile(r"(seconds|_time_s|samples_per_s|started_at|finished_at|datetime|"
+                      r"heartbeat|tune_trial_id|tune_experiment|node_id|^id$|(?<!^trial)_id$|"
+                      r"created|updated|host|pid)")
 
 
 def run(out: Path) -> None:
@@ -107,24 +109,31 @@ def dump(db: Path) -> dict:
 
 
 def compare(a: Path, b: Path) -> int:
-    bad = 0
+    """Print, per scenario, its tables' row counts and whether they are equal; 1 if any
+    table differs."""
+    differs = False
     for name in SCENARIOS:
         left = json.loads((a / f"{name}.json").read_text())
         right = json.loads((b / f"{name}.json").read_text())
+        bad = []
         for table in sorted(left.keys() | right.keys()):
-            x, y = left.get(table), right.get(table)
+            x, y = left.get(table) or [], right.get(table) or []
             if x != y:
-                bad += 1
-                n = sum(1 for p, q in zip(x or [], y or [], strict=False) if p != q)
-                print(f"{name}.{table}: differs ({len(x or [])} vs {len(y or [])} rows, "
-                      f"{n} unequal)")
-        print(f"{name}: {'same' if not bad else 'see above'}")
-    return 1 if bad else 0
+                n = sum(1 for p, q in zip(x, y, strict=False) if p != q)
+                bad.append(f"{table} ({len(x)} vs {len(y)} rows, {n} unequal)")
+        rows = sum(len(v) for v in left.values())
+        print(f"{name}: " + ("same, " + f"{rows} rows in {len(left)} tables" if not bad
+                             else "differs: " + "; ".join(bad)))
+        differs = differs or bool(bad)
+    return 1 if differs else 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "run":
         run(Path(sys.argv[2]).resolve())
+    elif len(sys.argv) == 3 and sys.argv[1] == "redump":  # the dumps again from the .db files
+        for db in sorted(Path(sys.argv[2]).glob("*.db")):
+            db.with_suffix(".json").write_text(json.dumps(dump(db), indent=1, sort_keys=True))
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     else:
