@@ -20,6 +20,7 @@ _EXPORTS = {
     "resolve_device": "trainer._fit",
     "fit_population": "trainer._population",
     "group_population": "trainer._population",
+    "Pruned": "trainer._population",
     "RunConfig": "trainer._config",
     "ModelConfig": "trainer._config",
     "StageConfig": "trainer._config",

@@ -119,6 +119,19 @@ class StackedAdam:
             self.step[name] = step
         self.n_steps = self.n_steps + stepped.to(torch.float64)
 
+    def append(self, params: dict[str, torch.Tensor], configs: Sequence[RunConfig],
+               batches_per_epoch: int) -> None:
+        """Add members (``params``: their stacked parameters) with a fresh Adam state and
+        no steps taken, as a solo optimiser starts."""
+        joined = StackedAdam(params, configs, batches_per_epoch)
+        for mine, theirs in ((self.exp_avg, joined.exp_avg), (self.exp_avg_sq,
+                                                              joined.exp_avg_sq),
+                             (self.step, joined.step)):
+            for n in mine:
+                mine[n] = torch.cat([mine[n], theirs[n]])
+        for attr in ("lr", "weight_decay", "warmup_steps", "n_steps"):
+            setattr(self, attr, torch.cat([getattr(self, attr), getattr(joined, attr)]))
+
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at indices ``keep``."""
         for d in (self.exp_avg, self.exp_avg_sq, self.step):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +70,20 @@ from trainer._step import accumulate, batch_statistics
 from trainer._validation import validate_epoch
 
 PopulationReportFn = Callable[[int, dict[str, float]], None]
-#: called once per epoch with every row that epoch produced, by member index
-PopulationEpochFn = Callable[[dict[int, dict[str, float]]], None]
+#: called once per epoch with every row that epoch produced, by member index; may return
+#: the members to stop now
+PopulationEpochFn = Callable[[dict[int, dict[str, float]]], Iterable[int] | None]
+#: called with the number of free slots; the configurations that take them
+RefillFn = Callable[[int], Sequence[RunConfig]]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """A population member its caller stopped (``report_epoch``): the rows it trained,
+    and no final evaluation."""
+
+    history: list[dict[str, float]]
+    epochs_run: int
 POPULATION_CHECKPOINT = "population.pt"
 
 def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
@@ -156,7 +168,9 @@ class _Member:
     index: int
     cfg: RunConfig
     progress: RunProgress
+    stream: tuple[int, int] = (0, 0)  # (seed, tick it joined): whose random stream it uses
     error: str | None = None
+    pruned: bool = False  # stopped by the caller (a scheduler's rung): no final evaluation
     last: dict[str, Any] = field(default_factory=dict)  # its latest checkpoint entry
     final_state: ModelState | None = None  # its weights when it finished
 
@@ -166,7 +180,7 @@ class _Member:
 
     @property
     def finished(self) -> bool:
-        return (self.error is not None or self.progress.stopped_early
+        return (self.error is not None or self.pruned or self.progress.stopped_early
                 or self.next_epoch >= self.cfg.optim.epochs)
 
     def after_epoch(self, row: dict[str, float], batches_per_epoch: int,
@@ -201,18 +215,14 @@ class _Population:
 
     def __init__(self, configs: list[RunConfig], data: DataBundle, device: torch.device,
                  init_rng: dict[str, Any]) -> None:
-        self.data, self.device = data, device
+        self.data, self.device, self.init_rng = data, device, init_rng
         self.template_cfg = configs[0]
-        self.members = [_Member(i, c, RunProgress(c)) for i, c in enumerate(configs)]
+        self.capacity = len(configs)
+        self.tick = 0  # epochs the population has run
+        self.members = [_Member(i, c, RunProgress(c), stream=(c.seed, 0))
+                        for i, c in enumerate(configs)]
         self.plan = BatchPlan.of(self.template_cfg, data)
-        models = []
-        for cfg in configs:
-            # each member starts from the weights ``fit`` would give it with its seed
-            if cfg.seed == self.template_cfg.seed:
-                set_rng_state(init_rng)
-            else:  # only with a data set passed in, which ``fit`` would not load
-                seed_everything(cfg.seed)
-            models.append(build_model(cfg, data).to(device))
+        models = self._initial_models(configs)
         self.scratch = models[0]  # a solo model: validation, evaluation, state dicts
         self.step_module = _MemberStep(self.scratch, self.template_cfg)
         self.names = [n for n, _ in self.scratch.named_parameters()]
@@ -224,12 +234,44 @@ class _Population:
         self.params = {n: params[n].detach().clone() for n in self.names}
         self.buffers = {n: b.clone() for n, b in buffers.items()}
         self.active = list(range(len(configs)))  # member index of each stacked row
-        self.generators: dict[int, torch.Generator] = {}
-        for cfg in configs:
-            if cfg.seed not in self.generators:
-                self.generators[cfg.seed] = make_generator(cfg.seed, device)
+        # one generator per stream: members that joined together with one seed share it
+        self.generators: dict[tuple[int, int], torch.Generator] = {}
+        for m in self.members:
+            if m.stream not in self.generators:
+                self.generators[m.stream] = make_generator(m.cfg.seed, device)
         self.adam = StackedAdam(self.params, configs, self.plan.batches_per_epoch)
         self.grad_clip = self._tensor([c.optim.grad_clip for c in configs], torch.float32)
+
+    def _initial_models(self, configs: list[RunConfig]) -> list[StagedVAE]:
+        """Each member's model with the weights ``fit`` would give it with its seed."""
+        models = []
+        for cfg in configs:
+            if cfg.seed == self.template_cfg.seed:
+                set_rng_state(self.init_rng)
+            else:  # only with a data set passed in, which ``fit`` would not load
+                seed_everything(cfg.seed)
+            models.append(build_model(cfg, self.data).to(self.device))
+        return models
+
+    def append(self, configs: list[RunConfig]) -> None:
+        """Members joining at epoch 0 (a refill), as new stacked rows: their weights,
+        Adam state, clipping and random stream as a solo ``fit`` starts them. Nothing of
+        the running members changes (their streams are their own generators; the global
+        random state, which only model building reads, is reset for each new model)."""
+        models = self._initial_models(configs)
+        params, buffers = stack_module_state(models)
+        new = {n: params[n].detach().clone() for n in self.names}
+        self.params = {n: torch.cat([p, new[n]]) for n, p in self.params.items()}
+        self.buffers = {n: torch.cat([b, buffers[n].clone()]) for n, b in self.buffers.items()}
+        self.adam.append(new, configs, self.plan.batches_per_epoch)
+        self.grad_clip = torch.cat([self.grad_clip, self._tensor(
+            [c.optim.grad_clip for c in configs], torch.float32)])
+        for cfg in configs:
+            m = _Member(len(self.members), cfg, RunProgress(cfg), stream=(cfg.seed, self.tick))
+            self.members.append(m)
+            self.active.append(m.index)
+            if m.stream not in self.generators:
+                self.generators[m.stream] = make_generator(cfg.seed, self.device)
 
     def _tensor(self, values: list[Any], dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype, device=self.device)
@@ -251,7 +293,7 @@ class _Population:
             row, self.scratch, m.cfg, self.plan.batches_per_epoch)
         return checkpoint_entry(
             m.cfg, knobs.epoch, knobs.stage, model=self.member_state(row),
-            optimizer=optimizer, scheduler=scheduler, rng=rng_state(self.generators[m.cfg.seed]),
+            optimizer=optimizer, scheduler=scheduler, rng=rng_state(self.generators[m.stream]),
             progress=m.progress, error=m.error)
 
     def resume(self, entries: list[dict[str, Any]]) -> None:
@@ -270,10 +312,10 @@ class _Population:
         if len(epochs) > 1:
             raise ConfigError(f"population checkpoint members stand at different epochs "
                               f"{sorted(epochs)}; it was not written by fit_population")
-        # one generator per seed: members of one seed share it and so its state
+        # one generator per stream: members of one stream share it and so its state
         for m, e in zip(self.members, entries, strict=True):
             if not m.finished:
-                set_rng_state(e["rng"], self.generators[m.cfg.seed])
+                set_rng_state(e["rng"], self.generators[m.stream])
 
     # -- one epoch ------------------------------------------------------------------
 
@@ -286,11 +328,14 @@ class _Population:
         self.grad_clip = self.grad_clip[keep]
         self.active = [self.active[r] for r in keep_rows]
 
-    def run_epoch(self, epoch: int) -> tuple[list[_Trained], float]:
-        """Train every active member for one epoch: what each measured, and the seconds
-        the shared batch loop took."""
-        cfgs = [self.members[i].cfg for i in self.active]
-        knobs = [epoch_knobs(epoch, c, has_zay=self.scratch.has_zay) for c in cfgs]
+    def run_epoch(self) -> tuple[list[_Trained], float]:
+        """Train every active member for one epoch, each at its own (members that joined
+        later are behind): what each measured, and the seconds the shared batch loop
+        took."""
+        members = [self.members[i] for i in self.active]
+        cfgs = [m.cfg for m in members]
+        knobs = [epoch_knobs(m.next_epoch, m.cfg, has_zay=self.scratch.has_zay)
+                 for m in members]
         per_member = {
             name: self._tensor([getattr(k, name) for k in knobs], dtype)
             for name, dtype in (("gate", torch.float32), ("capacity", torch.float32),
@@ -305,8 +350,8 @@ class _Population:
                    for n, (op, fr) in self.receives.items()}
         self.step_module.with_penalty = any(k.penalty for k in knobs)
 
-        seeds = sorted({c.seed for c in cfgs})
-        stream = self._tensor([seeds.index(c.seed) for c in cfgs], torch.long)
+        seeds = sorted({m.stream for m in members})  # the streams, each drawn from once
+        stream = self._tensor([seeds.index(m.stream) for m in members], torch.long)
         perms = torch.stack([self.plan.shuffled(self.generators[s]) for s in seeds])
         groups, dims = self.scratch.groups, self.scratch.dims
 
@@ -328,7 +373,7 @@ class _Population:
             n = b.shape[1]
             noise = {g: torch.stack([torch.randn((n, dims[g]), generator=self.generators[s],
                                                  device=self.device) for s in seeds])
-                     for g in groups}
+                     for g in groups}  # per stream: one draw per group, as ``fit`` draws
             if one_stream:
                 b, noise = b[0], {g: v[0] for g, v in noise.items()}
             else:
@@ -431,7 +476,8 @@ def fit_population(
     out_dir: str | Path | None = None,
     data: DataBundle | None = None,
     evaluate: bool = True,
-) -> list[FitResult | DivergenceError]:
+    refill: RefillFn | None = None,
+) -> list[FitResult | DivergenceError | Pruned]:
     """Train K configurations that share a model shape as one vectorised model.
 
     Each member gets what ``fit(configs[k])`` would give it, up to float reassociation:
@@ -439,29 +485,44 @@ def fit_population(
 
     Args:
         configs: the members; they must share ``population_key`` (see
-            ``group_population`` to split a mixed list).
+            ``group_population`` to split a mixed list). Their number is the
+            population's capacity.
         report: called as ``report(k, row)`` once per epoch of member ``k``.
         report_epoch: called once per epoch, after ``report``, with that epoch's rows of
-            every member still training, ``{k: row}`` (e.g. to average replicates).
+            every member still training, ``{k: row}`` (e.g. to average replicates); it
+            may return the indices of members to stop now (a scheduler's rung): each
+            keeps its rows, gets no final evaluation and frees its slot.
         checkpoint_dir: where ``population.pt`` is written after every epoch.
         resume: continue from ``checkpoint_dir/population.pt`` (same configs required).
         out_dir: each member's analysis files go to ``out_dir/member_<k>``.
         data: an already-loaded data set; members may then differ in seed.
         evaluate: run the final evaluation (``False``: ``final`` holds only the run's
             bookkeeping; for tests and benchmarks of the training loop).
+        refill: called after an epoch that left slots free (fewer members training than
+            the capacity) as ``refill(free)``; the configurations it returns (at most
+            ``free``, sharing the members' ``population_key``) join at epoch 0 from the
+            next epoch on, as members ``len(configs)``, ``len(configs) + 1``, ... in that
+            order. It is asked again after every epoch with a slot free.
 
     Returns:
-        One entry per config, in order: its ``FitResult``, or the ``DivergenceError`` that
-        failed it (the other members are unaffected).
+        One entry per member, in order (the initial ones, then those that joined): its
+        ``FitResult``, the ``DivergenceError`` that failed it (the other members are
+        unaffected), or ``Pruned`` for a member ``report_epoch`` stopped.
 
     Raises:
         ConfigError: configs that cannot share a model, bad configuration, missing data
-            or a mismatched checkpoint.
+            or a mismatched checkpoint; ``refill`` with checkpoints (a checkpoint holds
+            members that all started at epoch 0 together).
     """
     configs = list(configs)
     if not configs:
         raise ConfigError("fit_population needs at least one configuration")
-    _check_shared(configs, shared_data=data is not None)
+    if refill is not None and checkpoint_dir is not None:
+        raise ConfigError("fit_population cannot refill with checkpoint_dir: a population "
+                          "checkpoint holds members that started together; train without "
+                          "refill to checkpoint")
+    shared_data = data is not None
+    _check_shared(configs, shared_data=shared_data)
     device, data = prepare_run(configs[0], data)
     pop = _Population(configs, data, device, rng_state())
     ckpt_path = checkpoint_path(checkpoint_dir, POPULATION_CHECKPOINT, resume=resume)
@@ -472,29 +533,60 @@ def fit_population(
     if len(live) < len(pop.members):
         pop.select(live)
     while pop.active:
-        trained, elapsed = pop.run_epoch(pop.members[pop.active[0]].next_epoch)
+        trained, elapsed = pop.run_epoch()
         reported = pop.end_epoch(trained, elapsed)
+        pop.tick += 1
         if ckpt_path is not None:
             for r, (i, t) in enumerate(zip(pop.active, trained, strict=True)):
                 pop.members[i].last = pop.entry(r, pop.members[i], t.knobs)
             save_checkpoint({"members": [m.last for m in pop.members]}, ckpt_path)
-        if report is not None:
-            for i in reported:
-                report(i, dict(pop.members[i].progress.history[-1]))
-        if report_epoch is not None and reported:
-            report_epoch({i: dict(pop.members[i].progress.history[-1]) for i in reported})
+        _tell(pop, reported, report, report_epoch)
         keep = [r for r, i in enumerate(pop.active) if not pop.members[i].finished]
         if len(keep) < len(pop.active):
             pop.select(keep)
+        free = pop.capacity - len(pop.active)
+        if refill is not None and free > 0:
+            joining = list(refill(free))[:free]
+            if joining:
+                _check_shared([pop.template_cfg, *joining], shared_data=shared_data)
+                pop.append(joining)
+    return _results(pop, data, out_dir, evaluate=evaluate)
 
-    trained_ok = [m for m in pop.members if m.error is None]
+
+def _tell(pop: _Population, reported: list[int], report: PopulationReportFn | None,
+          report_epoch: PopulationEpochFn | None) -> None:
+    """The epoch's rows to the callers; the members ``report_epoch`` stops are pruned."""
+    if report is not None:
+        for i in reported:
+            report(i, dict(pop.members[i].progress.history[-1]))
+    if report_epoch is None or not reported:
+        return
+    stop = report_epoch({i: dict(pop.members[i].progress.history[-1]) for i in reported})
+    for i in stop or ():
+        m = pop.members[i]
+        if i in pop.active and not m.finished:
+            m.pruned = True
+
+
+def _results(pop: _Population, data: DataBundle, out_dir: str | Path | None, *,
+             evaluate: bool) -> list[FitResult | DivergenceError | Pruned]:
+    """Every member's result: its final evaluation on its best (else last) state, its
+    failure, or ``Pruned``."""
+    trained_ok = [m for m in pop.members if m.error is None and not m.pruned]
     analyses = (final_analyses(pop.scratch, data, [
         (m.cfg, m.progress.best_state if m.progress.best_state is not None else m.final_state)
         for m in trained_ok]) if evaluate else [{"metrics": {}} for _ in trained_ok])
     by_member = dict(zip((m.index for m in trained_ok), analyses, strict=True))
-    return [DivergenceError(m.error) if m.error is not None
-            else by_member[m.index] if isinstance(by_member[m.index], DivergenceError)
-            else m.progress.result(
+    out: list[FitResult | DivergenceError | Pruned] = []
+    for m in pop.members:
+        if m.error is not None:
+            out.append(DivergenceError(m.error))
+        elif m.pruned:
+            out.append(Pruned([dict(r) for r in m.progress.history], m.next_epoch))
+        elif isinstance(by_member[m.index], DivergenceError):
+            out.append(by_member[m.index])
+        else:
+            out.append(m.progress.result(
                 by_member[m.index],
-                Path(out_dir) / f"member_{m.index}" if out_dir is not None else None)
-            for m in pop.members]
+                Path(out_dir) / f"member_{m.index}" if out_dir is not None else None))
+    return out
