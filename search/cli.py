@@ -230,7 +230,11 @@ def _sweep_trial_run_options(r: argparse._ArgumentGroup) -> None:
                         "K·R members train as one model")
     r.add_argument("--population", type=int, default=1, metavar="K",
                    help="train K trials as one vectorised model in one Ray trial "
-                        "(resources per trial are the whole population's)")
+                        "(resources per trial are the whole population's); a member that "
+                        "stops (patience, a MO-ASHA rung) frees its slot for the next trial")
+    r.add_argument("--no-refill", dest="refill", action="store_false",
+                   help="--population: leave a stopped member's slot empty (the population "
+                        "shrinks as its members stop)")
     r.add_argument("--import", dest="imports", action="append", default=[],
                    help="module to import in every trial (custom data sets or metrics)")
     r.add_argument("--work-dir", "--tune-dir", dest="tune_dir", default=str(default_work_dir()),
@@ -427,7 +431,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         asha=args.asha, rungs=tuple(args.rungs) if args.rungs else None,
         reduction_factor=args.reduction_factor, retries=args.retries,
         replicates=args.replicates,
-        population=args.population, lodo=args.lodo,
+        population=args.population, refill=args.refill, lodo=args.lodo,
         imports=tuple(args.imports),
         tune_dir=args.tune_dir, quiet=args.quiet, verbose=args.verbose,
         resume_command=resume_command(getattr(args, "argv", None)),

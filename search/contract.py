@@ -35,6 +35,7 @@ __all__ = [
     "MEMBER",
     "Failure",
     "Outcome",
+    "Pruned",
     "Replication",
     "Request",
     "Setting",
@@ -44,12 +45,16 @@ __all__ = [
     "population_final",
     "read_epoch",
     "read_final",
+    "read_refill",
+    "refill_message",
 ]
 
 #: key of a setting's index in a population's epoch rows
 MEMBER = "member"
 #: the reason of a trial whose worker died on every retry
 LOST = "worker lost: its process or node died on every retry"
+#: key of a population's ask for more settings (its value: how many)
+REFILL = "refill_settings"
 #: the request's key of its replication (what ``Replication`` encodes to)
 REPLICATES = "replicates"
 #: an outcome's structured user attributes (beside its metrics)
@@ -78,6 +83,17 @@ class Setting:
     params: dict[str, Any]
     optuna_number: int | None = None  # the Optuna trial it answers (none for planned runs)
 
+    def encode(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"params": self.params}
+        if self.optuna_number is not None:
+            out["optuna_number"] = self.optuna_number
+        return out
+
+    @classmethod
+    def decode(cls, d: Mapping[str, Any]) -> Setting:
+        number = d.get("optuna_number")
+        return cls(dict(d["params"]), None if number is None else int(number))
+
 
 @dataclass(frozen=True)
 class Replication:
@@ -104,6 +120,11 @@ class Request:
     imports: tuple[str, ...] = ()
     replication: Replication | None = None
     population: bool = False
+    #: the driver's coordinator (``search.driver.coordinator``) a population asks for
+    #: refills and rung decisions, by its Ray actor name; ``None``: neither
+    coordinator: str | None = None
+    refill: bool = False  # a freed slot takes the next trial (needs a coordinator)
+    rungs: tuple[int, ...] = ()  # MO-ASHA's rungs the coordinator decides at
 
     def runs(self) -> list[tuple[int | None, int | None]]:
         """Each setting's runs as ``(seed, fold)``; ``[(None, None)]``: one plain run."""
@@ -113,24 +134,27 @@ class Request:
         """The request as a Ray trial's config."""
         config: dict[str, Any] = {}
         if self.population:
-            config["members"] = [_setting_dict(s) for s in self.settings]
+            config["members"] = [s.encode() for s in self.settings]
         else:
-            config.update(_setting_dict(self.settings[0]))
+            config.update(self.settings[0].encode())
         rep = self.replication
         config.update(base=self.base, objective=dict(self.objective), threads=self.threads,
                       imports=list(self.imports),
                       **{REPLICATES: None if rep is None else {
                           "seeds": list(rep.seeds), "split_seed": rep.split_seed,
                           "folds": None if rep.folds is None else list(rep.folds)}})
+        if self.coordinator is not None:
+            config.update(coordinator=self.coordinator, refill=self.refill,
+                          rungs=list(self.rungs))
         return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Request:
         """A Ray trial's config as the request it encodes."""
         if "members" in config:
-            settings = tuple(_setting(m) for m in config["members"])
+            settings = tuple(Setting.decode(m) for m in config["members"])
         else:
-            settings = (_setting(config),)
+            settings = (Setting.decode(config),)
         rep = config.get(REPLICATES)
         return cls(base=config["base"], settings=settings,
                    objective=dict(config.get("objective") or {}),
@@ -139,19 +163,9 @@ class Request:
                    replication=None if not rep else Replication(
                        tuple(int(s) for s in rep["seeds"]), int(rep["split_seed"]),
                        tuple(int(k) for k in rep["folds"]) if rep.get("folds") else None),
-                   population="members" in config)
-
-
-def _setting_dict(s: Setting) -> dict[str, Any]:
-    out: dict[str, Any] = {"params": s.params}
-    if s.optuna_number is not None:
-        out["optuna_number"] = s.optuna_number
-    return out
-
-
-def _setting(d: Mapping[str, Any]) -> Setting:
-    number = d.get("optuna_number")
-    return Setting(dict(d["params"]), None if number is None else int(number))
+                   population="members" in config, coordinator=config.get("coordinator"),
+                   refill=bool(config.get("refill", False)),
+                   rungs=tuple(int(r) for r in config.get("rungs", ())))
 
 
 # -- the answer ---------------------------------------------------------------------------
@@ -163,6 +177,16 @@ def epoch_message(row: Mapping[str, float], member: int | None = None) -> dict[s
     if member is not None:
         out[MEMBER] = float(member)
     return out
+
+
+def refill_message(settings: int) -> dict[str, float]:
+    """A population's ask for ``settings`` more settings (slots freed), through Tune."""
+    return {REFILL: float(settings)}
+
+
+def read_refill(result: Mapping[str, Any]) -> int | None:
+    """How many settings a population's report asks for (``None``: not an ask)."""
+    return int(result[REFILL]) if REFILL in result else None
 
 
 def read_epoch(result: Mapping[str, Any]) -> tuple[int | None, dict[str, Any]]:
@@ -227,14 +251,28 @@ class Outcome:
         return out
 
 
-Answer = Outcome | Failure
+@dataclass(frozen=True)
+class Pruned:
+    """A population member stopped at a rung: ``row`` is its (replicate-averaged) epoch
+    row there, the last it trained."""
+
+    row: dict[str, float]
+
+    def encode(self) -> dict[str, Any]:
+        return {"final": 1.0, "trial_pruned": 1.0, "last_epoch_json": json.dumps(self.row)}
+
+
+Answer = Outcome | Failure | Pruned
 
 
 def decode_answer(result: Mapping[str, Any]) -> Answer:
-    """One setting's final result (``Outcome.encode`` or ``Failure.encode``)."""
+    """One setting's final result (``Outcome.encode``, ``Failure.encode`` or
+    ``Pruned.encode``)."""
     if result.get("trial_failed"):
         raw = result.get("failure_json")
         return Failure(json.loads(raw) if raw else {})
+    if result.get("trial_pruned"):
+        return Pruned(json.loads(result["last_epoch_json"]))
     metrics = own_metrics(result)
     metrics.pop("final", None)
     kept = {key: json.loads(result[f"{key}_json"])
@@ -262,3 +300,47 @@ def read_final(result: Mapping[str, Any] | None, size: int | None = None
     if "members_json" in result:
         return [decode_answer(r) for r in json.loads(result["members_json"])]
     return [decode_answer(result)] * (size or 1)
+
+
+class CoordinatorClient:
+    """A worker's line to the driver's coordinator (``search.driver.coordinator``), the
+    Ray actor named in its request: ask for the settings that fill freed slots, and for
+    the rung decisions of its settings.
+
+    An ask for settings goes through Tune (``refill_message``: the driver's searcher asks
+    Optuna for the trials, so they are counted, seeded and tagged as any other) and the
+    answer comes back through the actor, which holds it until the worker takes it.
+    """
+
+    POLL_S = 0.02
+    #: how long a worker waits for its settings before it gives up refilling (the driver
+    #: answers within one Tune loop; it is gone if it takes this long)
+    WAIT_S = 600.0
+
+    def __init__(self, name: str, trial_id: str, report) -> None:
+        import ray
+
+        self.actor = ray.get_actor(name)
+        self.trial_id, self.report = trial_id, report
+
+    def refill(self, settings: int) -> list[Setting]:
+        """Up to ``settings`` new settings (none once the study's total is reached or the
+        driver is stopping)."""
+        import time
+
+        import ray
+
+        self.report(refill_message(settings))
+        deadline = time.monotonic() + self.WAIT_S
+        while time.monotonic() < deadline:
+            got = ray.get(self.actor.take.remote(self.trial_id))
+            if got is not None:
+                return [Setting.decode(s) for s in got]
+            time.sleep(self.POLL_S)
+        return []
+
+    def stops(self, number: int, row: Mapping[str, float]) -> bool:
+        """Whether the setting of Optuna trial ``number`` stops at the rung of ``row``."""
+        import ray
+
+        return ray.get(self.actor.decide.remote(number, dict(row))) == "stop"

@@ -23,7 +23,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.contract import Request, Setting, read_epoch, read_final
+from search.contract import Request, Setting, read_epoch, read_final, read_refill
 from search.driver.searcher import StudySearcher
 
 
@@ -32,14 +32,20 @@ def member_key(trial_id: str, k: int) -> str:
     return f"{trial_id}#{k}"
 
 
-def check_population(population: int, *, asha: bool, replicates: int) -> None:
+def check_population(population: int, *, asha: bool, replicates: int,
+                     pareto: bool = True, lodo: bool = False) -> None:
     """Refuse settings a population trial cannot honour, in one line each."""
     if population < 1:
         raise ValueError(f"--population must be at least 1 (got {population})")
-    if population > 1 and asha:
-        raise ValueError("--asha cannot be combined with --population: ASHA stops a whole "
-                         "Ray trial on one score, and a population trial holds one score "
-                         "per member; use one of the two")
+    if population > 1 and asha and not pareto:
+        raise ValueError("--asha in a scalar study cannot be combined with --population: "
+                         "Ray Tune's ASHA stops a whole Ray trial on one score, and a "
+                         "population trial holds one score per member; use a Pareto study "
+                         "(MO-ASHA decides member by member) or one of the two")
+    if population > 1 and asha and lodo:
+        raise ValueError("--asha cannot be combined with --population and --lodo: the "
+                         "folds of a population train one after another, so no rung sees "
+                         "a setting's fold-averaged row before every fold has run")
     if replicates < 1:
         raise ValueError(f"--replicates must be at least 1 (got {replicates})")
 
@@ -51,28 +57,60 @@ class PopulationSearcher(StudySearcher):
         super().__init__(*args, **kwargs)
         self.size = size
         self._sizes: dict[str, int] = {}  # Ray trial id -> how many members it holds
+        self._first: dict[str, int] = {}  # Ray trial id -> its first Optuna trial's number
+        self._coordinator = None  # the coordinator's actor handle, on first refill
+
+    _UNPICKLED = (*StudySearcher._UNPICKLED, "_coordinator")
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.stopping:
             return Searcher.FINISHED
         members = []
-        for k in range(self.size):
+        self._sizes[trial_id] = 0
+        members = self._ask_members(trial_id, self.size)
+        if not members:
+            self._sizes.pop(trial_id)
+            return Searcher.FINISHED
+        return Request(base=self.base_config, settings=tuple(members), population=True,
+                       **self.trial_options).to_config()
+
+    def _ask_members(self, trial_id: str, n: int) -> list[Setting]:
+        """Up to ``n`` more Optuna trials for Ray trial ``trial_id``, as its next members
+        (fewer once the study's total is reached, none once the driver stops)."""
+        members = []
+        while len(members) < n and not self.stopping:
+            k = self._sizes[trial_id]
             asked = self._ask(trial_id, member_key(trial_id, k))
             if asked is None:  # the study's total is reached: a smaller population
                 break
             trial, params = asked
             trial.set_user_attr("population_member", k)
+            # the population's name: the number of its first trial
+            trial.set_user_attr("population_id", self._first.setdefault(trial_id, trial.number))
             members.append(Setting(params, trial.number))
-        if not members:
-            return Searcher.FINISHED
-        self._sizes[trial_id] = len(members)
-        return Request(base=self.base_config, settings=tuple(members), population=True,
-                       **self.trial_options).to_config()
+            self._sizes[trial_id] = k + 1
+        return members
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        wanted = read_refill(result)
+        if wanted is not None:
+            self._refill(trial_id, wanted)
+            return
         k, row = read_epoch(result)
         if k is not None:
             super().on_trial_result(member_key(trial_id, k), row)
+
+    def _refill(self, trial_id: str, wanted: int) -> None:
+        """Post the next ``wanted`` settings for a population whose slots freed (an empty
+        list: there are no more)."""
+        import ray
+
+        from search.driver.coordinator import actor_name
+
+        members = self._ask_members(trial_id, wanted) if trial_id in self._sizes else []
+        if getattr(self, "_coordinator", None) is None:  # none after unpickling either
+            self._coordinator = ray.get_actor(actor_name(self.experiment))
+        ray.get(self._coordinator.put.remote(trial_id, [m.encode() for m in members]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -34,9 +34,11 @@ from search.contract import (
     Answer,
     Failure,
     Outcome,
+    Pruned,
     Request,
     Setting,
     own_metrics,
+    read_epoch,
     read_final,
 )
 from search.db import storage as db
@@ -212,8 +214,10 @@ class StudySearcher(DatabaseState, Searcher):
         elif isinstance(answer, Failure):
             details = dict(answer.details)
             self._fail(trial, details.pop("reason", "the trial raised"), details)
-        elif answer is None:
+        elif answer is None:  # the scheduler stopped the Ray trial on this row
             self._prune(trial, own_metrics(result))
+        elif isinstance(answer, Pruned):  # a population member stopped at a rung
+            self._prune(trial, own_metrics(read_epoch(answer.row)[1]))
         else:
             self._complete(trial, answer)
 

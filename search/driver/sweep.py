@@ -14,6 +14,7 @@ from search.contract import Replication
 from search.db.fixed import budgets, fixed_fields
 from search.db.storage import DRIVER_BEAT_S, beat, check_sqlite_folder, end_driver, redact
 from search.db.study import StudyRequest, SweepStudy, open_sweep_study, requeue_stopped
+from search.driver.coordinator import actor_name, start_coordinator
 from search.driver.launch import (
     Launch,
     PreflightError,
@@ -56,6 +57,7 @@ class SweepOptions:
     replicates: int = 1  # seeds per suggested setting, paired across settings
     lodo: bool = False  # every setting once per held-out training domain
     population: int = 1  # Optuna trials trained together in one Ray trial
+    refill: bool = True  # a population member that stops frees its slot for the next trial
     imports: tuple[str, ...] = ()
     tune_dir: str = field(default_factory=lambda: str(default_work_dir()))
     quiet: bool = False
@@ -172,20 +174,28 @@ def check_rungs(opts: SweepOptions) -> SweepOptions:
     return replace(opts, rungs=tuple(rungs))
 
 
-def mo_asha_scheduler(opts: SweepOptions, study, engine):
-    """MO-ASHA over the study's objectives, its rungs rebuilt from the stored epoch rows
-    of every finished trial (a resumed driver decides as the stopped one would have)."""
+def rung_book(opts: SweepOptions, study, engine):
+    """MO-ASHA's book over the study's objectives, its rungs rebuilt from the stored epoch
+    rows of every finished trial (a resumed driver decides as the stopped one would
+    have)."""
     from optuna.trial import TrialState
 
     from search.db.storage import read_epochs
-    from search.driver.moasha import RungBook, scheduler_class
+    from search.driver.moasha import RungBook
 
     book = RungBook(tuple(opts.rungs or ()), tuple(opts.objective.names),
                     tuple(opts.objective.directions), opts.reduction_factor)
     finished = study.get_trials(deepcopy=False,
                                 states=(TrialState.COMPLETE, TrialState.PRUNED))
     book.replay((t.number, row) for t in finished for row in read_epochs(engine, t._trial_id))
-    return scheduler_class()(book)
+    return book
+
+
+def mo_asha_scheduler(opts: SweepOptions, study, engine):
+    """MO-ASHA as Ray Tune's scheduler of solo trials."""
+    from search.driver.moasha import scheduler_class
+
+    return scheduler_class()(rung_book(opts, study, engine))
 
 
 def run_sweep(opts: SweepOptions) -> dict[str, Any]:
@@ -231,7 +241,8 @@ def preflight(opts: SweepOptions) -> tuple[SweepOptions, StudyRequest]:
     check_trial_config(opts)
     from search.driver.population import check_population
 
-    check_population(opts.population, asha=opts.asha, replicates=opts.replicates)
+    check_population(opts.population, asha=opts.asha, replicates=opts.replicates,
+                     pareto=opts.objective.mode == "pareto", lodo=opts.lodo)
     check_task_metric(opts)
     opts = check_rungs(opts)
     # where a parameter acts depends on what every trial keeps fixed (penalty_in_stage3, ..)
@@ -275,14 +286,18 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     experiment = experiment_name(opts.study)
     heartbeat = _Heartbeat(engine, experiment)
     progress = Progress(opts.n_trials, done, opts.objective, study, quiet=opts.quiet)
+    trial_options = {"objective": asdict(opts.objective),
+                     "threads": max(1, int(opts.cpus_per_trial)),
+                     "imports": tuple(opts.imports),
+                     "replication": replicate_option(opts.base_config, opts.replicates,
+                                                     lodo=opts.lodo)}
+    coordinator = _coordinator(opts, study, engine, experiment)
+    if coordinator is not None:  # populations: refills and MO-ASHA's decisions
+        trial_options.update(coordinator=actor_name(experiment), refill=opts.refill,
+                             rungs=tuple(opts.rungs or ()) if _moasha(opts) else ())
     searcher = searcher_class(opts.population)(
         study, opts.space, opts.objective,
-        base_config=opts.base_config,
-        trial_options={"objective": asdict(opts.objective),
-                       "threads": max(1, int(opts.cpus_per_trial)),
-                       "imports": tuple(opts.imports),
-                       "replication": replicate_option(opts.base_config, opts.replicates,
-                                                       lodo=opts.lodo)},
+        base_config=opts.base_config, trial_options=trial_options,
         experiment=experiment, engine=engine, on_event=progress,
         total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
     )
@@ -294,13 +309,17 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
             raise SweepInterrupted(stop.signum, stopped)
 
     how = Launch(experiment=experiment, n_samples=opts.n_trials, cpus=opts.cpus_per_trial,
-                 gpus=gpus, max_concurrent=opts.max_concurrent, retries=opts.retries,
+                 gpus=gpus, max_concurrent=_max_concurrent(opts, gpus), retries=opts.retries,
                  tune_dir=opts.tune_dir, scheduler=_scheduler(opts, study, engine),
                  callbacks=[JsonLoggerCallback()])
     heartbeat.start()
     try:
         launch(searcher, how, stop, after=requeue)
     finally:
+        if coordinator is not None:
+            import ray
+
+            ray.kill(coordinator)
         progress.close()
         heartbeat.stop()
         try:
@@ -311,10 +330,39 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
     return dict(searcher.outcomes)
 
 
+def _max_concurrent(opts: SweepOptions, gpus: float) -> int | None:
+    """``--max-concurrent``; for refilling populations by default as many as the cluster
+    runs at once, so that Tune asks for no population in advance (a pending one would
+    take the trials that the running ones' freed slots wait for)."""
+    if opts.max_concurrent is not None or opts.population <= 1 or not opts.refill:
+        return opts.max_concurrent
+    import ray
+
+    free = ray.cluster_resources()
+    slots = int(free.get("CPU", 1) // opts.cpus_per_trial)
+    if gpus:
+        slots = min(slots, int(free.get("GPU", 0) // gpus))
+    return max(1, slots)
+
+
+def _moasha(opts: SweepOptions) -> bool:
+    return opts.asha and opts.objective.mode == "pareto"
+
+
+def _coordinator(opts: SweepOptions, study, engine, experiment: str):
+    """A population sweep's coordinator actor (its refills, and with ``asha`` its rung
+    book), or ``None``: solo trials, or populations that neither refill nor stop."""
+    if opts.population <= 1 or not (opts.refill or _moasha(opts)):
+        return None
+    return start_coordinator(experiment, rung_book(opts, study, engine) if _moasha(opts)
+                             else None)
+
+
 def _scheduler(opts: SweepOptions, study, engine):
-    """The sweep's early stopping: MO-ASHA in a Pareto study, ASHA on the epoch score in
-    a scalar one, none without ``asha``."""
-    if not opts.asha:
+    """The sweep's early stopping of solo trials: MO-ASHA in a Pareto study, ASHA on the
+    epoch score in a scalar one, none without ``asha`` (population members are stopped by
+    the coordinator's book)."""
+    if not opts.asha or opts.population > 1:
         return None
     if opts.objective.mode == "pareto":
         return mo_asha_scheduler(opts, study, engine)

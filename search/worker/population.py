@@ -17,13 +17,20 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from search.contract import Answer, Failure, Request, epoch_message
+from search.contract import (
+    Answer,
+    CoordinatorClient,
+    Failure,
+    Pruned,
+    Request,
+    epoch_message,
+)
 from search.worker.replicates import Replicates, combine, run_config
 from search.worker.solo import failure_result, final_result, trial_setup
 
 
-def run_population(request: Request, report, where: dict[str, Any] | None = None
-                   ) -> list[Answer]:
+def run_population(request: Request, report, where: dict[str, Any] | None = None, *,
+                   trial_id: str | None = None) -> list[Answer]:
     """Train the settings of ``request``, each with its replicates; one answer each.
 
     Every setting (an Optuna trial's, or a planned run's) is trained once per run of the
@@ -34,73 +41,161 @@ def run_population(request: Request, report, where: dict[str, Any] | None = None
     (``search.contract.MEMBER``); the row on which all of a setting's replicates have
     ended travels in its outcome instead (``last_epoch``, as in a solo trial). Each
     setting's answer is its ``Outcome`` (mean final metrics with standard errors and
-    per-seed values, ``search.worker.replicates``) or the ``Failure`` of a replicate.
-    """
-    from trainer import RunConfig, apply_flat
+    per-seed values, ``search.worker.replicates``), the ``Failure`` of a replicate, or
+    ``Pruned`` where MO-ASHA stopped it at a rung.
 
+    With a coordinator (a sweep's ``--population``; ``trial_id`` is the Ray trial's) the
+    population refills (``request.refill``: when a setting's members have all stopped,
+    the next settings take their slots at epoch 0, asked from the driver, and answered
+    after the first ones in the order they came) and asks the coordinator for the
+    decision on each setting's row at MO-ASHA's rungs (``request.rungs``), stopping the
+    members of a setting it prunes. Leave-one-domain-out folds do neither: their rows are
+    averaged only once every fold has run.
+    """
     where = where if where is not None else {}
     where.update(phase="setup", epoch=None, stage=None)
     objective = trial_setup(request)
-    settings = [RunConfig.from_dict(apply_flat(request.base, s.params)).replace(
-        write_plots=False) for s in request.settings]
-    job = _Job(request, settings, objective, report)
+    coordinator = None
+    if request.coordinator is not None and len({f for _, f in request.runs()}) == 1:
+        coordinator = CoordinatorClient(request.coordinator, trial_id or "", report)
+    job = _Job(request, objective, report, coordinator)
+    job.add_settings(request.settings)
     answers: dict[int, Answer] = {}
-    for group in job.groups():
+    groups = job.groups(range(len(job.runs)))
+    while groups:
+        group = groups.pop(0)
         where.update(phase="training", epoch=0)
         failed = job.train(group, where)
         if failed is not None:  # this group's settings fail; other groups' results stand
             answers.update({job.owner[j]: failed for j in group})
+        if job.deferred:  # refills that could not share this group's model: their own
+            groups.extend(job.groups(job.deferred))
+            job.deferred = []
     job.flush()
-    return [answers.get(k) or job.answer(k) for k in range(len(settings))]
+    return [answers.get(k) or job.answer(k) for k in range(len(job.settings))]
 
 
 class _Job:
-    """One population request's runs (setting x replicate run), their epoch rows and
-    their outcomes."""
+    """One population request's runs (setting x replicate run), their epoch rows, the
+    slots they filled and their outcomes."""
 
-    def __init__(self, request: Request, settings: list, objective, report) -> None:
+    def __init__(self, request: Request, objective, report,
+                 coordinator: CoordinatorClient | None) -> None:
+        self.request, self.objective, self.report = request, objective, report
+        self.coordinator = coordinator
         self.plan = request.runs()
-        self.runs = [(k, run, run_config(cfg, run, request.replication))
-                     for k, cfg in enumerate(settings) for run in self.plan]
-        self.owner = [k for k, _, _ in self.runs]
-        self.settings, self.objective, self.report = settings, objective, report
-        self.epochs = Replicates(settings, self.owner, objective)
+        self.settings: list = []  # RunConfig per setting
+        self.numbers: list[int | None] = []  # Optuna trial number per setting
+        self.runs: list[tuple[int, tuple, Any]] = []  # (setting, (seed, fold), RunConfig)
+        self.owner: list[int] = []
+        self.epochs = Replicates([], [], objective)
         # leave-one-domain-out folds train one population after another: their rows are
         # averaged once every fold has its own
         self.folds = len({fold for _, fold in self.plan}) > 1
         self.buffered: dict[int, dict[int, dict[str, float]]] = {}
-        self.outcomes: dict[int, tuple[Any, float, float, int]] = {}
+        self.outcomes: dict[int, tuple[Any, float, float, dict[str, float]]] = {}
+        self.pruned: dict[int, dict[str, float]] = {}  # setting -> its row at the rung
+        self.deferred: list[int] = []  # refilled runs that cannot share the running model
+        self.exhausted = coordinator is None or not request.refill
 
-    def groups(self) -> list[list[int]]:
+    def add_settings(self, settings) -> list[int]:
+        """Add settings (``search.contract.Setting``); the indices of their runs."""
+        from trainer import RunConfig, apply_flat
+
+        ids = []
+        for s in settings:
+            k = len(self.settings)
+            cfg = RunConfig.from_dict(apply_flat(self.request.base, s.params)).replace(
+                write_plots=False)
+            self.settings.append(cfg)
+            self.numbers.append(s.optuna_number)
+            mine = []
+            for run in self.plan:
+                mine.append(len(self.runs))
+                self.runs.append((k, run, run_config(cfg, run, self.request.replication)))
+                self.owner.append(k)
+            self.epochs.add_setting(cfg, mine)
+            ids += mine
+        return ids
+
+    def groups(self, runs) -> list[list[int]]:
         from trainer import group_population
 
-        return group_population([cfg for _, _, cfg in self.runs])
+        runs = list(runs)
+        return [[runs[i] for i in g] for g in group_population([self.runs[j][2] for j in runs])]
 
-    def tell(self, rows: dict[int, dict[str, float]]) -> None:
-        for k, mean in self.epochs.add(rows):
+    def tell(self, rows: dict[int, dict[str, float]]) -> list[tuple[int, dict[str, float]]]:
+        told = self.epochs.add(rows)
+        for k, mean in told:
             self.report(epoch_message(mean, k))
+        return told
+
+    def stops(self, told: list[tuple[int, dict[str, float]]], group: list[int]) -> list[int]:
+        """The members (``group``'s positions) of the settings the coordinator prunes at
+        this epoch's rung."""
+        if self.coordinator is None or not self.request.rungs:
+            return []
+        out = []
+        for k, mean in told:
+            rung = int(mean["epoch"]) + 1 in self.request.rungs and int(mean["stage"]) > 1
+            if rung and self.numbers[k] is not None \
+                    and self.coordinator.stops(self.numbers[k], mean):
+                self.pruned[k] = mean
+                out += [group.index(j) for j in self.epochs.live[k]]
+        return out
+
+    def refill(self, free: int, group: list[int]) -> list:
+        """The configurations that take ``free`` freed slots of ``group`` (its members
+        appended in order): whole settings, each with all its runs."""
+        from trainer import group_population
+
+        n = free // len(self.plan)
+        if self.exhausted or n == 0:
+            return []
+        new = self.coordinator.refill(n)
+        if not new:
+            self.exhausted = True  # the study's total is reached, or the driver stops
+            return []
+        template = self.runs[group[0]][2]
+        taken = []
+        for j in self.add_settings(new):
+            if len(group_population([template, self.runs[j][2]])) == 1:
+                taken.append(j)
+            else:  # another model's shape: trained after this population, on its own
+                self.deferred.append(j)
+                self.exhausted = True
+        group.extend(taken)
+        return [self.runs[j][2] for j in taken]
 
     def train(self, group: list[int], where: dict[str, Any]) -> Failure | None:
-        """Train one population (runs ``group``); the failure of all of it, if it raised."""
+        """Train one population (runs ``group``, which refills extend); the failure of
+        all of it, if it raised."""
         from trainer import fit_population
 
-        def on_epoch(rows: dict[int, dict[str, float]]) -> None:
+        slots = {"population_slots": float(len(group)), "population_ticks": 0.0,
+                 "population_member_epochs": 0.0}
+
+        def on_epoch(rows: dict[int, dict[str, float]]) -> list[int]:
             row = next(iter(rows.values()))
             where.update(epoch=int(row["epoch"]), stage=int(row["stage"]))
+            slots["population_ticks"] += 1
+            slots["population_member_epochs"] += len(rows)
             rows = {group[j]: r for j, r in rows.items()}
             if self.folds:
                 self.buffered.setdefault(int(row["epoch"]), {}).update(rows)
-            else:
-                self.tell(rows)
+                return []
+            return self.stops(self.tell(rows), group)
 
+        refill = None if self.exhausted else (lambda free: self.refill(free, group))
         t0, started_at = time.perf_counter(), time.time()
         try:
-            got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch)
+            got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch,
+                                 **({"refill": refill} if refill is not None else {}))
         except Exception as exc:
             return failure_result(exc, dict(where))
         seconds = time.perf_counter() - t0
         for j, outcome in zip(group, got, strict=True):
-            self.outcomes[j] = (outcome, seconds, started_at, len(group))
+            self.outcomes[j] = (outcome, seconds, started_at, slots)
         return None
 
     def flush(self) -> None:
@@ -112,6 +207,8 @@ class _Job:
         """Setting ``k``'s answer from its runs' results."""
         from trainer import DivergenceError
 
+        if k in self.pruned:
+            return Pruned(self.pruned[k])
         mine = [j for j in range(len(self.runs)) if self.owner[j] == k]
         for j in mine:
             if isinstance(self.outcomes[j][0], DivergenceError):
@@ -120,10 +217,11 @@ class _Job:
                 return failure.at_run(seed, fold) if len(self.plan) > 1 else failure
         finals = []
         for j in mine:
-            outcome, seconds, started_at, size = self.outcomes[j]
+            outcome, seconds, started_at, slots = self.outcomes[j]
             finals.append({**outcome.final,
                            "fit_seconds": seconds,  # wall time of the whole population's fit
-                           "fit_started_at": started_at, "population_size": float(size)})
+                           "fit_started_at": started_at,
+                           "population_size": slots["population_slots"], **slots})
         first = self.outcomes[mine[0]][0]
         attrs: dict[str, Any] = {}
         final = finals[0]

@@ -123,6 +123,17 @@ class Replicates:
         self._raw: dict[int, dict[str, float]] = {}
         self._last: dict[int, dict[str, float]] = {}  # each run's latest row
 
+    def add_setting(self, cfg, runs: list[int]) -> int:
+        """A setting joining (a refill), trained by the new runs ``runs``; its index."""
+        k = len(self.settings)
+        if runs != list(range(len(self.owner), len(self.owner) + len(runs))):
+            raise ValueError(f"runs {runs} do not follow the {len(self.owner)} known runs")
+        self.settings.append(cfg)
+        self.owner.extend([k] * len(runs))
+        self.runs[k] = set(runs)
+        self.live[k] = set(runs)
+        return k
+
     def add(self, rows: dict[int, dict[str, float]]) -> list[tuple[int, dict[str, float]]]:
         by_setting: dict[int, list[int]] = {}
         for j in rows:

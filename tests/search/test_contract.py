@@ -15,6 +15,7 @@ from search.contract import (
     RAY_KEYS,
     Failure,
     Outcome,
+    Pruned,
     Replication,
     Request,
     Setting,
@@ -24,6 +25,8 @@ from search.contract import (
     population_final,
     read_epoch,
     read_final,
+    read_refill,
+    refill_message,
 )
 
 #: metric names: not the contract's own keys, nor those Ray adds to every result
@@ -57,7 +60,12 @@ def requests(draw):
                    threads=draw(st.integers(1, 16)),
                    imports=tuple(draw(st.lists(names, max_size=2))),
                    replication=draw(st.one_of(st.none(), replications)),
-                   population=population)
+                   population=population,
+                   **(draw(st.fixed_dictionaries({
+                       "coordinator": st.text(min_size=1, max_size=20),
+                       "refill": st.booleans(),
+                       "rungs": st.lists(st.integers(1, 99), max_size=3).map(tuple)}))
+                      if draw(st.booleans()) else {}))
 
 
 outcomes = st.builds(
@@ -73,7 +81,7 @@ failures = st.builds(Failure, st.fixed_dictionaries(
     {"reason": st.text(min_size=1, max_size=20)},
     optional={"type": st.text(max_size=8), "epoch": st.one_of(st.none(), st.integers(0, 99)),
               "traceback": st.text(max_size=40)}))
-answers = st.one_of(outcomes, failures)
+answers = st.one_of(outcomes, failures, st.builds(Pruned, metrics))
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,6 +118,14 @@ def test_a_populations_answers_come_back_in_order(got, replicates):
 def test_an_epoch_row_carries_its_settings_index_in_a_population(row, member):
     row = {**row, "epoch": 3.0, "stage": 2.0}
     assert read_epoch(epoch_message(row, member)) == (member, row)
+
+
+@given(st.integers(0, 64))
+def test_a_refill_ask_is_read_as_such_and_never_as_an_epoch_row(n):
+    message = refill_message(n)
+    assert read_refill(message) == n
+    assert read_refill(epoch_message({"epoch": 1.0, "stage": 1.0}, 2)) is None
+    assert read_final(message) is None and "epoch" not in message
 
 
 def test_a_result_that_is_not_final_holds_no_answer():

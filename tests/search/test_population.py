@@ -47,10 +47,13 @@ def test_population_sweep_stores_fully_formed_trials(tmp_path, local_ray):
     assert len({t.user_attrs["tune_trial_id"] for t in last}) == 1
 
 
-def test_asha_with_population_is_refused_before_anything_is_stored(tmp_path):
+def test_scalar_asha_with_population_is_refused_before_anything_is_stored(tmp_path):
+    from search.objective import Objective
+
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    with pytest.raises(ValueError, match="--asha cannot be combined with --population"):
-        run_sweep(tiny_options(url, "x", 4, tmp_path, population=4, asha=True))
+    with pytest.raises(ValueError, match="--asha in a scalar study cannot be combined"):
+        run_sweep(tiny_options(url, "x", 4, tmp_path, population=4, asha=True,
+                               objective=Objective(mode="scalar")))
     assert not (tmp_path / "study.db").exists()
 
 
