@@ -614,8 +614,11 @@ def trial_record(con: sqlite3.Connection, trial_id: int, number: int, state: str
             "end": _timestamp(completed) or start,
             "epochs": len(epochs) or int(attrs.get("epochs_run", 0)),
             "epoch_s": sum(float(e.get("epoch_time_s", 0.0)) for e in epochs),
-            "fit_s": attrs.get("fit_seconds"), "group": group,
-            "slot_epochs": attrs.get("population_slot_epochs"),
+            # CPU time inside fit where the sweep stores it (this thread's), else wall time
+            "fit_s": attrs.get("fit_cpu_seconds", attrs.get("fit_seconds")), "group": group,
+            "slot_epochs": attrs.get("population_slot_epochs") or (
+                attrs["population_slots"] * attrs["population_ticks"]
+                if "population_ticks" in attrs else None),
             "member_epochs_stored": attrs.get("population_member_epochs")}
 
 

@@ -187,13 +187,14 @@ class _Job:
             return self.stops(self.tell(rows), group)
 
         refill = None if self.exhausted else (lambda free: self.refill(free, group))
-        t0, started_at = time.perf_counter(), time.time()
+        t0, c0, started_at = time.perf_counter(), time.thread_time(), time.time()
         try:
             got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch,
                                  **({"refill": refill} if refill is not None else {}))
         except Exception as exc:
             return failure_result(exc, dict(where))
         seconds = time.perf_counter() - t0
+        slots["fit_cpu_seconds"] = time.thread_time() - c0  # the whole population's
         for j, outcome in zip(group, got, strict=True):
             self.outcomes[j] = (outcome, seconds, started_at, slots)
         return None

@@ -198,7 +198,8 @@ def combine(finals: list[dict[str, float]], runs: list[tuple[int | None, int | N
         out[f"{name}_se"] = sd / math.sqrt(n)
     if COLLAPSE_FLAG in out:
         out[COLLAPSE_FLAG] = float(max(f.get(COLLAPSE_FLAG, 0.0) for f in finals))
-    for key in ("fit_seconds", "fit_started_at", "population_size"):  # the run's, not means
+    for key in ("fit_seconds", "fit_cpu_seconds", "fit_started_at",
+                "population_size"):  # the run's, not means
         if key in finals[0]:
             out[key] = float(finals[0][key])
     out["replicates"] = float(n)

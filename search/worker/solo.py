@@ -56,11 +56,12 @@ def run_trial(request: Request, report, where: dict[str, Any] | None = None) -> 
         else:
             report(row)
 
-    t0, started_at = time.perf_counter(), time.time()
+    t0, c0, started_at = time.perf_counter(), time.thread_time(), time.time()
     where.update(phase="training", epoch=0, stage=stage_of(0, cfg))
     result = fit(cfg, report=on_epoch)
     final = dict(result.final)
     final["fit_seconds"] = time.perf_counter() - t0  # wall time inside trainer.fit
+    final["fit_cpu_seconds"] = time.thread_time() - c0  # this thread's CPU time in it
     final["fit_started_at"] = started_at  # unix time, for the sweep's start-up cost
     outcome = final_result(final, cfg, objective, result.history, result.analysis)
     return replace(outcome, last_epoch=held[0]) if held else outcome
