@@ -5,7 +5,9 @@
 #   2. population training on CUDA: trials per hour at K = 1..16 against 1, 2 and 4 solo
 #      trials per GPU, GPU memory per member (settings from population_settings.json);
 #   3. replicates: trials of 3 paired seeds as 3 solo runs against populations of 4 x 3;
-#   4. the full evaluation of 1 and 8 models with the probes fit on the device.
+#   4. the full evaluation of 1 and 8 models with the probes fit on the device;
+#   5. populations that refill: 32 trials of differing budgets through K = 4 and 8 slots,
+#      refilling against populations trained one after another.
 # Prerequisite: a CUDA build of torch with numpy, scikit-learn and tqdm, e.g.
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (figures go to OUT_DIR, default benchmarks/out/gpu)
@@ -30,15 +32,17 @@ step() {  # name, time limit (s), command...
 }
 
 # torch alone (a device image may have neither Ray nor Optuna): throughput, population
-# trials per hour, replicates, and the evaluation with its probes fit on the device;
-# 7.5 min at most
-step throughput_mlp 90 python benchmarks/trainer_throughput.py --device cuda --epochs 6 --repeats 2
-step throughput_conv 120 python benchmarks/trainer_throughput.py --arch conv --device cuda \
+# trials per hour, replicates, the evaluation with its probes fit on the device, and
+# refill; 7.8 min at most
+step throughput_mlp 80 python benchmarks/trainer_throughput.py --device cuda --epochs 6 --repeats 2
+step throughput_conv 110 python benchmarks/trainer_throughput.py --arch conv --device cuda \
   --samples 20000 --sizes 28 64 96
-step population 120 python benchmarks/population.py --device cuda --solo-parallel 1,2,4 \
+step population 110 python benchmarks/population.py --device cuda --solo-parallel 1,2,4 \
   --ks 1,2,4,8,16 --solo-trials 8 --out "$OUT/population_gpu.json"
 step replicates 60 python benchmarks/population.py --device cuda --replicates 3 --ks 4 \
   --solo-trials 4 --solo-parallel 1 --pop-parallel 1 --out "$OUT/replicates_gpu.json"
 step evaluation_1 30 python benchmarks/evaluation_time.py --device cuda --threads 2 --repeat 3
 step evaluation_8 30 python benchmarks/evaluation_time.py --device cuda --threads 2 --repeat 3 \
   --members 8
+step refill 50 python benchmarks/population.py --device cuda --refill 32 --ks 4,8 \
+  --out "$OUT/refill_gpu.json"

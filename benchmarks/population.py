@@ -33,6 +33,15 @@ difference between a replicate's final metrics in the two paths:
 
     python benchmarks/population.py --replicates 3 --ks 1,4 --solo-trials 4
 
+``--refill N`` instead measures what refill buys: N trials whose budgets differ (2 to
+the full epochs, stage lengths scaled alike, so members stop at different times) through
+K slots, as populations that refill (a freed slot takes the next trial at epoch 0,
+``fit_population(refill=...)``) against populations of K trained one after another (each
+waits for its longest member). It prints trials per hour, CPU seconds per trial and the
+share of slot-epochs that trained a member:
+
+    python benchmarks/population.py --refill 32 --ks 4,8
+
 ``--k1-vs-solo N`` instead measures whether solo ``fit`` could be a population of one:
 the first setting trained N times each way in this process, alternating which goes
 first, one torch thread, training epochs only (the evaluation is the same code for
@@ -390,6 +399,76 @@ def k1_vs_solo(flat: dict, repeats: int) -> dict:
     return {"runs": runs, "median": med, "ratio_wall": ratio[0], "ratio_cpu": ratio[1]}
 
 
+def refill_trials(flat: list[dict], n: int) -> list[dict]:
+    """``n`` trials of the settings (cycled) with budgets of 2 to the full epochs
+    (trial i takes 2 + i mod (epochs - 1)), each setting's stage lengths scaled with its
+    budget, as a shorter sweep's schedule scales."""
+    full = SIZES["epochs"]
+    out = []
+    for i in range(n):
+        f = dict(flat[i % len(flat)])
+        epochs = 2 + i % (full - 1)
+        s1 = round((f.get("stage1_epochs") or 0) * epochs / full)
+        s2 = min(round((f.get("stage2_epochs") or 0) * epochs / full), epochs - s1)
+        out.append({**f, "epochs": epochs, "stage1_epochs": s1, "stage2_epochs": s2})
+    return out
+
+
+def _refill_worker(job: tuple[list[dict], int, bool]) -> dict:
+    """Train ``trials`` through ``k`` slots, refilling or one population after another."""
+    import torch
+
+    from trainer import fit_population
+
+    trials, k, refill = job
+    torch.set_num_threads(1)
+    configs = _configs(trials)
+    ticks, member_epochs, slot_epochs = [0], [0], [0]
+
+    def count(rows: dict) -> None:
+        ticks[0] += 1
+        member_epochs[0] += len(rows)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    if refill:
+        queue = configs[k:]
+
+        def take(free: int) -> list:
+            got = queue[:free]
+            del queue[:free]
+            return got
+
+        fit_population(configs[:k], refill=take, report_epoch=count)
+        slot_epochs[0] = k * ticks[0]
+    else:
+        for i in range(0, len(configs), k):
+            before = ticks[0]
+            fit_population(configs[i:i + k], report_epoch=count)
+            slot_epochs[0] += k * (ticks[0] - before)
+    return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "member_epochs": member_epochs[0], "slot_epochs": slot_epochs[0]}
+
+
+def refill_benchmark(args, flat: list[dict]) -> None:
+    """Rows of trials per hour with and without refill, at each K of ``--ks``."""
+    trials = refill_trials(flat, args.refill)
+    rows = []
+    for k in (int(v) for v in args.ks.split(",")):
+        for refill in (False, True):
+            r = _refill_worker((trials, k, refill))
+            rows.append({"k": k, "refill": refill, "trials": len(trials), **r,
+                         "trials_per_hour": 3600 * len(trials) / r["seconds"],
+                         "fill": r["member_epochs"] / r["slot_epochs"]})
+            print(f"K={k:2d} {'refill   ' if refill else 'no refill'}: "
+                  f"{rows[-1]['trials_per_hour']:7.0f} trials/h, "
+                  f"{r['cpu_s'] / len(trials):6.2f} CPU s/trial, slots filled "
+                  f"{rows[-1]['fill']:.2f} ({r['member_epochs']} of {r['slot_epochs']} "
+                  "slot-epochs)", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"sizes": SIZES, "device": args.device,
+                                              "rows": rows}, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
@@ -408,6 +487,9 @@ def main() -> None:
     p.add_argument("--replicates", type=int, default=0, metavar="R",
                    help="only measure trials of R paired seeds: R solo runs per trial "
                         "against populations of K settings × R seeds")
+    p.add_argument("--refill", type=int, default=0, metavar="N",
+                   help="only measure N trials of differing budgets through K slots, with "
+                        "and without refill")
     p.add_argument("--write-settings", action="store_true",
                    help=f"draw the settings from the sweep's space into {SETTINGS_FILE.name}")
     args = p.parse_args()
@@ -416,6 +498,9 @@ def main() -> None:
         return
     if args.k1_vs_solo:
         k1_vs_solo(settings(args.device)[0], args.k1_vs_solo)
+        return
+    if args.refill:
+        refill_benchmark(args, settings(args.device))
         return
     args.out_given = args.out is not None
     if args.replicates:
