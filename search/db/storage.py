@@ -331,15 +331,19 @@ def add_confirmation(engine: sa.Engine, study_name: str, *, top: int, seeds: lis
         return int(result.inserted_primary_key[0])
 
 
+def _of_study(conn, table: sa.Table, study_name: str) -> list:
+    """The rows of ``table`` (confirmations, fidelity checks) for a study, oldest first."""
+    return conn.execute(sa.select(table).where(table.c.study_name == study_name)
+                        .order_by(table.c.id)).all()
+
+
 def read_confirmations(engine: sa.Engine, study_name: str) -> list[dict[str, Any]]:
     """A study's confirmations, oldest first, each with its finished runs (``runs``)."""
     if not sa.inspect(engine).has_table(confirmations.name):
         return []
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(confirmations).where(
-            confirmations.c.study_name == study_name).order_by(confirmations.c.id)).all()
         out = []
-        for row in rows:
+        for row in _of_study(conn, confirmations, study_name):
             runs = conn.execute(sa.select(confirmation_runs).where(
                 confirmation_runs.c.confirmation_id == row.id)).all()
             out.append({
@@ -384,10 +388,8 @@ def read_fidelity_checks(engine: sa.Engine, study_name: str, *, runs: bool = Tru
     if not sa.inspect(engine).has_table(fidelity_checks.name):
         return []
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(fidelity_checks).where(
-            fidelity_checks.c.study_name == study_name).order_by(fidelity_checks.c.id)).all()
         out = []
-        for row in rows:
+        for row in _of_study(conn, fidelity_checks, study_name):
             check = {"id": int(row.id), "created_at": float(row.created_at),
                      "plan": json.loads(row.plan),
                      "summary": json.loads(row.summary) if row.summary else None}

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from search.driver.progress import default_work_dir, quiet_ray_logs
 
 __all__ = ["Launch", "PreflightError", "RayOptions", "SignalStop", "check_resources",
-           "experiment_name", "init_ray", "launch"]
+           "experiment_name", "init_ray", "launch", "start_workers"]
 
 
 class RayOptions(Protocol):
@@ -127,6 +127,13 @@ class SignalStop:
         from search.driver.searcher import SignalStopper
 
         return SignalStopper.register(experiment, self.event)
+
+
+def start_workers(opts: RayOptions) -> float:
+    """Start Ray (or join ``--address``) and check that a node can hold a trial; the GPUs
+    per trial."""
+    init_ray(opts)
+    return check_resources(opts)
 
 
 def experiment_name(name: str) -> str:

@@ -177,20 +177,11 @@ def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
     line per finished run (``describe(run)`` names it). Returns the signal that stopped
     it, if one did. ``opts`` is a confirmation's or a fidelity check's options; a
     request no node can hold raises ``error``, before anything runs."""
-    from search.driver.launch import (
-        Launch,
-        PreflightError,
-        SignalStop,
-        check_resources,
-        experiment_name,
-        init_ray,
-        launch,
-    )
+    from search.driver import launch as tune
 
-    init_ray(opts)
     try:
-        gpus = check_resources(opts)
-    except PreflightError as exc:
+        gpus = tune.start_workers(opts)
+    except tune.PreflightError as exc:
         raise error(str(exc)) from None
 
     def progress(kind: str, info: dict[str, Any]) -> None:
@@ -202,9 +193,9 @@ def run_jobs(opts, jobs: Sequence[Sequence[Run]], make_searcher, *, name: str,
     searcher = make_searcher(jobs, progress, {
         "objective": objective, "threads": max(1, int(opts.cpus_per_trial)),
         "imports": tuple(opts.imports)})
-    stop = SignalStop(searcher)
-    launch(searcher, Launch(experiment=experiment_name(name), n_samples=len(jobs),
-                            cpus=opts.cpus_per_trial, gpus=gpus,
-                            max_concurrent=opts.max_concurrent, retries=opts.retries,
-                            tune_dir=opts.tune_dir), stop)
+    stop = tune.SignalStop(searcher)
+    how = tune.Launch(experiment=tune.experiment_name(name), n_samples=len(jobs),
+                      cpus=opts.cpus_per_trial, gpus=gpus, max_concurrent=opts.max_concurrent,
+                      retries=opts.retries, tune_dir=opts.tune_dir)
+    tune.launch(searcher, how, stop)
     return stop.signum

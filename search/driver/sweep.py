@@ -19,10 +19,9 @@ from search.driver.launch import (
     Launch,
     PreflightError,
     SignalStop,
-    check_resources,
     experiment_name,
-    init_ray,
     launch,
+    start_workers,
 )
 from search.driver.progress import (
     Progress,
@@ -253,13 +252,6 @@ def preflight(opts: SweepOptions) -> tuple[SweepOptions, StudyRequest]:
         replicates=opts.replicates, fixed=fixed_fields(opts.base_config),
         change_budget=opts.change_budget,
         baseline=base if opts.space.admits(base) else None)
-
-
-def start_workers(opts: SweepOptions) -> float:
-    """Start Ray (or join ``--address``) and check that a node can hold a trial; the GPUs
-    per trial."""
-    init_ray(opts)
-    return check_resources(opts)
 
 
 def print_opened(opts: SweepOptions, sweep: SweepStudy, remaining: int) -> None:
