@@ -78,3 +78,21 @@ def test_the_private_name_check_sees_what_it_must(tmp_path):
     ]
     fine = "from trainer import _shapes\nimport trainer._fit\nfrom trainer._fit import fit\n"
     assert private_imports(fine, "trainer._population", tmp_path) == []
+
+
+#: the longest a function may be, docstring included, unless its docstring says why
+LONGEST = 80
+
+
+def test_functions_read_top_to_bottom():
+    """No function in the three packages runs over ``LONGEST`` lines."""
+    long = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    n = node.end_lineno - node.lineno + 1
+                    doc = ast.get_docstring(node) or ""
+                    if n > LONGEST and "lines because" not in doc:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n})")
+    assert not long, long

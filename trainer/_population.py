@@ -529,6 +529,15 @@ def fit_population(
     if resume:
         pop.resume(load_population_checkpoint(ckpt_path, configs))  # type: ignore[arg-type]
 
+    _train(pop, ckpt_path, report, report_epoch, refill, shared_data=shared_data)
+    return _results(pop, data, out_dir, evaluate=evaluate)
+
+
+def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn | None,
+           report_epoch: PopulationEpochFn | None, refill: RefillFn | None, *,
+           shared_data: bool) -> None:
+    """Epochs until no member trains: each epoch's rows told, finished and pruned members
+    dropped, freed slots refilled, the checkpoint written."""
     live = [r for r, m in enumerate(pop.members) if not m.finished]
     if len(live) < len(pop.members):
         pop.select(live)
@@ -550,7 +559,6 @@ def fit_population(
             if joining:
                 _check_shared([pop.template_cfg, *joining], shared_data=shared_data)
                 pop.append(joining)
-    return _results(pop, data, out_dir, evaluate=evaluate)
 
 
 def _tell(pop: _Population, reported: list[int], report: PopulationReportFn | None,
