@@ -12,10 +12,13 @@ leave-one-domain-out folds). Several settings are a population: the worker train
 as one vectorised model and answers for each.
 
 **The answer.** Every epoch a row of metrics (``epoch_message``), carrying its setting's
-index (``MEMBER``) in a population. At the end one ``final`` result: for one setting its
-``Outcome`` (final metrics, the run's configuration and correlations, the epoch row it
-ended on, the replicates' seeds and per-seed values, the LODO folds) or its ``Failure``
-(why and where); for a population one per setting, in order. Where a result carries a
+index (``MEMBER``) in a population; a refilling population's asks for more settings
+(``refill_message``). At the end one ``final`` result: for one setting its ``Outcome``
+(final metrics, the run's configuration and correlations, the epoch row it ended on, the
+replicates' seeds and per-seed values, the LODO folds), its ``Failure`` (why and where)
+or ``Pruned`` (stopped at a rung, with its row there); for a population one per setting,
+in order. ``CoordinatorClient`` is the worker's end of the driver's coordinator actor,
+through which the asked settings and the rung decisions come back. Where a result carries a
 structure, its key ends in ``_json`` and the value is JSON text (Ray's result dicts hold
 scalars and strings); nothing outside this module builds or parses such a key.
 
@@ -55,6 +58,7 @@ MEMBER = "member"
 LOST = "worker lost: its process or node died on every retry"
 #: key of a population's ask for more settings (its value: how many)
 REFILL = "refill_settings"
+REFILL_FROM = "refill_from"  # and the index of the first setting it asks for
 #: the request's key of its replication (what ``Replication`` encodes to)
 REPLICATES = "replicates"
 #: an outcome's structured user attributes (beside its metrics)
@@ -179,14 +183,17 @@ def epoch_message(row: Mapping[str, float], member: int | None = None) -> dict[s
     return out
 
 
-def refill_message(settings: int) -> dict[str, float]:
-    """A population's ask for ``settings`` more settings (slots freed), through Tune."""
-    return {REFILL: float(settings)}
+def refill_message(settings: int, start: int) -> dict[str, float]:
+    """A population's ask for ``settings`` more settings (slots freed), through Tune;
+    ``start`` is how many settings it holds already (the index of the first one asked)."""
+    return {REFILL: float(settings), REFILL_FROM: float(start)}
 
 
-def read_refill(result: Mapping[str, Any]) -> int | None:
-    """How many settings a population's report asks for (``None``: not an ask)."""
-    return int(result[REFILL]) if REFILL in result else None
+def read_refill(result: Mapping[str, Any]) -> tuple[int, int] | None:
+    """A population's ask as ``(settings, start)`` (``None``: not an ask)."""
+    if REFILL not in result:
+        return None
+    return int(result[REFILL]), int(result.get(REFILL_FROM, 0))
 
 
 def read_epoch(result: Mapping[str, Any]) -> tuple[int | None, dict[str, Any]]:
@@ -320,17 +327,19 @@ class CoordinatorClient:
     def __init__(self, name: str, trial_id: str, report) -> None:
         import ray
 
+        if not trial_id:
+            raise ValueError("a population with a coordinator needs its Ray trial id")
         self.actor = ray.get_actor(name)
         self.trial_id, self.report = trial_id, report
 
-    def refill(self, settings: int) -> list[Setting]:
-        """Up to ``settings`` new settings (none once the study's total is reached or the
-        driver is stopping)."""
+    def refill(self, settings: int, start: int) -> list[Setting]:
+        """Up to ``settings`` new settings, the ``start``-th on (none once the study's
+        total is reached or the driver is stopping)."""
         import time
 
         import ray
 
-        self.report(refill_message(settings))
+        self.report(refill_message(settings, start))
         deadline = time.monotonic() + self.WAIT_S
         while time.monotonic() < deadline:
             got = ray.get(self.actor.take.remote(self.trial_id))

@@ -95,6 +95,7 @@ class RungBook:
     directions: tuple[str, ...]
     reduction_factor: float = REDUCTION_FACTOR
     points: dict[int, dict[int, RungPoint]] = field(default_factory=dict)
+    decided: dict[tuple[int, int], str] = field(default_factory=dict)  # (rung, trial)
 
     def __post_init__(self) -> None:
         if self.reduction_factor <= 1:
@@ -119,13 +120,14 @@ class RungBook:
     def on_row(self, number: int, row: Mapping[str, float]) -> str:
         """The decision for trial ``number``'s epoch row: ``STOP`` only at a rung where it
         ranks below the top ``ceil(n / reduction_factor)``; a row off the rungs, inside
-        stage 1 or already recorded continues."""
+        stage 1 continues; a row already decided gets the same decision again (a population
+        retried after a lost worker reaches its rungs a second time)."""
         rung = int(row["epoch"]) + 1
         if rung not in self.points or int(row.get("stage", 3)) <= 1:
             return CONTINUE
         recorded = self.points[rung]
         if number in recorded:
-            return CONTINUE
+            return self.decided.get((rung, number), CONTINUE)
         p = self.point(number, row)
         if p is None:
             return CONTINUE
@@ -133,7 +135,8 @@ class RungBook:
         ranked = rank_points(list(recorded.values()))
         kept = math.ceil(len(ranked) / self.reduction_factor)
         position = next(i for i, q in enumerate(ranked) if q.number == number)
-        return CONTINUE if position < kept else STOP
+        self.decided[(rung, number)] = CONTINUE if position < kept else STOP
+        return self.decided[(rung, number)]
 
     def replay(self, rows: Iterable[tuple[int, Mapping[str, float]]]) -> None:
         """Record stored rows (``(trial number, row)``) without deciding: what a resumed

@@ -284,28 +284,30 @@ def _run_tune(opts: SweepOptions, study, gpus: float, done: int, engine) -> dict
                      "replication": replicate_option(opts.base_config, opts.replicates,
                                                      lodo=opts.lodo)}
     coordinator = _coordinator(opts, study, engine, experiment)
-    if coordinator is not None:  # populations: refills and MO-ASHA's decisions
-        trial_options.update(coordinator=actor_name(experiment), refill=opts.refill,
-                             rungs=tuple(opts.rungs or ()) if _moasha(opts) else ())
-    searcher = searcher_class(opts.population)(
-        study, opts.space, opts.objective,
-        base_config=opts.base_config, trial_options=trial_options,
-        experiment=experiment, engine=engine, on_event=progress,
-        total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
-    )
-    stop = SignalStop(searcher)
-
-    def requeue() -> None:
-        if stop.signum is not None:
-            stopped = requeue_stopped(study, engine, experiment)
-            raise SweepInterrupted(stop.signum, stopped)
-
-    how = Launch(experiment=experiment, n_samples=opts.n_trials, cpus=opts.cpus_per_trial,
-                 gpus=gpus, max_concurrent=_max_concurrent(opts, gpus), retries=opts.retries,
-                 tune_dir=opts.tune_dir, scheduler=_scheduler(opts, study, engine),
-                 callbacks=[JsonLoggerCallback()])
-    heartbeat.start()
     try:
+        if coordinator is not None:  # populations: refills and MO-ASHA's decisions
+            trial_options.update(coordinator=actor_name(experiment),
+                                 refill=_coordinator_kind(opts) == "refill",
+                                 rungs=tuple(opts.rungs or ()) if _moasha(opts) else ())
+        searcher = searcher_class(opts.population)(
+            study, opts.space, opts.objective,
+            base_config=opts.base_config, trial_options=trial_options,
+            experiment=experiment, engine=engine, on_event=progress,
+            total=opts.n_trials, sampler=opts.sampler, seed=opts.seed,
+        )
+        stop = SignalStop(searcher)
+
+        def requeue() -> None:
+            if stop.signum is not None:
+                stopped = requeue_stopped(study, engine, experiment)
+                raise SweepInterrupted(stop.signum, stopped)
+
+        how = Launch(experiment=experiment, n_samples=opts.n_trials, cpus=opts.cpus_per_trial,
+                     gpus=gpus, max_concurrent=_max_concurrent(opts, gpus),
+                     retries=opts.retries, tune_dir=opts.tune_dir,
+                     scheduler=_scheduler(opts, study, engine),
+                     callbacks=[JsonLoggerCallback()])
+        heartbeat.start()
         launch(searcher, how, stop, after=requeue)
     finally:
         if coordinator is not None:
@@ -326,7 +328,7 @@ def _max_concurrent(opts: SweepOptions, gpus: float) -> int | None:
     """``--max-concurrent``; for refilling populations by default as many as the cluster
     runs at once, so that Tune asks for no population in advance (a pending one would
     take the trials that the running ones' freed slots wait for)."""
-    if opts.max_concurrent is not None or opts.population <= 1 or not opts.refill:
+    if opts.max_concurrent is not None or _coordinator_kind(opts) != "refill":
         return opts.max_concurrent
     import ray
 
@@ -341,10 +343,19 @@ def _moasha(opts: SweepOptions) -> bool:
     return opts.asha and opts.objective.mode == "pareto"
 
 
+def _coordinator_kind(opts: SweepOptions) -> str | None:
+    """What a sweep's populations need a coordinator for: "refill" (with or without
+    rungs), "rungs", or nothing (solo trials; populations that neither refill nor stop;
+    leave-one-domain-out folds, which do neither)."""
+    if opts.population <= 1 or opts.lodo:
+        return None
+    return "refill" if opts.refill else "rungs" if _moasha(opts) else None
+
+
 def _coordinator(opts: SweepOptions, study, engine, experiment: str):
     """A population sweep's coordinator actor (its refills, and with ``asha`` its rung
-    book), or ``None``: solo trials, or populations that neither refill nor stop."""
-    if opts.population <= 1 or not (opts.refill or _moasha(opts)):
+    book), or ``None`` where it needs none."""
+    if _coordinator_kind(opts) is None:
         return None
     return start_coordinator(experiment, rung_book(opts, study, engine) if _moasha(opts)
                              else None)

@@ -13,6 +13,7 @@ fails its own settings only. Each setting gets its own answer
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from typing import Any
@@ -27,6 +28,8 @@ from search.contract import (
 )
 from search.worker.replicates import Replicates, combine, run_config
 from search.worker.solo import failure_result, final_result, trial_setup
+
+log = logging.getLogger("stagetune.search")
 
 
 def run_population(request: Request, report, where: dict[str, Any] | None = None, *,
@@ -58,6 +61,7 @@ def run_population(request: Request, report, where: dict[str, Any] | None = None
     coordinator = None
     if request.coordinator is not None and len({f for _, f in request.runs()}) == 1:
         coordinator = CoordinatorClient(request.coordinator, trial_id or "", report)
+    # (a coordinator without the Ray trial's id is refused there: it could not be asked)
     job = _Job(request, objective, report, coordinator)
     job.add_settings(request.settings)
     answers: dict[int, Answer] = {}
@@ -96,6 +100,7 @@ class _Job:
         self.outcomes: dict[int, tuple[Any, float, float, dict[str, float]]] = {}
         self.pruned: dict[int, dict[str, float]] = {}  # setting -> its row at the rung
         self.deferred: list[int] = []  # refilled runs that cannot share the running model
+        self.failed: dict[int, Failure] = {}  # refilled settings that could not be built
         self.exhausted = coordinator is None or not request.refill
 
     def add_settings(self, settings) -> list[int]:
@@ -105,10 +110,16 @@ class _Job:
         ids = []
         for s in settings:
             k = len(self.settings)
-            cfg = RunConfig.from_dict(apply_flat(self.request.base, s.params)).replace(
-                write_plots=False)
-            self.settings.append(cfg)
             self.numbers.append(s.optuna_number)
+            try:
+                cfg = RunConfig.from_dict(apply_flat(self.request.base, s.params)).replace(
+                    write_plots=False)
+            except Exception as exc:  # this setting fails on its own, untrained
+                self.settings.append(None)
+                self.failed[k] = failure_result(exc, {"phase": "setup"})
+                self.epochs.add_setting(None, [])
+                continue
+            self.settings.append(cfg)
             mine = []
             for run in self.plan:
                 mine.append(len(self.runs))
@@ -152,7 +163,11 @@ class _Job:
         n = free // len(self.plan)
         if self.exhausted or n == 0:
             return []
-        new = self.coordinator.refill(n)
+        try:
+            new = self.coordinator.refill(n, len(self.settings))
+        except Exception:  # the coordinator is gone: the population trains on without
+            log.warning("refill failed; the population goes on without", exc_info=True)
+            new = []
         if not new:
             self.exhausted = True  # the study's total is reached, or the driver stops
             return []
@@ -208,6 +223,8 @@ class _Job:
         """Setting ``k``'s answer from its runs' results."""
         from trainer import DivergenceError
 
+        if k in self.failed:
+            return self.failed[k]
         if k in self.pruned:
             return Pruned(self.pruned[k])
         mine = [j for j in range(len(self.runs)) if self.owner[j] == k]
@@ -222,7 +239,11 @@ class _Job:
             finals.append({**outcome.final,
                            "fit_seconds": seconds,  # wall time of the whole population's fit
                            "fit_started_at": started_at,
-                           "population_size": slots["population_slots"], **slots})
+                           "population_size": slots["population_slots"],
+                           "fit_cpu_seconds": slots["fit_cpu_seconds"],
+                           # how full it ran: refilling or stopping populations only
+                           **({k: v for k, v in slots.items() if k.startswith("population_")}
+                              if self.coordinator is not None else {})})
         first = self.outcomes[mine[0]][0]
         attrs: dict[str, Any] = {}
         final = finals[0]

@@ -125,7 +125,7 @@ class Replicates:
 
     def add_setting(self, cfg, runs: list[int]) -> int:
         """A setting joining (a refill), trained by the new runs ``runs``; its index."""
-        k = len(self.settings)
+        k = len(self.settings)  # (a setting that could not be built: cfg None, no runs)
         if runs != list(range(len(self.owner), len(self.owner) + len(runs))):
             raise ValueError(f"runs {runs} do not follow the {len(self.owner)} known runs")
         self.settings.append(cfg)

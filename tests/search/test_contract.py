@@ -120,10 +120,10 @@ def test_an_epoch_row_carries_its_settings_index_in_a_population(row, member):
     assert read_epoch(epoch_message(row, member)) == (member, row)
 
 
-@given(st.integers(0, 64))
-def test_a_refill_ask_is_read_as_such_and_never_as_an_epoch_row(n):
-    message = refill_message(n)
-    assert read_refill(message) == n
+@given(st.integers(0, 64), st.integers(0, 64))
+def test_a_refill_ask_is_read_as_such_and_never_as_an_epoch_row(n, start):
+    message = refill_message(n, start)
+    assert read_refill(message) == (n, start)
     assert read_refill(epoch_message({"epoch": 1.0, "stage": 1.0}, 2)) is None
     assert read_final(message) is None and "epoch" not in message
 

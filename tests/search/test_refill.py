@@ -46,7 +46,7 @@ def _searcher(tmp_path, *, size: int, total: int | None = None, experiment: str 
                         seed=0)
     return PopulationSearcher(opened.study, SearchSpace(epochs=6, stage1_epochs=(0, 6),
                                                         stage2_epochs=(0, 6)),
-                              Objective(), base_config={}, trial_options={},
+                              Objective(), base_config={}, trial_options={"refill": True},
                               experiment=experiment, engine=opened.storage.engine, size=size,
                               total=total)
 
@@ -64,15 +64,19 @@ def test_a_population_refills_through_the_coordinator_and_tells_every_member(tmp
         s = _searcher(tmp_path, size=2, total=5, experiment="refill-test")
         config = s.suggest("ray1")
         assert [m["optuna_number"] for m in config["members"]] == [0, 1]
-        # member 0 stopped: the worker asks for one setting, the searcher asks Optuna
-        s.on_trial_result("ray1", refill_message(1))
+        # member 0 stopped: the worker (holding 2) asks for one setting, Optuna is asked
+        s.on_trial_result("ray1", refill_message(1, 2))
         got = ray.get(coordinator.take.remote("ray1"))
         assert [Setting.decode(g).optuna_number for g in got] == [2]
-        # two more asked, but the study's total (5) leaves room for two in all
-        s.on_trial_result("ray1", refill_message(3))
+        # three more asked, but the study's total (5) leaves room for two in all
+        s.on_trial_result("ray1", refill_message(3, 3))
         assert [g["optuna_number"] for g in ray.get(coordinator.take.remote("ray1"))] == [3, 4]
-        s.on_trial_result("ray1", refill_message(1))
+        s.on_trial_result("ray1", refill_message(1, 5))
         assert ray.get(coordinator.take.remote("ray1")) == []  # no more
+        # a retried attempt (its worker was lost) asks again from its third setting on: it
+        # gets the same trials back, and nothing new is asked
+        s.on_trial_result("ray1", refill_message(2, 2))
+        assert [g["optuna_number"] for g in ray.get(coordinator.take.remote("ray1"))] == [2, 3]
         trials = s.study.get_trials()
         assert [t.user_attrs["population_member"] for t in trials] == [0, 1, 2, 3, 4]
         assert {t.user_attrs["population_id"] for t in trials} == {0}
@@ -108,7 +112,7 @@ def test_a_stopping_driver_refills_nothing(tmp_path, local_ray):
         s = _searcher(tmp_path, size=2, experiment="refill-stop")
         s.suggest("ray1")
         s.request_stop()
-        s.on_trial_result("ray1", refill_message(2))
+        s.on_trial_result("ray1", refill_message(2, 2))
         assert ray.get(coordinator.take.remote("ray1")) == []
         assert len(s.study.get_trials()) == 2
     finally:
@@ -142,15 +146,18 @@ class _Driver:
     def __init__(self, pending: list[Setting], stop: set[int]) -> None:
         self.pending, self.stop = list(pending), stop
         self.asked: list[int] = []
+        self.given: list[Setting] = []
         self.decided: list[tuple[int, float]] = []
 
     def client(self, name: str, trial_id: str, report):
         driver = self
 
         class Client:
-            def refill(self, settings: int) -> list[Setting]:
+            def refill(self, settings: int, start: int) -> list[Setting]:
+                assert start == 2 + len(driver.given)  # the worker's next index
                 driver.asked.append(settings)
                 got, driver.pending = driver.pending[:settings], driver.pending[settings:]
+                driver.given += got
                 return got
 
             def stops(self, number: int, row) -> bool:
@@ -247,3 +254,31 @@ def test_a_population_sweep_with_moasha_prunes_members_and_refills_their_slots(
             t.user_attrs["population_member"])
     assert max(len(m) for m in members.values()) > 2, members
     assert all(sorted(m) == list(range(len(m))) for m in members.values())
+
+
+def test_a_population_that_ended_before_a_handed_out_member_fails_that_member(tmp_path,
+                                                                           local_ray):
+    import ray
+
+    coordinator = start_coordinator("refill-short", None)
+    try:
+        s = _searcher(tmp_path, size=2, experiment="refill-short")
+        s.suggest("ray1")
+        s.on_trial_result("ray1", refill_message(1, 2))  # handed out, never trained
+        ray.get(coordinator.take.remote("ray1"))
+        s.on_trial_complete("ray1", population_final(
+            [Outcome(FINAL, config={}), Outcome(FINAL, config={})], 2))
+    finally:
+        ray.kill(coordinator)
+    trials = s.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE,
+                                         TrialState.FAIL]
+    assert trials[2].user_attrs["fail_reason"].startswith("not trained")
+
+
+def test_a_rung_decision_is_the_same_when_a_retried_population_asks_again():
+    book = RungBook((4,), OBJECTIVES, ("maximize", "maximize"), reduction_factor=2)
+    assert book.on_row(0, _row(0.5, 0.5)) == CONTINUE
+    assert book.on_row(1, _row(0.4, 0.4)) == STOP
+    assert book.on_row(1, _row(0.9, 0.9)) == STOP  # its first row at the rung decided it
+    assert book.on_row(0, _row(0.1, 0.1)) == CONTINUE
