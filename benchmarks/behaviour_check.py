@@ -12,7 +12,8 @@ run it on the new code and ``compare``.
 
 Scenarios (smoke-test sizes, random sampler with seed 0: its draws depend on the trial
 number only, so concurrent trials cannot reorder them): a solo sweep, a population sweep
-(``--population 2``), a replicated sweep (``--replicates 2``), a leave-one-domain-out
+(``--population 2``, with ``--no-refill`` where the sweep has it: what populations were
+before they refilled), a replicated sweep (``--replicates 2``), a leave-one-domain-out
 sweep (``--lodo``) and a confirmation of the solo sweep's front (``--top 1 --seeds 2``).
 
 Each study is dumped table by table, by trial number: state, values, parameters, user
@@ -40,13 +41,18 @@ SCENARIOS = {
 COMMON = ["--smoke-test", "--sampler", "random", "--seed", "0", "--num-cpus", "2", "--quiet"]
 #: keys and columns that depend on the clock, the process or Ray's bookkeeping
 VOLATILE = re.compile(r"(seconds|_time_s|samples_per_s|started_at|finished_at|datetime|"
-                      r"heartbeat|tune_trial_id|tune_experiment|node_id|^id$|(?<!^trial)_id$|"
+                      r"heartbeat|tune_trial_id|tune_experiment|node_id|^id$|"
+                      r"(?<!^trial)(?<!population)_id$|"
                       r"created|updated|host|pid)")
 
 
 def run(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    help_text = subprocess.run(["stagetune", "sweep", "--help"], capture_output=True,
+                               text=True).stdout
     for name, flags in SCENARIOS.items():
+        if name == "population" and "--no-refill" in help_text:
+            flags = [*flags, "--no-refill"]  # populations as they were before refill
         db = out / f"{name}.db"
         db.unlink(missing_ok=True)
         url = f"sqlite:///{db}"
