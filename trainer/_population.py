@@ -8,17 +8,30 @@ A driver for K stacked members over the pieces ``fit`` uses too (``trainer._setu
 (``staged_loss``) and batch statistics, so any architecture the solo trainer builds
 works unchanged. Everything a member would see alone stays its own:
 
-- schedule: ``epoch_knobs`` for each member's config, and its KL weights, entering as
-  per-member tensors;
+- schedule: ``epoch_knobs`` of each member's own epoch and config, and its KL weights,
+  entering as per-member tensors (members stand at different epochs once one refilled);
 - zay freezing (stage 1 of gate mode): the parameters that a solo frozen pass leaves
   without a gradient get neither gradient nor Adam update for that member;
-- randomness: one generator per seed, used exactly as ``fit`` uses it (``randperm`` per
-  epoch, then one normal draw per latent group per batch), drawn outside ``vmap``;
+- randomness: one generator per stream, used exactly as ``fit`` uses it (``randperm``
+  per epoch, then one normal draw per latent group per batch), drawn outside ``vmap``.
+  A stream is (seed, the tick the member joined): members that joined together with one
+  seed share it (their solo runs draw the same numbers), a member that joins later with
+  a running member's seed gets a fresh ``make_generator(seed)`` of its own;
 - optimisation: ``StackedAdam`` (Adam and the warm-up with per-member step counts) and
   ``clip_per_member``;
 - early stopping, best state, divergence (a diverging member fails and is dropped, the
   others go on), checkpoints (each member's entry is a solo ``fit`` checkpoint) and the
   final evaluation, all ``fit``'s own.
+
+The population's capacity is the number of initial configurations. A member that
+finishes (its epochs, early stopping, divergence, or stopped by its caller) leaves the
+stacked model; with ``refill`` its slot goes to a new configuration, which starts at
+epoch 0 on the next tick (one tick: one epoch of every member training) beside the
+others, with the weights, Adam state and stream a solo ``fit`` would start it with.
+A member its caller stops (``report_epoch``, a scheduler's rung) ends as ``Pruned``:
+its rows, and no final evaluation. A checkpoint holds every member, refilled ones with
+their configurations and join ticks, and every stream's state, so a resumed population
+goes on as the uninterrupted one would.
 
 Which fields members may differ in is declared beside each field
 (``trainer._config.per_member``): the schedule's, the KL weights, the optimiser's, early
@@ -26,7 +39,7 @@ stopping's, the seeds and the evaluation's. Every other field (the model's shape
 data, the batch size, the zay suppression mode, the penalty's measure and pairs, the
 loss weights the step reads from the first member's config) is shared: members that
 differ in one go to separate populations (``group_population``), and ``fit_population``
-refuses them.
+refuses them (and a refill that differs).
 """
 
 from __future__ import annotations
@@ -84,7 +97,10 @@ class Pruned:
 
     history: list[dict[str, float]]
     epochs_run: int
+
+
 POPULATION_CHECKPOINT = "population.pt"
+
 
 def population_key(cfg: RunConfig, *, shared_data: bool = False) -> str:
     """What members of one population share, as a JSON string: every field of the
@@ -219,6 +235,7 @@ class _Population:
         self.template_cfg = configs[0]
         self.capacity = len(configs)
         self.tick = 0  # epochs the population has run
+        self.asked = -1  # the tick at which refill was last asked
         self.members = [_Member(i, c, RunProgress(c), stream=(c.seed, 0))
                         for i, c in enumerate(configs)]
         self.plan = BatchPlan.of(self.template_cfg, data)
@@ -248,16 +265,18 @@ class _Population:
         for cfg in configs:
             if cfg.seed == self.template_cfg.seed:
                 set_rng_state(self.init_rng)
-            else:  # only with a data set passed in, which ``fit`` would not load
+            else:  # another seed (a replicate on a pinned split, or data passed in)
                 seed_everything(cfg.seed)
             models.append(build_model(cfg, self.data).to(self.device))
         return models
 
-    def append(self, configs: list[RunConfig]) -> None:
-        """Members joining at epoch 0 (a refill), as new stacked rows: their weights,
-        Adam state, clipping and random stream as a solo ``fit`` starts them. Nothing of
-        the running members changes (their streams are their own generators; the global
-        random state, which only model building reads, is reset for each new model)."""
+    def append(self, configs: list[RunConfig], *, at: int | None = None) -> None:
+        """Members joining at epoch 0 (a refill) on tick ``at`` (None: the next), as new
+        stacked rows: their weights, Adam state, clipping and random stream as a solo
+        ``fit`` starts them. Nothing of the running members changes (their streams are
+        their own generators; the global random state, which only model building reads,
+        is reset for each new model)."""
+        at = self.tick if at is None else at
         models = self._initial_models(configs)
         params, buffers = stack_module_state(models)
         new = {n: params[n].detach().clone() for n in self.names}
@@ -267,7 +286,7 @@ class _Population:
         self.grad_clip = torch.cat([self.grad_clip, self._tensor(
             [c.optim.grad_clip for c in configs], torch.float32)])
         for cfg in configs:
-            m = _Member(len(self.members), cfg, RunProgress(cfg), stream=(cfg.seed, self.tick))
+            m = _Member(len(self.members), cfg, RunProgress(cfg), stream=(cfg.seed, at))
             self.members.append(m)
             self.active.append(m.index)
             if m.stream not in self.generators:
@@ -287,46 +306,77 @@ class _Population:
         self.scratch.load_state_dict(state)
         return self.scratch
 
-    def entry(self, row: int, m: _Member, knobs: EpochKnobs) -> dict[str, Any]:
-        """Member ``m``'s checkpoint entry, in the solo trainer's format."""
+    def entry(self, row: int, m: _Member, epoch: int, stage: int) -> dict[str, Any]:
+        """Member ``m``'s checkpoint entry after ``epoch``, in the solo trainer's format."""
         optimizer, scheduler = self.adam.member_state_dicts(
             row, self.scratch, m.cfg, self.plan.batches_per_epoch)
         return checkpoint_entry(
-            m.cfg, knobs.epoch, knobs.stage, model=self.member_state(row),
+            m.cfg, epoch, stage, model=self.member_state(row),
             optimizer=optimizer, scheduler=scheduler, rng=rng_state(self.generators[m.stream]),
             progress=m.progress, error=m.error)
 
-    def resume(self, entries: list[dict[str, Any]]) -> None:
-        """Load every member's entry; all members still training must stand at one epoch."""
-        epochs = set()
-        for row, (m, e) in enumerate(zip(self.members, entries, strict=True)):
+    def checkpoint(self) -> dict[str, Any]:
+        """The population's checkpoint: every member's latest entry (a solo checkpoint;
+        one that joined since the last epoch as epoch -1, where ``fit`` starts it; a
+        pruned one marked), config and join tick, and every stream's generator state."""
+        for row, i in enumerate(self.active):
+            m = self.members[i]
+            if not m.last:
+                m.last = self.entry(row, m, -1, epoch_knobs(
+                    0, m.cfg, has_zay=self.scratch.has_zay).stage)
+        return {"members": [m.last | {"pruned": True} if m.pruned else m.last
+                            for m in self.members],
+                "configs": [m.cfg.to_dict() for m in self.members],
+                "joined": [m.stream[1] for m in self.members],
+                "tick": self.tick, "refill_asked": self.asked,
+                "streams": [{"seed": seed, "tick": tick, "state": gen.get_state()}
+                            for (seed, tick), gen in self.generators.items()]}
+
+    def resume(self, saved: _Saved) -> None:
+        """Go on from a checkpoint: the members that joined later join again at their
+        ticks, every member's entry is loaded and every live stream's generator set."""
+        for cfg, at in zip(saved.configs[self.capacity:], saved.joined[self.capacity:],
+                           strict=True):
+            self.append([cfg], at=at)
+        self.tick, self.asked = saved.tick, saved.asked
+        for row, (m, e) in enumerate(zip(self.members, saved.entries, strict=True)):
             m.progress.load(e)
             m.error, m.last, m.final_state = e.get("error"), e, e["model"]
+            m.pruned = bool(e.get("pruned", False))
             for name, value in e["model"].items():
                 target = self.params if name in self.params else self.buffers
                 target[name][row] = value.to(self.device)
             self.adam.load_member_state_dicts(row, self.scratch, m.cfg,
                                               self.plan.batches_per_epoch, e)
-            if not m.finished:
-                epochs.add(m.next_epoch)
-        if len(epochs) > 1:
-            raise ConfigError(f"population checkpoint members stand at different epochs "
-                              f"{sorted(epochs)}; it was not written by fit_population")
-        # one generator per stream: members of one stream share it and so its state
-        for m, e in zip(self.members, entries, strict=True):
-            if not m.finished:
+            if not m.finished and m.next_epoch != self.tick - m.stream[1]:
+                raise ConfigError(
+                    f"population checkpoint member {m.index} stands at epoch "
+                    f"{m.next_epoch}, not {self.tick - m.stream[1]} (tick {self.tick}, "
+                    f"joined at {m.stream[1]}); it was not written by fit_population")
+        for m, e in zip(self.members, saved.entries, strict=True):
+            if m.finished:
+                continue
+            if saved.streams is None:  # an old checkpoint: the state is in the entries
                 set_rng_state(e["rng"], self.generators[m.stream])
+            elif m.stream not in saved.streams:
+                raise ConfigError(f"population checkpoint lacks the random stream of "
+                                  f"member {m.index}; it was not written by fit_population")
+            else:
+                self.generators[m.stream].set_state(saved.streams[m.stream])
 
     # -- one epoch ------------------------------------------------------------------
 
     def select(self, keep_rows: list[int]) -> None:
-        """Drop the stacked rows of members that have finished."""
+        """Keep only the stacked rows ``keep_rows`` (drop the members that finished),
+        and the generators of their streams."""
         keep = torch.tensor(keep_rows, dtype=torch.long, device=self.device)
         self.params = {n: p[keep] for n, p in self.params.items()}
         self.buffers = {n: b[keep] for n, b in self.buffers.items()}
         self.adam.select(keep)
         self.grad_clip = self.grad_clip[keep]
         self.active = [self.active[r] for r in keep_rows]
+        streams = {self.members[i].stream for i in self.active}
+        self.generators = {s: g for s, g in self.generators.items() if s in streams}
 
     def run_epoch(self) -> tuple[list[_Trained], float]:
         """Train every active member for one epoch, each at its own (members that joined
@@ -430,25 +480,62 @@ class _Population:
 # -- checkpoints --------------------------------------------------------------------------
 
 
+@dataclass
+class _Saved:
+    """A population checkpoint, read and checked: every member's entry, configuration and
+    join tick (the initial members first), the tick it was written at, the tick refill
+    was last asked at, and the streams' generator states (None: an old checkpoint, whose
+    entries hold them)."""
+
+    entries: list[dict[str, Any]]
+    configs: list[RunConfig]
+    joined: list[int]
+    tick: int
+    asked: int
+    streams: dict[tuple[int, int], torch.Tensor] | None
+
+
 def load_population_checkpoint(path: str | Path, configs: Sequence[RunConfig]
                                ) -> list[dict[str, Any]]:
-    """The members' entries of a population checkpoint, refusing a tampered file and
-    other configurations, as ``fit`` refuses a checkpoint.
+    """The members' entries of a population checkpoint (``configs``: the initial
+    members; the refilled ones follow, in order of joining), refusing a tampered file
+    and other configurations, as ``fit`` refuses a checkpoint.
 
-    Each entry is a solo ``fit`` checkpoint (plus ``error`` for a failed member): save
-    one with ``torch.save(entry, dir / "checkpoint.pt")`` and ``fit(resume=True)`` goes on.
+    Each entry is a solo ``fit`` checkpoint (plus ``error`` for a failed member, ``pruned``
+    for one its caller stopped): save one with ``torch.save(entry, dir / "checkpoint.pt")``
+    and ``fit(resume=True)`` goes on.
     """
-    path = Path(path)
+    return _read_population_checkpoint(Path(path), list(configs)).entries
+
+
+def _read_population_checkpoint(path: Path, configs: list[RunConfig]) -> _Saved:
     ckpt = read_checkpoint(path, "population checkpoint")
     if not isinstance(ckpt, dict) or "members" not in ckpt:
         raise ConfigError(f"{path} is not a stagetune population checkpoint")
     entries = ckpt["members"]
-    if len(entries) != len(configs):
+    stored = ckpt.get("configs", [])[len(configs):]  # the refilled members'
+    if len(entries) != len(configs) + len(stored):
         raise ConfigError(f"checkpoint {path} holds {len(entries)} members, not "
                           f"{len(configs)}; resume with the same configurations")
-    for k, (entry, cfg) in enumerate(zip(entries, configs, strict=True)):
+    try:
+        joined_cfgs = [RunConfig.from_dict(raw) for raw in stored]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} holds an unreadable configuration: {exc}") from None
+    everyone = configs + joined_cfgs
+    for k, (entry, cfg) in enumerate(zip(entries, everyone, strict=True)):
         check_checkpoint_config(entry, cfg, f"{path} member {k}")
-    return entries
+    # refills join after an epoch, so at tick 0 only the initial members (all of them)
+    joined = [int(t) for t in ckpt.get("joined", [0] * len(entries))]
+    if len(joined) != len(entries) or [t > 0 for t in joined] != [
+            k >= len(configs) for k in range(len(entries))]:
+        raise ConfigError(f"checkpoint {path} started with other members than these "
+                          f"{len(configs)}; resume with the same configurations")
+    streams = ckpt.get("streams")
+    return _Saved(entries, everyone, joined,
+                  tick=int(ckpt.get("tick", 1 + max(int(e["epoch"]) for e in entries))),
+                  asked=int(ckpt.get("refill_asked", -1)),
+                  streams=None if streams is None else {
+                      (int(st["seed"]), int(st["tick"])): st["state"] for st in streams})
 
 
 # -- the public entry point ---------------------------------------------------------------
@@ -492,17 +579,25 @@ def fit_population(
             every member still training, ``{k: row}`` (e.g. to average replicates); it
             may return the indices of members to stop now (a scheduler's rung): each
             keeps its rows, gets no final evaluation and frees its slot.
-        checkpoint_dir: where ``population.pt`` is written after every epoch.
-        resume: continue from ``checkpoint_dir/population.pt`` (same configs required).
+        checkpoint_dir: where ``population.pt`` is written after every epoch (before
+            its rows are told) and again after an epoch's refill or stopped members: every
+            member's entry, the refilled members' configurations and join ticks, and the
+            random streams.
+        resume: continue from ``checkpoint_dir/population.pt`` (the same initial
+            ``configs`` required; the refilled members come from the file). Slots the
+            checkpoint left free are offered to ``refill`` before the first epoch,
+            unless it was already asked after the checkpoint's epoch.
         out_dir: each member's analysis files go to ``out_dir/member_<k>``.
         data: an already-loaded data set; members may then differ in seed.
         evaluate: run the final evaluation (``False``: ``final`` holds only the run's
             bookkeeping; for tests and benchmarks of the training loop).
-        refill: called after an epoch that left slots free (fewer members training than
-            the capacity) as ``refill(free)``; the configurations it returns (at most
-            ``free``, sharing the members' ``population_key``) join at epoch 0 from the
-            next epoch on, as members ``len(configs)``, ``len(configs) + 1``, ... in that
-            order. It is asked again after every epoch with a slot free.
+        refill: called after an epoch's bookkeeping (rows told, finished and stopped
+            members dropped) whenever slots are free (fewer members training than the
+            capacity), as ``refill(free)``; it may return none. The configurations it
+            returns (at most ``free``, sharing the members' ``population_key``) start
+            at epoch 0 on the next epoch, with their own random streams, as members
+            ``len(configs)``, ``len(configs) + 1``, ... in order of joining. It is
+            asked again after every later epoch that leaves a slot free.
 
     Returns:
         One entry per member, in order (the initial ones, then those that joined): its
@@ -510,24 +605,22 @@ def fit_population(
         unaffected), or ``Pruned`` for a member ``report_epoch`` stopped.
 
     Raises:
-        ConfigError: configs that cannot share a model, bad configuration, missing data
-            or a mismatched checkpoint; ``refill`` with checkpoints (a checkpoint holds
-            members that all started at epoch 0 together).
+        ConfigError: configs (or a refill's) that cannot share a model, bad
+            configuration, missing data, a mismatched checkpoint, or more refilled
+            configurations than free slots.
     """
     configs = list(configs)
     if not configs:
         raise ConfigError("fit_population needs at least one configuration")
-    if refill is not None and checkpoint_dir is not None:
-        raise ConfigError("fit_population cannot refill with checkpoint_dir: a population "
-                          "checkpoint holds members that started together; train without "
-                          "refill to checkpoint")
     shared_data = data is not None
     _check_shared(configs, shared_data=shared_data)
     device, data = prepare_run(configs[0], data)
     pop = _Population(configs, data, device, rng_state())
     ckpt_path = checkpoint_path(checkpoint_dir, POPULATION_CHECKPOINT, resume=resume)
     if resume:
-        pop.resume(load_population_checkpoint(ckpt_path, configs))  # type: ignore[arg-type]
+        saved = _read_population_checkpoint(ckpt_path, configs)  # type: ignore[arg-type]
+        _check_shared([configs[0], *saved.configs[len(configs):]], shared_data=shared_data)
+        pop.resume(saved)
 
     _train(pop, ckpt_path, report, report_epoch, refill, shared_data=shared_data)
     return _results(pop, data, out_dir, evaluate=evaluate)
@@ -536,44 +629,62 @@ def fit_population(
 def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn | None,
            report_epoch: PopulationEpochFn | None, refill: RefillFn | None, *,
            shared_data: bool) -> None:
-    """Epochs until no member trains: each epoch's rows told, finished and pruned members
-    dropped, freed slots refilled, the checkpoint written."""
-    live = [r for r, m in enumerate(pop.members) if not m.finished]
-    if len(live) < len(pop.members):
-        pop.select(live)
+    """Epochs until no member trains: the checkpoint written, each epoch's rows told,
+    finished and stopped members dropped, freed slots refilled (a resumed population's
+    free slots before its first epoch)."""
+    _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=False)
     while pop.active:
         trained, elapsed = pop.run_epoch()
         reported = pop.end_epoch(trained, elapsed)
         pop.tick += 1
         if ckpt_path is not None:
             for r, (i, t) in enumerate(zip(pop.active, trained, strict=True)):
-                pop.members[i].last = pop.entry(r, pop.members[i], t.knobs)
-            save_checkpoint({"members": [m.last for m in pop.members]}, ckpt_path)
-        _tell(pop, reported, report, report_epoch)
-        keep = [r for r, i in enumerate(pop.active) if not pop.members[i].finished]
-        if len(keep) < len(pop.active):
-            pop.select(keep)
-        free = pop.capacity - len(pop.active)
-        if refill is not None and free > 0:
-            joining = list(refill(free))[:free]
-            if joining:
-                _check_shared([pop.template_cfg, *joining], shared_data=shared_data)
-                pop.append(joining)
+                pop.members[i].last = pop.entry(r, pop.members[i], t.knobs.epoch,
+                                                t.knobs.stage)
+            save_checkpoint(pop.checkpoint(), ckpt_path)
+        stopped = _tell(pop, reported, report, report_epoch)
+        _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=stopped)
+
+
+def _refill(pop: _Population, refill: RefillFn | None, ckpt_path: Path | None, *,
+            shared_data: bool, stopped: bool) -> None:
+    """Drop the members that finished and offer their slots to ``refill`` (asked once per
+    tick); checkpoint again if members joined or were ``stopped``, so that a resumed
+    population neither trains a stopped member nor asks for the same slots twice."""
+    keep = [r for r, i in enumerate(pop.active) if not pop.members[i].finished]
+    if len(keep) < len(pop.active):
+        pop.select(keep)
+    free = pop.capacity - len(pop.active)
+    joining: list[RunConfig] = []
+    if refill is not None and free > 0 and pop.asked < pop.tick:
+        pop.asked = pop.tick
+        joining = list(refill(free))
+        if len(joining) > free:
+            raise ConfigError(f"refill returned {len(joining)} configurations for "
+                              f"{free} free slots")
+        if joining:
+            _check_shared([pop.template_cfg, *joining], shared_data=shared_data)
+            pop.append(joining)
+    if ckpt_path is not None and (stopped or joining):
+        save_checkpoint(pop.checkpoint(), ckpt_path)
 
 
 def _tell(pop: _Population, reported: list[int], report: PopulationReportFn | None,
-          report_epoch: PopulationEpochFn | None) -> None:
-    """The epoch's rows to the callers; the members ``report_epoch`` stops are pruned."""
+          report_epoch: PopulationEpochFn | None) -> bool:
+    """The epoch's rows to the callers; the members ``report_epoch`` stops are pruned
+    (whether there were any)."""
     if report is not None:
         for i in reported:
             report(i, dict(pop.members[i].progress.history[-1]))
     if report_epoch is None or not reported:
-        return
+        return False
     stop = report_epoch({i: dict(pop.members[i].progress.history[-1]) for i in reported})
+    stopped = False
     for i in stop or ():
-        m = pop.members[i]
-        if i in pop.active and not m.finished:
-            m.pruned = True
+        m = pop.members[i] if i in pop.active else None
+        if m is not None and not m.finished:
+            m.pruned = stopped = True
+    return stopped
 
 
 def _results(pop: _Population, data: DataBundle, out_dir: str | Path | None, *,

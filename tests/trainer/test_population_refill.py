@@ -5,8 +5,9 @@ give it alone."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tests.trainer.conftest import tiny_config
+from tests.trainer.conftest import Interrupt, tiny_config
 from tests.trainer.test_population import (
     assert_same_history,
     assert_same_run,
@@ -14,6 +15,7 @@ from tests.trainer.test_population import (
     solo_history,
 )
 from trainer import ConfigError, FitResult, Pruned, fit, fit_population, load_dataset
+from trainer._population import POPULATION_CHECKPOINT, load_population_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,7 +105,80 @@ def test_a_refill_that_cannot_share_the_model_is_refused_naming_the_field():
                        refill=Queue([other]), evaluate=False)
 
 
-def test_a_refilling_population_does_not_checkpoint(tmp_path):
-    with pytest.raises(ConfigError, match="cannot refill with checkpoint_dir"):
-        fit_population([tiny_config(epochs=1, stage1_epochs=0, stage2_epochs=0)],
-                       refill=Queue([]), checkpoint_dir=tmp_path)
+TIMING = ("epoch_time_s", "samples_per_s")
+
+
+def _rows(result) -> list[dict[str, float]]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in result.history]
+
+
+def _refilling(queue, tmp_path, *, report=None, resume=False):
+    """Capacity 2: member 0 ends after tick 2 and 2 takes its slot beside member 1 (at its
+    epoch 2); 1 is stopped at its epoch 3 and 3 (member 0's seed and config) takes it."""
+    configs = [tiny_config(epochs=2, stage1_epochs=0, stage2_epochs=1),
+               tiny_config(epochs=6, independence_penalty=1.0)]
+    return fit_population(configs, refill=queue, checkpoint_dir=tmp_path, resume=resume,
+                          report=report, evaluate=False,
+                          report_epoch=lambda rows: [1] if rows.get(1, {}).get("epoch") == 3
+                          else None)
+
+
+REFILLS = [tiny_config(epochs=4, stage1_epochs=1, stage2_epochs=1, lr=2e-3),
+           tiny_config(epochs=2, stage1_epochs=0, stage2_epochs=1)]
+
+
+@pytest.mark.parametrize("stop", [(0, 1), (2, 0), (3, 0)],
+                         ids=["slot-freed-not-yet-refilled", "refilled-member-mid-run",
+                              "refilled-after-a-stop"])
+def test_a_resumed_refilling_population_equals_an_uninterrupted_one(tmp_path, stop):
+    whole_queue = Queue(REFILLS)
+    whole = _refilling(whole_queue, tmp_path / "whole")
+    assert isinstance(whole[1], Pruned) and whole[1].epochs_run == 4
+    assert [type(r) for r in whole] == [FitResult, Pruned, FitResult, FitResult]
+
+    def interrupt(k, row):
+        if (k, int(row["epoch"])) == stop:
+            raise Interrupt
+
+    queue = Queue(REFILLS)  # one caller across the interruption: what it handed out is out
+    with pytest.raises(Interrupt):
+        _refilling(queue, tmp_path / "cut", report=interrupt)
+    resumed = _refilling(queue, tmp_path / "cut", resume=True)
+    assert queue.asked == whole_queue.asked  # no slot offered twice, none forgotten
+    assert len(resumed) == len(whole)
+    for a, b in zip(whole, resumed, strict=True):
+        assert type(a) is type(b)
+        assert _rows(a) == _rows(b)  # float-exact
+        if isinstance(a, FitResult):
+            assert a.final == b.final
+    # the stopped member's entry says so, and the refilled members' configs are stored
+    entries = load_population_checkpoint(tmp_path / "cut" / POPULATION_CHECKPOINT,
+                                         [tiny_config(epochs=2, stage1_epochs=0,
+                                                      stage2_epochs=1),
+                                          tiny_config(epochs=6, independence_penalty=1.0)])
+    assert [bool(e.get("pruned")) for e in entries] == [False, True, False, False]
+
+
+def test_resume_refuses_other_initial_configs_and_reads_an_old_checkpoint(tmp_path):
+    configs = [tiny_config(epochs=3, stage1_epochs=0, stage2_epochs=1),
+               tiny_config(epochs=3, stage1_epochs=0, stage2_epochs=1, lr=2e-3)]
+    whole = fit_population(configs, checkpoint_dir=tmp_path / "whole", evaluate=False)
+
+    def interrupt(k, row):
+        if row["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_population(configs, checkpoint_dir=tmp_path / "cut", report=interrupt,
+                       evaluate=False)
+    path = tmp_path / "cut" / POPULATION_CHECKPOINT
+    # a checkpoint written before refills: its members' entries alone
+    torch.save({"members": torch.load(path, weights_only=True)["members"]}, path)
+    with pytest.raises(ConfigError, match="holds 2 members, not 1"):
+        fit_population(configs[:1], checkpoint_dir=tmp_path / "cut", resume=True)
+    resumed = fit_population(configs, checkpoint_dir=tmp_path / "cut", resume=True,
+                             evaluate=False)
+    assert [_rows(r) for r in resumed] == [_rows(r) for r in whole]
+    # a checkpoint that holds refills knows which members were the initial ones
+    with pytest.raises(ConfigError, match="started with other members than these 1"):
+        fit_population(configs[:1], checkpoint_dir=tmp_path / "cut", resume=True)
