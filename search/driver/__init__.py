@@ -14,4 +14,5 @@
 Workers are asked and answered through ``search.contract`` only.
 """
 
-__all__ = ["coordinator", "launch", "moasha", "planned", "population", "progress", "searcher", "sweep"]
+__all__ = ["coordinator", "launch", "moasha", "planned", "population", "progress", "searcher",
+           "sweep"]
