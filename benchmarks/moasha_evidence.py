@@ -236,7 +236,9 @@ def to_target(records: list[dict[str, Any]], reference: list[float], target: flo
 def slot_fill(records: list[dict[str, Any]], capacity: int) -> float | None:
     """Member-epochs trained over the population slots' epochs (capacity x ticks), summed
     over populations: the stored ``slot_epochs`` / ``member_epochs_stored`` where a
-    population has them, else its members' rows and capacity x its longest member."""
+    population has them (a member told as it ended stores the counts until then: the
+    largest is the whole population's), else its members' rows and capacity x its
+    longest member."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("group") is not None:
@@ -247,8 +249,9 @@ def slot_fill(records: list[dict[str, Any]], capacity: int) -> float | None:
     for members in groups.values():
         stored = [m for m in members if m.get("slot_epochs")]
         if stored:
-            slots += stored[0]["slot_epochs"]
-            trained += (stored[0].get("member_epochs_stored")
+            last = max(stored, key=lambda m: m["slot_epochs"])
+            slots += last["slot_epochs"]
+            trained += (last.get("member_epochs_stored")
                         or sum(m["epochs"] for m in members))
         else:
             slots += capacity * max(m["epochs"] for m in members)

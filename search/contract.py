@@ -42,10 +42,12 @@ __all__ = [
     "Replication",
     "Request",
     "Setting",
+    "answer_message",
     "decode_answer",
     "epoch_message",
     "own_metrics",
     "population_final",
+    "read_answer",
     "read_epoch",
     "read_final",
     "read_refill",
@@ -59,6 +61,7 @@ LOST = "worker lost: its process or node died on every retry"
 #: key of a population's ask for more settings (its value: how many)
 REFILL = "refill_settings"
 REFILL_FROM = "refill_from"  # and the index of the first setting it asks for
+ANSWER_OF = "answer_of"  # a refilling population's setting that has ended (its index)
 #: the request's key of its replication (what ``Replication`` encodes to)
 REPLICATES = "replicates"
 #: an outcome's structured user attributes (beside its metrics)
@@ -286,6 +289,20 @@ def decode_answer(result: Mapping[str, Any]) -> Answer:
             for key in ("config", "correlations", "last_epoch", *OUTCOME_ATTRS)
             if f"{key}_json" in result}
     return Outcome(metrics, **kept)
+
+
+def answer_message(setting: int, answer: Answer) -> dict[str, Any]:
+    """Setting ``setting``'s answer, sent by a refilling population as soon as the
+    setting ends, so that the driver tells its trial then, not when the population ends
+    (the population's final result holds it again; the driver tells a trial once)."""
+    return {ANSWER_OF: float(setting), "answer_json": json.dumps(answer.encode())}
+
+
+def read_answer(result: Mapping[str, Any]) -> tuple[int, Answer] | None:
+    """An early answer as ``(setting, answer)`` (``None``: not one)."""
+    if ANSWER_OF not in result:
+        return None
+    return int(result[ANSWER_OF]), decode_answer(json.loads(result["answer_json"]))
 
 
 def population_final(answers: Sequence[Answer], members: int) -> dict[str, Any]:

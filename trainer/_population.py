@@ -88,6 +88,8 @@ PopulationReportFn = Callable[[int, dict[str, float]], None]
 PopulationEpochFn = Callable[[dict[int, dict[str, float]]], Iterable[int] | None]
 #: called with the number of free slots; the configurations that take them
 RefillFn = Callable[[int], Sequence[RunConfig]]
+#: called with a member's index and its result as soon as it has one
+ResultFn = Callable[[int, FitResult | DivergenceError], None]
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ class _Population:
         self.params = {n: params[n].detach().clone() for n in self.names}
         self.buffers = {n: b.clone() for n, b in buffers.items()}
         self.active = list(range(len(configs)))  # member index of each stacked row
+        #: results given early (``fit_population(on_result=)``), by member index
+        self.results: dict[int, FitResult | DivergenceError] = {}
         # one generator per stream: members that joined together with one seed share it
         self.generators: dict[tuple[int, int], torch.Generator] = {}
         for m in self.members:
@@ -564,6 +568,7 @@ def fit_population(
     data: DataBundle | None = None,
     evaluate: bool = True,
     refill: RefillFn | None = None,
+    on_result: ResultFn | None = None,
 ) -> list[FitResult | DivergenceError | Pruned]:
     """Train K configurations that share a model shape as one vectorised model.
 
@@ -598,6 +603,12 @@ def fit_population(
             at epoch 0 on the next epoch, with their own random streams, as members
             ``len(configs)``, ``len(configs) + 1``, ... in order of joining. It is
             asked again after every later epoch that leaves a slot free.
+        on_result: called as ``on_result(k, result)`` with each member's result (its
+            ``FitResult`` or ``DivergenceError``; not a pruned member's) at the end of the
+            epoch it finished, before its slot is refilled: its final evaluation runs
+            then, batched with the members that finished in the same epoch, instead of
+            with every member at the end. The results are the same either way (each
+            member's evaluation draws from its own seeded streams) and are returned too.
 
     Returns:
         One entry per member, in order (the initial ones, then those that joined): its
@@ -622,16 +633,31 @@ def fit_population(
         _check_shared([configs[0], *saved.configs[len(configs):]], shared_data=shared_data)
         pop.resume(saved)
 
-    _train(pop, ckpt_path, report, report_epoch, refill, shared_data=shared_data)
-    return _results(pop, data, out_dir, evaluate=evaluate)
+    early = None if on_result is None else _giver(pop, on_result, out_dir, evaluate)
+    _train(pop, ckpt_path, report, report_epoch, refill, shared_data=shared_data,
+           early=early)
+    return _results(pop, out_dir, evaluate=evaluate)
+
+
+def _giver(pop: _Population, on_result: ResultFn, out_dir: str | Path | None,
+           evaluate: bool) -> Callable[[list[_Member]], None]:
+    """What gives members that just finished their results (``on_result``), kept for
+    ``_results``."""
+    def give(members: list[_Member]) -> None:
+        for m, got in zip(members, _member_results(pop, members, out_dir, evaluate),
+                          strict=True):
+            pop.results[m.index] = got
+            on_result(m.index, got)
+    return give
 
 
 def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn | None,
            report_epoch: PopulationEpochFn | None, refill: RefillFn | None, *,
-           shared_data: bool) -> None:
+           shared_data: bool, early: Callable[[list[_Member]], None] | None = None) -> None:
     """Epochs until no member trains: the checkpoint written, each epoch's rows told,
-    finished and stopped members dropped, freed slots refilled (a resumed population's
-    free slots before its first epoch)."""
+    the members that finished given to ``early`` (with ``on_result``), finished and
+    stopped members dropped, freed slots refilled (a resumed population's free slots
+    before its first epoch)."""
     _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=False)
     while pop.active:
         trained, elapsed = pop.run_epoch()
@@ -643,6 +669,11 @@ def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn 
                                                 t.knobs.stage)
             save_checkpoint(pop.checkpoint(), ckpt_path)
         stopped = _tell(pop, reported, report, report_epoch)
+        if early is not None:
+            done = [pop.members[i] for i in pop.active if pop.members[i].finished
+                    and not pop.members[i].pruned and i not in pop.results]
+            if done:
+                early(done)
         _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=stopped)
 
 
@@ -687,21 +718,31 @@ def _tell(pop: _Population, reported: list[int], report: PopulationReportFn | No
     return stopped
 
 
-def _results(pop: _Population, data: DataBundle, out_dir: str | Path | None, *,
+def _results(pop: _Population, out_dir: str | Path | None, *,
              evaluate: bool) -> list[FitResult | DivergenceError | Pruned]:
     """Every member's result: its final evaluation on its best (else last) state, its
-    failure, or ``Pruned``."""
-    trained_ok = [m for m in pop.members if m.error is None and not m.pruned]
-    analyses = (final_analyses(pop.scratch, data, [
+    failure, or ``Pruned``; those ``on_result`` was given already as they were."""
+    left = [m for m in pop.members if not m.pruned and m.index not in pop.results]
+    got = dict(zip((m.index for m in left), _member_results(pop, left, out_dir, evaluate),
+                   strict=True))
+    return [Pruned([dict(r) for r in m.progress.history], m.next_epoch) if m.pruned
+            else pop.results[m.index] if m.index in pop.results else got[m.index]
+            for m in pop.members]
+
+
+def _member_results(pop: _Population, members: list[_Member], out_dir: str | Path | None,
+                    evaluate: bool) -> list[FitResult | DivergenceError]:
+    """The results of ``members`` (none pruned): one batched final evaluation of those
+    that trained without failing, on each one's best (else last) state."""
+    trained_ok = [m for m in members if m.error is None]
+    analyses = (final_analyses(pop.scratch, pop.data, [
         (m.cfg, m.progress.best_state if m.progress.best_state is not None else m.final_state)
         for m in trained_ok]) if evaluate else [{"metrics": {}} for _ in trained_ok])
     by_member = dict(zip((m.index for m in trained_ok), analyses, strict=True))
-    out: list[FitResult | DivergenceError | Pruned] = []
-    for m in pop.members:
+    out: list[FitResult | DivergenceError] = []
+    for m in members:
         if m.error is not None:
             out.append(DivergenceError(m.error))
-        elif m.pruned:
-            out.append(Pruned([dict(r) for r in m.progress.history], m.next_epoch))
         elif isinstance(by_member[m.index], DivergenceError):
             out.append(by_member[m.index])
         else:

@@ -28,7 +28,15 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from search.contract import Failure, Request, Setting, read_epoch, read_final, read_refill
+from search.contract import (
+    Failure,
+    Request,
+    Setting,
+    read_answer,
+    read_epoch,
+    read_final,
+    read_refill,
+)
 from search.driver.searcher import StudySearcher
 
 
@@ -106,6 +114,11 @@ class PopulationSearcher(StudySearcher):
         wanted = read_refill(result)
         if wanted is not None:
             self._refill(trial_id, *wanted)
+            return
+        ended = read_answer(result)
+        if ended is not None:  # a refilling population's member, told as it ends
+            k, answer = ended
+            self._finish(member_key(trial_id, k), answer, result, False)
             return
         k, row = read_epoch(result)
         if k is not None:

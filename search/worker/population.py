@@ -24,6 +24,7 @@ from search.contract import (
     Failure,
     Pruned,
     Request,
+    answer_message,
     epoch_message,
 )
 from search.worker.replicates import Replicates, combine, run_config
@@ -50,7 +51,9 @@ def run_population(request: Request, report, where: dict[str, Any] | None = None
     With a coordinator (a sweep's ``--population``; ``trial_id`` is the Ray trial's) the
     population refills (``request.refill``: when a setting's members have all stopped,
     the next settings take their slots at epoch 0, asked from the driver, and answered
-    after the first ones in the order they came) and asks the coordinator for the
+    after the first ones in the order they came; each setting's answer also goes to the
+    driver as the setting ends, ``search.contract.answer_message``, with the time and
+    slot counts until then) and asks the coordinator for the
     decision on each setting's row at MO-ASHA's rungs (``request.rungs``), stopping the
     members of a setting it prunes. Leave-one-domain-out folds do neither: their rows are
     averaged only once every fold has run.
@@ -102,6 +105,8 @@ class _Job:
         self.deferred: list[int] = []  # refilled runs that cannot share the running model
         self.failed: dict[int, Failure] = {}  # refilled settings that could not be built
         self.exhausted = coordinator is None or not request.refill
+        # a refilling population's settings are answered as they end (``answer_message``)
+        self.early = coordinator is not None and request.refill and not self.folds
 
     def add_settings(self, settings) -> list[int]:
         """Add settings (``search.contract.Setting``); the indices of their runs."""
@@ -153,6 +158,8 @@ class _Job:
                     and self.coordinator.stops(self.numbers[k], mean):
                 self.pruned[k] = mean
                 out += [group.index(j) for j in self.epochs.live[k]]
+                if self.early:
+                    self.report(answer_message(k, Pruned(mean)))
         return out
 
     def refill(self, free: int, group: list[int]) -> list:
@@ -203,16 +210,35 @@ class _Job:
 
         refill = None if self.exhausted else (lambda free: self.refill(free, group))
         t0, c0, started_at = time.perf_counter(), time.thread_time(), time.time()
+
+        def ended(i: int, outcome) -> None:  # run group[i] has its result: answer early
+            taken = {**slots, "fit_cpu_seconds": time.thread_time() - c0}
+            self.ended(group[i], (outcome, time.perf_counter() - t0, started_at, taken))
+
+        extra: dict[str, Any] = {} if refill is None else {"refill": refill}
+        if self.early:
+            extra["on_result"] = ended
         try:
             got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch,
-                                 **({"refill": refill} if refill is not None else {}))
+                                 **extra)
         except Exception as exc:
             return failure_result(exc, dict(where))
         seconds = time.perf_counter() - t0
         slots["fit_cpu_seconds"] = time.thread_time() - c0  # the whole population's
         for j, outcome in zip(group, got, strict=True):
-            self.outcomes[j] = (outcome, seconds, started_at, slots)
+            self.outcomes.setdefault(j, (outcome, seconds, started_at, slots))
         return None
+
+    def ended(self, j: int, outcome: tuple) -> None:
+        """Run ``j``'s result as it ended (its population still training: the time and
+        slot counts so far); once every run of its setting has one, the setting's answer
+        goes to the driver."""
+        self.outcomes[j] = outcome
+        k = self.owner[j]
+        if k in self.pruned or k in self.failed:
+            return
+        if all(i in self.outcomes for i in range(len(self.runs)) if self.owner[i] == k):
+            self.report(answer_message(k, self.answer(k)))
 
     def flush(self) -> None:
         """Report the folds' buffered rows, epoch by epoch."""

@@ -100,6 +100,11 @@ def test_slot_fill_from_rows_and_from_stored_attributes(me):
     # stored by the sweep (a refilled population: 7 members over 8 ticks of 4 slots)
     stored = [rec(i, group="c", slot_epochs=32, member_epochs_stored=30) for i in range(7)]
     assert me.slot_fill(stored, 4) == pytest.approx(30 / 32)
+    # members told as they ended store the counts until then: the last one's are the
+    # population's (an early one after 3 ticks: 10 of 12; the last: 30 of 32)
+    early = [rec(0, group="d", slot_epochs=12, member_epochs_stored=10),
+             rec(1, group="d", slot_epochs=32, member_epochs_stored=30)]
+    assert me.slot_fill(early, 4) == pytest.approx(30 / 32)
     assert me.slot_fill([rec(0)], 4) is None
 
 

@@ -19,10 +19,12 @@ from search.contract import (
     Replication,
     Request,
     Setting,
+    answer_message,
     decode_answer,
     epoch_message,
     own_metrics,
     population_final,
+    read_answer,
     read_epoch,
     read_final,
     read_refill,
@@ -126,6 +128,18 @@ def test_a_refill_ask_is_read_as_such_and_never_as_an_epoch_row(n, start):
     assert read_refill(message) == (n, start)
     assert read_refill(epoch_message({"epoch": 1.0, "stage": 1.0}, 2)) is None
     assert read_final(message) is None and "epoch" not in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(answers, st.integers(0, 64))
+def test_an_early_answer_is_read_as_such_and_never_as_final_a_refill_or_a_row(answer, k):
+    message = answer_message(k, answer)
+    assert read_answer(message) == (k, answer)
+    assert all(isinstance(v, int | float | str) for v in message.values())
+    assert read_final(message) is None and read_refill(message) is None
+    assert "epoch" not in message
+    assert read_answer(epoch_message({"epoch": 1.0, "stage": 1.0}, k)) is None
+    assert read_answer(answer.encode()) is None
 
 
 def test_a_result_that_is_not_final_holds_no_answer():

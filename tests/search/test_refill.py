@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 from optuna.trial import TrialState
 
-from search.contract import Failure, Outcome, Pruned, Setting, population_final, refill_message
+from search.contract import (
+    Failure,
+    Outcome,
+    Pruned,
+    Setting,
+    answer_message,
+    population_final,
+    read_answer,
+    refill_message,
+)
 from search.db.storage import read_epochs
 from search.driver.coordinator import Coordinator, actor_name, start_coordinator
 from search.driver.moasha import CONTINUE, STOP, RungBook
@@ -104,6 +113,26 @@ def test_a_population_refills_through_the_coordinator_and_tells_every_member(tmp
     assert s.outcomes == {"complete": 3, "prune": 1, "fail": 1}
 
 
+def test_a_member_answered_as_it_ends_is_told_then_and_only_once(tmp_path):
+    s = _searcher(tmp_path, size=2)
+    s.suggest("ray1")
+    # member 0 ends while member 1 trains on: its trial is COMPLETE at once, 1 is running
+    s.on_trial_result("ray1", answer_message(0, Outcome(FINAL | {"task_accuracy": 0.5},
+                                                        config={})))
+    s.on_trial_result("ray1", answer_message(1, Pruned(_row(0.1, 0.1) | {"member": 1.0})))
+    assert [t.state for t in s.study.get_trials()] == [TrialState.COMPLETE,
+                                                       TrialState.PRUNED]
+    assert s.study.get_trials()[0].values == [0.5, 0.95]
+    # the population's final result holds both answers again (one of them different, as
+    # a retried attempt's could be): nothing is told twice
+    s.on_trial_complete("ray1", population_final(
+        [Outcome(FINAL | {"task_accuracy": 0.9}, config={}), Outcome(FINAL, config={})], 2))
+    trials = s.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[0].values == [0.5, 0.95]
+    assert s.outcomes == {"complete": 1, "prune": 1, "fail": 0}
+
+
 def test_a_stopping_driver_refills_nothing(tmp_path, local_ray):
     import ray
 
@@ -186,9 +215,15 @@ def test_a_worker_fills_freed_slots_with_the_next_settings_and_stops_pruned_ones
     request = Request(base=base, settings=(setting(0, 2), setting(1, 4)), population=True,
                       objective={"mode": "pareto", "disentanglement": "zay_independence_score"},
                       coordinator="test", refill=True, rungs=(2,))
-    rows: list[dict] = []
-    answers = run_population(request, rows.append, trial_id="ray1")
+    reported: list[dict] = []
+    answers = run_population(request, reported.append, trial_id="ray1")
     assert [type(a).__name__ for a in answers] == ["Outcome", "Outcome", "Pruned", "Outcome"]
+    # each setting's answer went to the driver as the setting ended, in that order, and
+    # is the one the population's final result holds
+    early = [read_answer(r) for r in reported if read_answer(r) is not None]
+    assert [k for k, _ in early] == [0, 2, 1, 3]
+    assert all(a == answers[k] for k, a in early)
+    rows = [r for r in reported if read_answer(r) is None]
     # tick by tick (members at their own epochs): 0 and 1; 0 ends at tick 2, 2 joins at
     # tick 3 and is pruned at its rung (epoch 1, tick 4), 1 ends at tick 4; 3 joins at tick 5
     by_member = {k: [int(r["epoch"]) for r in rows if int(r["member"]) == k] for k in range(4)}
@@ -198,11 +233,12 @@ def test_a_worker_fills_freed_slots_with_the_next_settings_and_stops_pruned_ones
     assert driver.asked == [1, 2, 1]
     assert driver.decided == [(1, 1.0), (2, 1.0)]  # rung 2 = epoch index 1, once each
     assert answers[2].row["epoch"] == 1.0  # the pruned setting's row at its rung
-    for a in (answers[0], answers[1], answers[3]):
-        assert a.metrics["population_slots"] == 2.0
-        # 2 + 4 + 2 (pruned) + 2 member-epochs over 6 ticks of 2 slots
-        assert a.metrics["population_member_epochs"] == 10.0
-        assert a.metrics["population_ticks"] == 6.0
+    # how full the population ran until each setting ended: 0 after 2 ticks (2 + 2
+    # member-epochs), 1 after 4 (4 + 2 + 2 pruned), 3 after 6 (all 10 over 6 ticks)
+    for k, ticks, member_epochs in ((0, 2.0, 4.0), (1, 4.0, 8.0), (3, 6.0, 10.0)):
+        assert answers[k].metrics["population_slots"] == 2.0
+        assert answers[k].metrics["population_ticks"] == ticks
+        assert answers[k].metrics["population_member_epochs"] == member_epochs
     assert answers[3].last_epoch["epoch"] == 1.0 and answers[3].metrics["epochs_run"] == 2.0
 
 

@@ -63,6 +63,27 @@ def test_a_freed_slot_takes_the_next_config_and_every_member_matches_its_solo_ru
         assert_same_run(got[k], fit(cfg), tol)
 
 
+def test_on_result_gives_each_member_its_result_in_the_epoch_it_ends():
+    # member 0 ends after tick 2, while 1 trains on to tick 5 and 2 takes 0's slot and
+    # ends after tick 5 too: 0's result comes before any later epoch, and every result,
+    # given early or with the others, is the member's solo run and the one returned
+    configs = [tiny_config(epochs=2, stage1_epochs=0, stage2_epochs=1),
+               tiny_config(epochs=5, independence_penalty=1.0)]
+    late = tiny_config(epochs=3, stage1_epochs=0, stage2_epochs=1, lr=2e-3)
+    events: list = []
+    got = fit_population(configs, refill=Queue([late]),
+                         report_epoch=lambda rows: events.append(("tick", sorted(rows))),
+                         on_result=lambda k, r: events.append(("result", k, r)))
+    assert [e[:2] for e in events] == [("tick", [0, 1]), ("tick", [0, 1]), ("result", 0),
+                                       ("tick", [1, 2]), ("tick", [1, 2]), ("tick", [1, 2]),
+                                       ("result", 1), ("result", 2)]
+    given = {e[1]: e[2] for e in events if e[0] == "result"}
+    assert all(given[k] is got[k] for k in range(3))
+    tol = _tolerance(configs[0])
+    for k, cfg in enumerate([*configs, late]):
+        assert_same_run(got[k], fit(cfg), tol)
+
+
 def test_a_member_joining_later_with_a_running_members_seed_draws_its_own_stream():
     # both seed 0: had the joining member shared the running one's generator, its first
     # epoch would draw where the other's third left off, not where a fresh run starts
