@@ -603,12 +603,11 @@ def fit_population(
             at epoch 0 on the next epoch, with their own random streams, as members
             ``len(configs)``, ``len(configs) + 1``, ... in order of joining. It is
             asked again after every later epoch that leaves a slot free.
-        on_result: called as ``on_result(k, result)`` with each member's result (its
-            ``FitResult`` or ``DivergenceError``; not a pruned member's) at the end of the
-            epoch it finished, before its slot is refilled: its final evaluation runs
-            then, batched with the members that finished in the same epoch, instead of
-            with every member at the end. The results are the same either way (each
-            member's evaluation draws from its own seeded streams) and are returned too.
+        on_result: called as ``on_result(k, result)`` with each member's ``FitResult``
+            or ``DivergenceError`` (not a pruned one's) at the end of the epoch it ended,
+            its final evaluation batched with the members that ended with it, not with
+            all at the end; the same results (each draws its own seeded streams; on a
+            GPU, whose probes are solved as one problem, to the solver's tolerance).
 
     Returns:
         One entry per member, in order (the initial ones, then those that joined): its

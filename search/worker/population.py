@@ -123,6 +123,8 @@ class _Job:
                 self.settings.append(None)
                 self.failed[k] = failure_result(exc, {"phase": "setup"})
                 self.epochs.add_setting(None, [])
+                if self.early:
+                    self.report(answer_message(k, self.failed[k]))
                 continue
             self.settings.append(cfg)
             mine = []
@@ -237,7 +239,10 @@ class _Job:
         k = self.owner[j]
         if k in self.pruned or k in self.failed:
             return
-        if all(i in self.outcomes for i in range(len(self.runs)) if self.owner[i] == k):
+        mine = [i for i in range(len(self.runs)) if self.owner[i] == k]
+        if all(i in self.outcomes for i in mine):
+            for i in mine:  # every run with the time and counts of the last to end (this)
+                self.outcomes[i] = (self.outcomes[i][0], *outcome[1:])
             self.report(answer_message(k, self.answer(k)))
 
     def flush(self) -> None:
