@@ -632,29 +632,17 @@ def fit_population(
         _check_shared([configs[0], *saved.configs[len(configs):]], shared_data=shared_data)
         pop.resume(saved)
 
-    early = None if on_result is None else _giver(pop, on_result, out_dir, evaluate)
     _train(pop, ckpt_path, report, report_epoch, refill, shared_data=shared_data,
-           early=early)
+           on_result=on_result, out_dir=out_dir, evaluate=evaluate)
     return _results(pop, out_dir, evaluate=evaluate)
-
-
-def _giver(pop: _Population, on_result: ResultFn, out_dir: str | Path | None,
-           evaluate: bool) -> Callable[[list[_Member]], None]:
-    """What gives members that just finished their results (``on_result``), kept for
-    ``_results``."""
-    def give(members: list[_Member]) -> None:
-        for m, got in zip(members, _member_results(pop, members, out_dir, evaluate),
-                          strict=True):
-            pop.results[m.index] = got
-            on_result(m.index, got)
-    return give
 
 
 def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn | None,
            report_epoch: PopulationEpochFn | None, refill: RefillFn | None, *,
-           shared_data: bool, early: Callable[[list[_Member]], None] | None = None) -> None:
+           shared_data: bool, on_result: ResultFn | None = None,
+           out_dir: str | Path | None = None, evaluate: bool = True) -> None:
     """Epochs until no member trains: the checkpoint written, each epoch's rows told,
-    the members that finished given to ``early`` (with ``on_result``), finished and
+    the members that finished given their results (with ``on_result``), finished and
     stopped members dropped, freed slots refilled (a resumed population's free slots
     before its first epoch)."""
     _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=False)
@@ -668,12 +656,21 @@ def _train(pop: _Population, ckpt_path: Path | None, report: PopulationReportFn 
                                                 t.knobs.stage)
             save_checkpoint(pop.checkpoint(), ckpt_path)
         stopped = _tell(pop, reported, report, report_epoch)
-        if early is not None:
-            done = [pop.members[i] for i in pop.active if pop.members[i].finished
-                    and not pop.members[i].pruned and i not in pop.results]
-            if done:
-                early(done)
+        if on_result is not None:
+            _give_results(pop, on_result, out_dir, evaluate)
         _refill(pop, refill, ckpt_path, shared_data=shared_data, stopped=stopped)
+
+
+def _give_results(pop: _Population, on_result: ResultFn, out_dir: str | Path | None,
+                  evaluate: bool) -> None:
+    """The members that finished this epoch (not pruned ones) get their results, one
+    batched evaluation, through ``on_result``; kept for ``_results``."""
+    done = [pop.members[i] for i in pop.active
+            if pop.members[i].finished and not pop.members[i].pruned]
+    if done:
+        for m, got in zip(done, _member_results(pop, done, out_dir, evaluate), strict=True):
+            pop.results[m.index] = got
+            on_result(m.index, got)
 
 
 def _refill(pop: _Population, refill: RefillFn | None, ckpt_path: Path | None, *,

@@ -217,12 +217,9 @@ class _Job:
             taken = {**slots, "fit_cpu_seconds": time.thread_time() - c0}
             self.ended(group[i], (outcome, time.perf_counter() - t0, started_at, taken))
 
-        extra: dict[str, Any] = {} if refill is None else {"refill": refill}
-        if self.early:
-            extra["on_result"] = ended
         try:
             got = fit_population([self.runs[j][2] for j in group], report_epoch=on_epoch,
-                                 **extra)
+                                 refill=refill, on_result=ended if self.early else None)
         except Exception as exc:
             return failure_result(exc, dict(where))
         seconds = time.perf_counter() - t0
@@ -239,7 +236,7 @@ class _Job:
         k = self.owner[j]
         if k in self.pruned or k in self.failed:
             return
-        mine = [i for i in range(len(self.runs)) if self.owner[i] == k]
+        mine = self.runs_of(k)
         if all(i in self.outcomes for i in mine):
             for i in mine:  # every run with the time and counts of the last to end (this)
                 self.outcomes[i] = (self.outcomes[i][0], *outcome[1:])
@@ -250,6 +247,10 @@ class _Job:
         for epoch in sorted(self.buffered):
             self.tell(self.buffered[epoch])
 
+    def runs_of(self, k: int) -> list[int]:
+        """The indices of setting ``k``'s runs."""
+        return [j for j, owner in enumerate(self.owner) if owner == k]
+
     def answer(self, k: int) -> Answer:
         """Setting ``k``'s answer from its runs' results."""
         from trainer import DivergenceError
@@ -258,7 +259,7 @@ class _Job:
             return self.failed[k]
         if k in self.pruned:
             return Pruned(self.pruned[k])
-        mine = [j for j in range(len(self.runs)) if self.owner[j] == k]
+        mine = self.runs_of(k)
         for j in mine:
             if isinstance(self.outcomes[j][0], DivergenceError):
                 seed, fold = self.runs[j][1]

@@ -33,6 +33,19 @@ def interrupted_then_resumed(cfg: RunConfig, folder, *, stop_epoch: int):
     return fit(cfg, checkpoint_dir=folder, resume=True)
 
 
+def interrupted_population(configs, folder, *, stop_epoch: int) -> None:
+    """Train ``configs`` as a population checkpointing into ``folder`` until a member
+    ends ``stop_epoch``, then cut it short (no final evaluation)."""
+    from trainer import fit_population
+
+    def stop(k, row):
+        if row["epoch"] == stop_epoch:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_population(configs, checkpoint_dir=folder, report=stop, evaluate=False)
+
+
 @pytest.fixture
 def tiny():
     return tiny_config

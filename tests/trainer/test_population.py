@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from tests.trainer.conftest import tiny_config
+from tests.trainer.conftest import interrupted_population, tiny_config
 from trainer import (
     ConfigError,
     DivergenceError,
@@ -205,13 +205,7 @@ def test_resume_equals_an_uninterrupted_population(tmp_path):
     configs = [tiny_config(**m) for m in MEMBERS]
     whole = fit_population(configs, checkpoint_dir=tmp_path / "whole", evaluate=False)
 
-    def stop_after_epoch_2(k, row):
-        if row["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit_population(configs, checkpoint_dir=tmp_path / "cut", report=stop_after_epoch_2,
-                       evaluate=False)
+    interrupted_population(configs, tmp_path / "cut", stop_epoch=2)
     # each member's entry is a solo checkpoint: fit(resume=True) continues it
     entry = load_population_checkpoint(tmp_path / "cut" / POPULATION_CHECKPOINT, configs)[1]
     (tmp_path / "solo").mkdir()

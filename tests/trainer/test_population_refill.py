@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.trainer.conftest import Interrupt, tiny_config
+from tests.trainer.conftest import Interrupt, interrupted_population, tiny_config
 from tests.trainer.test_population import (
     assert_same_history,
     assert_same_run,
@@ -185,13 +185,7 @@ def test_resume_refuses_other_initial_configs_and_reads_an_old_checkpoint(tmp_pa
                tiny_config(epochs=3, stage1_epochs=0, stage2_epochs=1, lr=2e-3)]
     whole = fit_population(configs, checkpoint_dir=tmp_path / "whole", evaluate=False)
 
-    def interrupt(k, row):
-        if row["epoch"] == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        fit_population(configs, checkpoint_dir=tmp_path / "cut", report=interrupt,
-                       evaluate=False)
+    interrupted_population(configs, tmp_path / "cut", stop_epoch=1)
     path = tmp_path / "cut" / POPULATION_CHECKPOINT
     # a checkpoint written before refills: its members' entries alone
     torch.save({"members": torch.load(path, weights_only=True)["members"]}, path)
